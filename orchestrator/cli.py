@@ -1,0 +1,186 @@
+"""The `rumistack` command: each command loads the config, calls one library
+function, and turns named errors into one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from . import stack
+from .config import Config, load_config
+from .errors import DockerUnavailable, RumistackError
+from .users import UserFile, WeakPassword
+
+_err = Console(stderr=True, highlight=False)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RumistackError as exc:
+            _err.print(f"error: {exc}", markup=False)
+            ctx.exit(exc.exit_code)
+
+
+class _ConsoleProgress(stack.Progress):
+    """Steps as lines; the wait for health as one live line on a terminal,
+    and as a line per change of state elsewhere (CI, pipes)."""
+
+    def __init__(self) -> None:
+        self._status = None
+        self._last: str | None = None
+
+    def step(self, message: str) -> None:
+        _err.print(f"- {message}", markup=False)
+
+    def waiting(self, states: dict[str, str], elapsed: float) -> None:
+        pending = ", ".join(f"{name} ({state})" for name, state in states.items() if state != "healthy")
+        if not pending:
+            self._stop()
+            _err.print(f"- all healthy after {elapsed:.0f} s", markup=False)
+            return
+        text = f"waiting for {pending}"
+        if _err.is_terminal:
+            if self._status is None:
+                self._status = _err.status("")
+                self._status.start()
+            self._status.update(f"{text}: {elapsed:.0f} s")
+        elif text != self._last:
+            _err.print(f"- {text}", markup=False)
+        self._last = text
+
+    def _stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def __del__(self) -> None:
+        self._stop()
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=".env", show_default=True,
+              help="The configuration file; environment variables of the same names override it.")
+@click.version_option(package_name="rumistack")
+@click.pass_context
+def cli(ctx: click.Context, env_file: Path) -> None:
+    """RumiTalk behind nginx with HTTP Basic Auth.
+
+    Basic Auth guards everything except /api/ (RumiTalk's own auth guards it),
+    /manifest.webmanifest and /health.
+
+    \b
+    Typical use:
+      rumistack adduser alice
+      rumistack up
+      rumistack status
+    """
+    ctx.obj = env_file
+
+
+def _config() -> Config:
+    return load_config(click.get_current_context().obj)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return click.prompt("Password", hide_input=True, confirmation_prompt="Repeat the password", err=True)
+
+
+def _apply_users(config: Config, users: UserFile) -> None:
+    """Copy the changed user file into a running stack's volume."""
+    try:
+        pushed = stack.push_users(config, users)
+    except DockerUnavailable:
+        pushed = False
+    if pushed:
+        click.echo("applied to the running stack")
+
+
+def _set_password(users: UserFile, name: str, password: str, change) -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WeakPassword)
+        change(name, password)
+    for warning in caught:
+        _err.print(f"warning: {warning.message}; a longer one is much harder to guess", markup=False)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def adduser(name: str, password_stdin: bool) -> None:
+    """Add a Basic Auth user (asks for the password twice, without echo)."""
+    config = _config()
+    users = UserFile(config.users_file)
+    _set_password(users, name, _read_password(password_stdin), users.add)
+    click.echo(f"added user {name}")
+    _apply_users(config, users)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def passwd(name: str, password_stdin: bool) -> None:
+    """Change a user's password."""
+    config = _config()
+    users = UserFile(config.users_file)
+    _set_password(users, name, _read_password(password_stdin), users.set_password)
+    click.echo(f"changed the password of {name}")
+    _apply_users(config, users)
+
+
+@cli.command()
+@click.argument("name")
+def deluser(name: str) -> None:
+    """Remove a user."""
+    config = _config()
+    users = UserFile(config.users_file)
+    users.delete(name)
+    click.echo(f"removed user {name}")
+    _apply_users(config, users)
+
+
+@cli.command("users")
+def list_users() -> None:
+    """List the user names."""
+    for name in UserFile(_config().users_file).names():
+        click.echo(name)
+
+
+@cli.command()
+def up() -> None:
+    """Render the config, write it and the users into volumes, start nginx and
+    RumiTalk, and wait until both are healthy. Changes only what changed."""
+    config = _config()
+    url = stack.up(config, UserFile(config.users_file), _ConsoleProgress())
+    click.echo(f"RumiTalk is up at {url}")
+
+
+@cli.command()
+def down() -> None:
+    """Remove the containers and the network; keep the volumes and the users."""
+    count = stack.down(_config(), _ConsoleProgress())
+    click.echo(f"removed {count} container(s); volumes and users are kept" if count else "nothing was running")
+
+
+@cli.command()
+def status() -> None:
+    """Show the containers, their health, the URL and the number of users."""
+    config = _config()
+    services = stack.status(config)
+    for s in services:
+        click.echo(f"{s.service:<10} {s.container:<28} {s.state:<10} {s.health}")
+    if not services:
+        click.echo("not running (start it with `rumistack up`)")
+    click.echo(f"url: {config.url}")
+    click.echo(f"users: {len(UserFile(config.users_file).names())}")
+
+
+def main() -> None:
+    cli(prog_name="rumistack")

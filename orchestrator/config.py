@@ -1,0 +1,149 @@
+"""Configuration: one `.env` in the working directory, each key overridable by
+an environment variable of the same name (Docker Compose's convention).
+
+Every key, its default and its rule live in KEYS; `.env.example` documents the
+same keys with the same defaults (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from .errors import ConfigError
+
+# values that reach nginx.conf are checked against these: quotes, semicolons,
+# braces, `$`, whitespace and control characters can never get through
+_PROJECT = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_IMAGE = re.compile(
+    r"(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?"  # registry
+    r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"  # path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # tag
+    r"(?:@sha256:[a-f0-9]{64})?"  # digest
+)
+_REALM = re.compile(r"[A-Za-z0-9 _.,:!?()@#%&*+=/'<>^|~-]{1,64}")
+
+
+def _project(value: str) -> str:
+    if not _PROJECT.fullmatch(value):
+        raise ValueError("use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit")
+    return value
+
+
+def _domain(value: str) -> str:
+    try:
+        ipaddress.IPv4Address(value)
+        return value
+    except ValueError:
+        pass
+    if len(value) > 253 or not _HOSTNAME.fullmatch(value):
+        raise ValueError("use a host name such as chat.example.com (letters, digits, '-' and dots) or an IPv4 address")
+    return value
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError("use a port number from 1 to 65535")
+    return int(value)
+
+
+def _address(value: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("use an IP address such as 0.0.0.0 (all interfaces) or 127.0.0.1 (this host only)") from None
+
+
+def _image(value: str) -> str:
+    if len(value) > 255 or not _IMAGE.fullmatch(value):
+        raise ValueError("use an image reference such as nginx:1.28.0-alpine")
+    return value
+
+
+def _realm(value: str) -> str:
+    if not _REALM.fullmatch(value):
+        raise ValueError(
+            "use 1-64 printable ASCII characters without quotes, backslashes, '$', ';', '{' or '}'"
+        )
+    return value
+
+
+def _path(value: str) -> Path:
+    if not value or any(ord(c) < 32 for c in value):
+        raise ValueError("use a directory path")
+    return Path(value)
+
+
+def _seconds(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 3600:
+        raise ValueError("use a whole number of seconds from 1 to 3600")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    field: str
+    default: str
+    parse: Callable[[str], object]
+
+
+KEYS: tuple[Key, ...] = (
+    Key("RUMISTACK_PROJECT", "project", "rumistack", _project),
+    Key("RUMISTACK_DOMAIN", "domain", "localhost", _domain),
+    Key("RUMISTACK_HTTP_PORT", "http_port", "8080", _port),
+    Key("RUMISTACK_BIND_ADDRESS", "bind_address", "0.0.0.0", _address),
+    Key("RUMISTACK_NGINX_IMAGE", "nginx_image", "nginx:1.28.0-alpine", _image),
+    Key("RUMITALK_IMAGE", "rumitalk_image", "ghcr.io/rumitalk/rumitalk:v0.8.0", _image),
+    Key("RUMISTACK_REALM", "realm", "RumiTalk", _realm),
+    Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
+    Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    project: str
+    domain: str
+    http_port: int
+    bind_address: str
+    nginx_image: str
+    rumitalk_image: str
+    realm: str
+    state_dir: Path
+    health_timeout: int
+
+    @property
+    def url(self) -> str:
+        host = self.domain if self.bind_address in ("0.0.0.0", "::") else self.bind_address
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}/" if self.http_port == 80 else f"http://{host}:{self.http_port}/"
+
+    @property
+    def users_file(self) -> Path:
+        return self.state_dir / "htpasswd"
+
+
+def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None = None) -> Config:
+    """Read `env_file` (if it exists), let `environ` override it, check every value."""
+    environ = os.environ if environ is None else environ
+    env_file = Path(env_file)
+    from_file = dotenv_values(env_file) if env_file.is_file() else {}
+    values: dict[str, object] = {}
+    for key in KEYS:
+        raw = environ.get(key.name, from_file.get(key.name))
+        raw = key.default if raw is None or raw == "" else raw
+        try:
+            values[key.field] = key.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{key.name}={raw!r} is not valid: {exc} (set it in .env or the environment)") from None
+    return Config(**values)  # type: ignore[arg-type]

@@ -1,0 +1,97 @@
+"""Files into named volumes and config checks, through short-lived helper
+containers of the nginx image (already local: nothing extra is pulled).
+
+Writes are atomic: files are staged inside the volume, then renamed into
+place, so nginx (which opens the user file on every request) never reads a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import io
+import secrets
+import tarfile
+from dataclasses import dataclass
+
+import docker
+from docker.types import Mount
+
+from .errors import StackError
+from .render import CONF_DIR, MAIN_FILE, UPSTREAM
+from .spec import LABEL_PROJECT
+
+_STAGE = "/rumistack-stage"
+
+
+@dataclass(frozen=True)
+class File:
+    data: bytes
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+
+
+def _tar(files: dict[str, File], prefix: str = "") -> bytes:
+    """A tar of `files` under the directory `prefix`, with every parent directory."""
+    paths = {f"{prefix}/{name}".strip("/"): file for name, file in files.items()}
+    dirs = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for d in sorted(dirs):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for path, file in sorted(paths.items()):
+            info = tarfile.TarInfo(path)
+            info.size, info.mode, info.uid, info.gid = len(file.data), file.mode, file.uid, file.gid
+            tar.addfile(info, io.BytesIO(file.data))
+    return buffer.getvalue()
+
+
+def _run_helper(client: docker.DockerClient, image: str, project: str, command: list[str], archives=(), **kwargs) -> tuple[int, str]:
+    """Create a helper container, put `archives` in, run it, return (exit code, output)."""
+    container = client.containers.create(
+        image, command=command, entrypoint=[], labels={LABEL_PROJECT: project, "rumistack.role": "helper"},
+        network_mode="none", **kwargs,
+    )
+    try:
+        for path, data in archives:
+            container.put_archive(path, data)
+        container.start()
+        code = container.wait(timeout=60)["StatusCode"]
+        return code, container.logs().decode(errors="replace").strip()
+    finally:
+        container.remove(force=True)
+
+
+def check_config(client: docker.DockerClient, image: str, project: str, files: dict[str, str]) -> None:
+    """Run `nginx -t` on the rendered files inside the nginx image; raise StackError if it refuses them."""
+    archive = _tar({name: File(text.encode()) for name, text in files.items()}, prefix=CONF_DIR)
+    host = UPSTREAM.split(":")[0]
+    code, output = _run_helper(
+        client, image, project, ["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"],
+        archives=[("/", archive)],
+        # the upstream name resolves on the stack's network; here any address will do
+        extra_hosts={host: "127.0.0.1"},
+    )
+    if code != 0:
+        raise StackError(f"nginx refused the rendered configuration, so nothing was changed: {output}")
+
+
+def write_files(client: docker.DockerClient, image: str, project: str, volumes: dict[str, dict[str, File]]) -> None:
+    """Write files into named volumes: {volume name: {path in volume: File}}, each file replaced atomically."""
+    stage = f"{_STAGE}-{secrets.token_hex(4)}"
+    mounts, archives, moves = [], [], []
+    for index, (volume, files) in enumerate(sorted(volumes.items())):
+        target = f"/volumes/{index}"
+        mounts.append(Mount(target, volume, type="volume", no_copy=True))
+        archives.append((target, _tar(files, prefix=stage)))
+        for path in sorted(files):
+            moves += [f"{target}{stage}/{path}", f"{target}/{path}"]
+    script = (
+        'set -e; while [ $# -gt 0 ]; do mkdir -p "$(dirname "$2")"; mv -f "$1" "$2"; shift 2; done; '
+        f"rm -rf /volumes/*{stage}"
+    )
+    code, output = _run_helper(client, image, project, ["sh", "-c", script, "sh", *moves], archives=archives, mounts=mounts)
+    if code != 0:
+        raise StackError(f"writing into the volumes failed: {output}")

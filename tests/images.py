@@ -1,0 +1,93 @@
+"""Local test images, built here because no image registry is reachable.
+
+- rumistack-test/debian:bookworm: a Debian base made by debootstrap, with
+  nginx-light, python3 and wget.
+- rumistack-test/nginx:local: nginx from that base (tests/images/nginx).
+- rumistack-test/rumitalk-stub:local: the RumiTalk stand-in (tests/images/rumitalk-stub).
+
+Each image carries a label with a hash of its recipe and is rebuilt only when
+the recipe changes. Run as a script to build what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import docker
+from docker.errors import ImageNotFound
+
+HERE = Path(__file__).parent / "images"
+RECIPE_LABEL = "rumistack.recipe"
+
+BASE = "rumistack-test/debian:bookworm"
+BASE_PACKAGES = ("nginx-light", "python3", "wget")
+NGINX = "rumistack-test/nginx:local"
+STUB = "rumistack-test/rumitalk-stub:local"
+_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub"}
+
+
+def _debootstrap_args(target: Path) -> list[str]:
+    return ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", "bookworm", str(target)]
+
+
+def _hash(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:16]
+
+
+def _base_recipe() -> str:
+    return _hash(" ".join(_debootstrap_args(Path("DIR"))).encode())
+
+
+def _context_recipe(context: Path) -> str:
+    files = sorted(p for p in context.rglob("*") if p.is_file())
+    return _hash(_base_recipe().encode(), *(str(p.relative_to(context)).encode() + p.read_bytes() for p in files))
+
+
+def _current(client: docker.DockerClient, name: str, recipe: str) -> bool:
+    try:
+        image = client.images.get(name)
+    except ImageNotFound:
+        return False
+    return (image.labels or {}).get(RECIPE_LABEL) == recipe
+
+
+def _build_base(client: docker.DockerClient, recipe: str, log) -> None:
+    if shutil.which("debootstrap") is None:
+        raise RuntimeError("debootstrap is missing: apt-get install -y debootstrap")
+    with tempfile.TemporaryDirectory(prefix="rumistack-base-") as tmp:
+        root = Path(tmp) / "root"
+        log(f"building {BASE} with debootstrap (about a minute)")
+        subprocess.run(_debootstrap_args(root), check=True, stdout=subprocess.DEVNULL)
+        # no cached package lists or downloaded .debs in the image
+        subprocess.run(["rm", "-rf", f"{root}/var/cache/apt/archives", f"{root}/var/lib/apt/lists"], check=True)
+        tarball = Path(tmp) / "root.tar"
+        subprocess.run(["tar", "-C", str(root), "-cf", str(tarball), "."], check=True)
+        repository, tag = BASE.split(":")
+        client.api.import_image_from_file(
+            str(tarball), repository=repository, tag=tag, changes=[f"LABEL {RECIPE_LABEL}={recipe}"]
+        )
+
+
+def ensure_images(client: docker.DockerClient | None = None, log=print) -> None:
+    """Build every local test image that is missing or whose recipe changed."""
+    client = client or docker.from_env()
+    base_recipe = _base_recipe()
+    if not _current(client, BASE, base_recipe):
+        _build_base(client, base_recipe, log)
+    for name, context in _CONTEXTS.items():
+        recipe = _context_recipe(context)
+        if not _current(client, name, recipe):
+            log(f"building {name}")
+            client.images.build(path=str(context), tag=name, labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
+
+
+if __name__ == "__main__":
+    ensure_images(log=lambda message: print(message, file=sys.stderr, flush=True))

@@ -1,0 +1,140 @@
+"""A stand-in for RumiTalk with its HTTP surface, for tests only.
+
+RumiTalk is one Node server on port 3080: the web app (HTML for `/` and any
+unknown path, the SPA fallback), its assets, `/manifest.webmanifest`,
+`/health`, and the API under `/api/`, where a Bearer token from
+`POST /api/auth/login` is required. Routes match case-insensitively, as
+Express does.
+
+Every answer carries the request as received (method, raw path, headers) in
+the `X-Stub-Request` header (base64 of JSON), and each request is logged to
+stdout as one JSON line, so tests can see exactly what a proxy forwarded.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+EMAIL = os.environ.get("STUB_EMAIL", "user@rumi.test")
+PASSWORD = os.environ.get("STUB_PASSWORD", "stub-password")
+
+INDEX = b"<!doctype html><html><head><title>RumiTalk</title></head><body><div id=root></div><script src=/assets/index.js></script></body></html>"
+ASSETS = {"/assets/index.js": b"console.log('rumitalk');\n"}
+MANIFEST = json.dumps({"name": "RumiTalk", "short_name": "RumiTalk", "start_url": "/"}).encode()
+
+_tokens: set[str] = set()
+_lock = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "rumitalk-stub"
+
+    def do_GET(self) -> None:
+        self._route()
+
+    def do_POST(self) -> None:
+        self._route()
+
+    def do_HEAD(self) -> None:
+        self._route()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # replaced by the JSON line in _record
+
+    def _record(self) -> str:
+        seen = {"method": self.command, "path": self.path, "headers": [[k, v] for k, v in self.headers.items()]}
+        line = json.dumps(seen)
+        print(line, flush=True)
+        return base64.b64encode(line.encode()).decode()
+
+    def _route(self) -> None:
+        record = self._record()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        url = urlsplit(self.path)
+        path = url.path.lower()
+        if path == "/health":
+            return self._send(200, "text/plain", b"OK", record)
+        if path == "/manifest.webmanifest":
+            return self._send(200, "application/manifest+json", MANIFEST, record)
+        if path.startswith("/assets/"):
+            asset = ASSETS.get(path)
+            if asset is None:
+                return self._send(404, "text/plain", b"Not Found", record)
+            return self._send(200, "application/javascript", asset, record)
+        if path == "/api" or path.startswith("/api/"):
+            return self._api(path, url.query, body, record)
+        return self._send(200, "text/html; charset=utf-8", INDEX, record)
+
+    def _api(self, path: str, query: str, body: bytes, record: str) -> None:
+        if path == "/api/auth/login" and self.command == "POST":
+            try:
+                form = json.loads(body or b"{}")
+            except ValueError:
+                form = {}
+            if form.get("email") == EMAIL and form.get("password") == PASSWORD:
+                token = secrets.token_hex(16)
+                with _lock:
+                    _tokens.add(token)
+                return self._json(200, {"token": token, "user": {"email": EMAIL}}, record)
+            return self._json(401, {"message": "Email or password is incorrect"}, record)
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        with _lock:
+            valid = scheme.lower() == "bearer" and token in _tokens
+        if not valid:
+            return self._json(401, {"message": "Unauthorized"}, record)
+        if path == "/api/stream":
+            return self._stream(parse_qs(query), record)
+        return self._json(200, {"ok": True, "path": self.path}, record)
+
+    def _stream(self, params: dict[str, list[str]], record: str) -> None:
+        """Server-sent events: `events` of them, `gap` seconds apart."""
+        count = int(params.get("events", ["3"])[0])
+        gap = float(params.get("gap", ["0.5"])[0])
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("X-Stub-Request", record)
+        if params.get("accel") == ["no"]:
+            self.send_header("X-Accel-Buffering", "no")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        for n in range(count):
+            if n:
+                time.sleep(gap)
+            self.wfile.write(f"data: {json.dumps({'n': n, 'sent': time.time()})}\n\n".encode())
+            self.wfile.flush()
+        self.close_connection = True
+
+    def _json(self, status: int, payload: dict, record: str) -> None:
+        self._send(status, "application/json", json.dumps(payload).encode(), record)
+
+    def _send(self, status: int, content_type: str, body: bytes, record: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Stub-Request", record)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def main() -> None:
+    port = int(os.environ.get("PORT", "3080"))
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    print(f"rumitalk-stub listening on {port}", file=sys.stderr, flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
