@@ -23,7 +23,7 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except RumistackError as exc:
-            _err.print(f"error: {exc}", markup=False)
+            click.echo(f"error: {exc}", err=True)
             ctx.exit(exc.exit_code)
 
 
@@ -36,13 +36,13 @@ class _ConsoleProgress(stack.Progress):
         self._last: str | None = None
 
     def step(self, message: str) -> None:
-        _err.print(f"- {message}", markup=False)
+        click.echo(f"- {message}", err=True)
 
     def waiting(self, states: dict[str, str], elapsed: float) -> None:
         pending = ", ".join(f"{name} ({state})" for name, state in states.items() if state != "healthy")
         if not pending:
             self._stop()
-            _err.print(f"- all healthy after {elapsed:.0f} s", markup=False)
+            click.echo(f"- all healthy after {elapsed:.0f} s", err=True)
             return
         text = f"waiting for {pending}"
         if _err.is_terminal:
@@ -51,7 +51,7 @@ class _ConsoleProgress(stack.Progress):
                 self._status.start()
             self._status.update(f"{text}: {elapsed:.0f} s")
         elif text != self._last:
-            _err.print(f"- {text}", markup=False)
+            click.echo(f"- {text}", err=True)
         self._last = text
 
     def _stop(self) -> None:
@@ -108,7 +108,7 @@ def _set_password(users: UserFile, name: str, password: str, change) -> None:
         warnings.simplefilter("always", WeakPassword)
         change(name, password)
     for warning in caught:
-        _err.print(f"warning: {warning.message}; a longer one is much harder to guess", markup=False)
+        click.echo(f"warning: {warning.message}; a longer one is much harder to guess", err=True)
 
 
 @cli.command()

@@ -1,0 +1,79 @@
+"""Shared fixtures: the Docker engine, the local test images, cleanup by label.
+
+Integration tests (marked `integration`) need a Docker engine and the local
+images. Outside CI a missing engine skips them; with CI=true it fails them.
+"""
+
+from __future__ import annotations
+
+import os
+
+import docker
+import pytest
+from docker.errors import DockerException, ImageNotFound
+
+import images
+from rumistack.config import KEYS
+from testenv import IN_CI, TEST_LABEL
+
+OFFICIAL_NGINX = next(k.default for k in KEYS if k.name == "RUMISTACK_NGINX_IMAGE")
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image cannot be pulled here
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "/integration/" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+def _remove_labelled(client: docker.DockerClient) -> None:
+    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        container.remove(force=True)
+    for network in client.networks.list(filters={"label": TEST_LABEL}):
+        network.remove()
+    for volume in client.volumes.list(filters={"label": TEST_LABEL}):
+        volume.remove(force=True)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except DockerException as exc:
+        message = f"no Docker engine ({exc}); run scripts/test, which starts one"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    _remove_labelled(client)
+    yield client
+    _remove_labelled(client)
+
+
+@pytest.fixture(scope="session")
+def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
+    """{"nginx": ..., "rumitalk": ...}: the official nginx image when it is here, else the local one."""
+    try:
+        images.ensure_images(docker_client)
+    except Exception as exc:  # any failure to build means no images: never a silent skip in CI
+        if IN_CI:
+            pytest.fail(f"the local test images could not be built: {exc}")
+        pytest.skip(f"the local test images could not be built: {exc}")
+    try:
+        docker_client.images.get(OFFICIAL_NGINX)
+        nginx = OFFICIAL_NGINX
+    except ImageNotFound:
+        nginx = images.NGINX
+    return {"nginx": nginx, "rumitalk": images.STUB}
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    counts = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, []) if "integration" in getattr(r, "keywords", {}))
+    ran = counts["passed"] + counts["failed"] + counts["error"]
+    terminalreporter.write_line(
+        f"integration tests run: {ran} ({counts['passed']} passed, {counts['failed']} failed, "
+        f"{counts['error']} errors, {counts['skipped']} skipped)"
+    )

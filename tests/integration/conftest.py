@@ -1,0 +1,78 @@
+"""A real nginx running the rendered config in front of the RumiTalk stand-in,
+on a Docker network of its own, with the config and users in named volumes
+written by rumistack's own volume code."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import pytest
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+from testcontainers.core.wait_strategies import HttpWaitStrategy
+
+from rumistack.config import load_config
+from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, render
+from rumistack.spec import NGINX_GID
+from rumistack.users import UserFile
+from rumistack.volumes import File, write_files
+from testenv import TEST_LABEL
+
+USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
+
+
+@dataclass
+class Proxy:
+    port: int
+    users: UserFile
+    auth_volume: str
+    nginx: DockerContainer
+    stub: DockerContainer
+    image: str
+    user: str = USER
+    password: str = PASSWORD
+    realm: str = REALM
+
+    def push_users(self, client) -> None:
+        write_files(client, self.image, "test", {self.auth_volume: {
+            "htpasswd": File(self.users.content(), mode=0o640, gid=NGINX_GID)}})
+
+
+@pytest.fixture(scope="module")
+def proxy(docker_client, test_images, tmp_path_factory) -> Proxy:
+    """nginx with the default rendered config, one user, in front of the stand-in."""
+    suffix = uuid.uuid4().hex[:8]
+    labels = {TEST_LABEL: "1"}
+    config = load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM})
+    users = UserFile(tmp_path_factory.mktemp("state") / "htpasswd")
+    users.add(USER, PASSWORD)
+
+    conf_volume = docker_client.volumes.create(f"rumistack-test-conf-{suffix}", labels=labels).name
+    auth_volume = docker_client.volumes.create(f"rumistack-test-auth-{suffix}", labels=labels).name
+    write_files(docker_client, test_images["nginx"], "test", {
+        conf_volume: {name: File(text.encode()) for name, text in render(config).items()},
+        auth_volume: {"htpasswd": File(users.content(), mode=0o640, gid=NGINX_GID)},
+    })
+
+    with Network(docker_network_kw={"labels": labels}) as network:
+        stub = (
+            DockerContainer(test_images["rumitalk"])
+            .with_network(network).with_network_aliases("rumitalk")
+            .with_kwargs(labels=labels)
+            .waiting_for(HttpWaitStrategy(3080, "/health").for_status_code(200))
+            .with_exposed_ports(3080)
+        )
+        with stub:
+            nginx = (
+                DockerContainer(test_images["nginx"])
+                .with_network(network)
+                .with_command(["nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"])
+                .with_volume_mapping(conf_volume, CONF_DIR, "ro")
+                .with_volume_mapping(auth_volume, AUTH_DIR, "ro")
+                .with_kwargs(labels=labels)
+                .with_exposed_ports(80)
+                .waiting_for(HttpWaitStrategy(80, "/health").for_status_code(200))
+            )
+            with nginx:
+                yield Proxy(int(nginx.get_exposed_port(80)), users, auth_volume, nginx, stub, test_images["nginx"])

@@ -1,0 +1,89 @@
+"""The auth rules, proven against real nginx in front of the RumiTalk stand-in."""
+
+import pytest
+from web import basic, login, send
+
+PROTECTED = ["/", "/c/new", "/assets/index.js", "/healthz", "/health/", "/health/x",
+             "/manifest.webmanifest.bak", "/apix", "/api", "/x/api/"]
+
+
+@pytest.mark.parametrize("path", PROTECTED)
+def test_protected_path_without_credentials_gets_the_basic_challenge(proxy, path):
+    answer = send(proxy.port, path)
+    assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"] == f'Basic realm="{proxy.realm}"'
+    assert answer.seen is None  # never reached RumiTalk
+
+
+@pytest.mark.parametrize("path", ["/", "/assets/index.js", "/healthz"])
+def test_protected_path_with_wrong_password_is_refused(proxy, path):
+    answer = send(proxy.port, path, headers={"Authorization": basic(proxy.user, "wrong password")})
+    assert answer.status == 401
+    assert answer.seen is None
+
+
+def test_unknown_user_is_refused(proxy):
+    assert send(proxy.port, "/", headers={"Authorization": basic("mallory", proxy.password)}).status == 401
+
+
+@pytest.mark.parametrize("path", ["/", "/c/new", "/assets/index.js", "/healthz"])
+def test_protected_path_with_right_credentials_reaches_rumitalk(proxy, path):
+    answer = send(proxy.port, path, headers={"Authorization": basic(proxy.user, proxy.password)})
+    assert answer.status == 200
+    assert answer.seen["path"] == path
+
+
+def test_basic_credentials_are_not_forwarded_to_rumitalk(proxy):
+    answer = send(proxy.port, "/", headers={"Authorization": basic(proxy.user, proxy.password)})
+    assert answer.status == 200
+    assert answer.seen_header("Authorization") is None
+
+
+def test_api_without_credentials_gets_rumitalks_own_401(proxy):
+    answer = send(proxy.port, "/api/convos")
+    assert answer.status == 401
+    assert answer.seen["path"] == "/api/convos"
+    assert answer.headers.get("WWW-Authenticate") is None  # no Basic prompt in the browser
+    assert b"Unauthorized" in answer.body
+
+
+def test_api_login_reaches_rumitalk_and_bearer_token_gets_its_answer(proxy):
+    token = login(proxy.port)
+    answer = send(proxy.port, "/api/convos?page=2", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status == 200
+    assert answer.seen["path"] == "/api/convos?page=2"
+    assert answer.seen_header("Authorization") == f"Bearer {token}"
+
+
+def test_api_with_an_unknown_bearer_token_gets_rumitalks_401(proxy):
+    answer = send(proxy.port, "/api/convos", headers={"Authorization": "Bearer not-a-token"})
+    assert answer.status == 401
+    assert answer.seen_header("Authorization") == "Bearer not-a-token"
+
+
+@pytest.mark.parametrize("path, body", [("/health", b"OK"), ("/manifest.webmanifest", b'"name": "RumiTalk"')])
+def test_health_and_manifest_answer_without_credentials(proxy, path, body):
+    answer = send(proxy.port, path)
+    assert answer.status == 200
+    assert body in answer.body
+    assert answer.seen["path"] == path
+
+
+def test_forwarding_headers_reach_rumitalk(proxy):
+    answer = send(proxy.port, "/health", headers={"Host": "chat.example.com"})
+    assert answer.seen_header("Host") == "chat.example.com"
+    assert answer.seen_header("X-Forwarded-Proto") == "http"
+    assert answer.seen_header("X-Real-IP")
+    assert answer.seen_header("X-Forwarded-For") == answer.seen_header("X-Real-IP")
+
+
+def test_user_change_applies_without_restarting_nginx(proxy, docker_client):
+    started = proxy.nginx.get_wrapped_container().attrs["State"]["StartedAt"]
+    proxy.users.add("bob", "bobs long password")
+    proxy.push_users(docker_client)
+    assert send(proxy.port, "/", headers={"Authorization": basic("bob", "bobs long password")}).status == 200
+    proxy.users.delete("bob")
+    proxy.push_users(docker_client)
+    assert send(proxy.port, "/", headers={"Authorization": basic("bob", "bobs long password")}).status == 401
+    proxy.nginx.get_wrapped_container().reload()
+    assert proxy.nginx.get_wrapped_container().attrs["State"]["StartedAt"] == started

@@ -1,0 +1,121 @@
+import pytest
+from click.testing import CliRunner
+
+from rumistack.cli import cli
+from rumistack.users import UserFile
+
+GOOD = "correct horse battery"
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """Run the CLI in an empty working directory, with a Docker engine that cannot be reached."""
+    monkeypatch.chdir(tmp_path)
+    for name in list(__import__("os").environ):
+        if name.startswith(("RUMISTACK_", "RUMITALK_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+
+    def invoke(*args, input=None):
+        return CliRunner().invoke(cli, list(args), input=input)
+
+    return invoke
+
+
+def test_adduser_reads_the_password_from_stdin(run, tmp_path):
+    result = run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    assert result.exit_code == 0, result.output
+    assert "added user alice" in result.output
+    assert UserFile(tmp_path / ".rumistack" / "htpasswd").names() == ["alice"]
+
+
+def test_adduser_asks_twice_and_never_shows_the_password(run):
+    result = run("adduser", "alice", input=f"{GOOD}\n{GOOD}\n")
+    assert result.exit_code == 0, result.output
+    assert "Repeat the password" in result.output
+    assert GOOD not in result.output
+
+
+def test_adduser_asks_again_when_the_two_entries_differ(run):
+    result = run("adduser", "alice", input=f"{GOOD}\nsomething else\n{GOOD}\n{GOOD}\n")
+    assert result.exit_code == 0, result.output
+    assert "do not match" in result.output.lower() or "don't match" in result.output.lower()
+
+
+def test_users_lists_names_and_deluser_removes_one(run):
+    for name in ("bob", "alice"):
+        run("adduser", name, "--password-stdin", input=GOOD + "\n")
+    assert run("users").output.split() == ["alice", "bob"]
+    result = run("deluser", "bob")
+    assert result.exit_code == 0
+    assert run("users").output.split() == ["alice"]
+
+
+def test_passwd_changes_the_password(run, tmp_path):
+    run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    result = run("passwd", "alice", "--password-stdin", input="a new long passphrase\n")
+    assert result.exit_code == 0, result.output
+    from passlib.apache import HtpasswdFile
+
+    assert HtpasswdFile(str(tmp_path / ".rumistack" / "htpasswd")).check_password("alice", "a new long passphrase")
+
+
+def test_short_password_is_saved_with_a_warning(run):
+    result = run("adduser", "alice", "--password-stdin", input="short\n")
+    assert result.exit_code == 0
+    assert "warning: the password is shorter than 12 characters" in result.output
+
+
+def test_too_long_password_fails_with_one_line_and_no_traceback(run):
+    result = run("adduser", "alice", "--password-stdin", input="p" * 80 + "\n")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "72 bytes" in result.output
+    assert "Traceback" not in result.output
+    assert run("users").output == ""
+
+
+def test_deluser_of_unknown_user_fails(run):
+    result = run("deluser", "ghost")
+    assert result.exit_code == 2
+    assert "there is no user 'ghost'" in result.output
+
+
+def test_up_without_users_says_how_to_add_one(run):
+    result = run("up")
+    assert result.exit_code == 2
+    assert "rumistack adduser NAME" in result.output
+
+
+def test_invalid_config_names_the_key(run, tmp_path):
+    (tmp_path / ".env").write_text('RUMISTACK_REALM="bad;realm"\n')
+    result = run("status")
+    assert result.exit_code == 2
+    assert "RUMISTACK_REALM" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unreachable_docker_engine_is_one_clear_line(run):
+    run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    for command in ("up", "status", "down"):
+        result = run(command)
+        assert result.exit_code == 3, (command, result.output)
+        assert "cannot reach the Docker engine" in result.output
+        assert "Traceback" not in result.output
+
+
+def test_adduser_works_while_docker_is_unreachable(run):
+    result = run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    assert result.exit_code == 0
+    assert "applied to the running stack" not in result.output
+
+
+def test_env_file_option_reads_another_file(run, tmp_path):
+    (tmp_path / "other.env").write_text("RUMISTACK_STATE_DIR=elsewhere\n")
+    run("--env-file", "other.env", "adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    assert (tmp_path / "elsewhere" / "htpasswd").exists()
+
+
+def test_help_lists_every_command(run):
+    result = run("--help")
+    for command in ("adduser", "deluser", "passwd", "users", "up", "down", "status"):
+        assert command in result.output
