@@ -1,0 +1,58 @@
+# Sourced by scripts/test and scripts/demo: brings this machine to what
+# rumistack's tests and demo need, and does nothing that is already done.
+# - a running Docker engine (Debian's docker.io, started in the background)
+# - debootstrap, for the local base image
+# - .venv with rumistack and its test extras (reinstalled when pyproject.toml changes)
+# - the local images (tests/images.py rebuilds only what changed)
+
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+say() { printf '[provision] %s\n' "$*" >&2; }
+
+apt_install() {
+    say "installing $* from Debian's packages"
+    if [ ! -f /var/lib/apt/lists/.rumistack-updated ]; then
+        apt-get update -qq && touch /var/lib/apt/lists/.rumistack-updated
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_docker() {
+    docker info >/dev/null 2>&1 && return 0
+    command -v dockerd >/dev/null 2>&1 || apt_install docker.io
+    command -v docker >/dev/null 2>&1 || apt_install docker.io
+    if ! pgrep -x dockerd >/dev/null; then
+        say "starting the Docker engine (log: /var/log/rumistack-dockerd.log)"
+        setsid dockerd >/var/log/rumistack-dockerd.log 2>&1 < /dev/null &
+    fi
+    for _ in $(seq 60); do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    say "the Docker engine did not answer within 30 s; see /var/log/rumistack-dockerd.log"
+    return 1
+}
+
+ensure_venv() {
+    local stamp=.venv/.rumistack-installed
+    local want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return 0
+    fi
+    say "installing rumistack and its test extras into .venv"
+    [ -x .venv/bin/python ] || python3 -m venv .venv
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    echo "$want" > "$stamp"
+}
+
+ensure_images() {
+    command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
+    .venv/bin/python tests/images.py
+}
+
+ensure_docker
+ensure_venv
+ensure_images
