@@ -14,7 +14,7 @@ from docker.errors import DockerException, ImageNotFound
 
 import images
 from rumistack.config import KEYS
-from testenv import IN_CI, TEST_LABEL
+from testenv import IN_CI, TEST_LABEL, TEST_LABELS
 
 OFFICIAL_NGINX = next(k.default for k in KEYS if k.name == "RUMISTACK_NGINX_IMAGE")
 
@@ -27,12 +27,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def _remove_labelled(client: docker.DockerClient) -> None:
-    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+def _remove_labelled(client: docker.DockerClient, label: str) -> None:
+    for container in client.containers.list(all=True, filters={"label": label}):
         container.remove(force=True)
-    for network in client.networks.list(filters={"label": TEST_LABEL}):
+    for network in client.networks.list(filters={"label": label}):
         network.remove()
-    for volume in client.volumes.list(filters={"label": TEST_LABEL}):
+    for volume in client.volumes.list(filters={"label": label}):
         volume.remove(force=True)
 
 
@@ -46,9 +46,9 @@ def docker_client() -> docker.DockerClient:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    _remove_labelled(client)
+    # this run's objects only: other test runs may share the engine
     yield client
-    _remove_labelled(client)
+    _remove_labelled(client, f"{TEST_LABEL}={TEST_LABELS[TEST_LABEL]}")
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, render
 from rumistack.spec import NGINX_GID
 from rumistack.users import UserFile
 from rumistack.volumes import File, write_files
-from testenv import TEST_LABEL
+from testenv import TEST_LABELS
 
 USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
 
@@ -43,7 +43,7 @@ class Proxy:
 def proxy(docker_client, test_images, tmp_path_factory) -> Proxy:
     """nginx with the default rendered config, one user, in front of the stand-in."""
     suffix = uuid.uuid4().hex[:8]
-    labels = {TEST_LABEL: "1"}
+    labels = TEST_LABELS
     config = load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM})
     users = UserFile(tmp_path_factory.mktemp("state") / "htpasswd")
     users.add(USER, PASSWORD)

@@ -6,7 +6,7 @@ from rumistack.config import load_config
 from rumistack.errors import StackError
 from rumistack.render import render
 from rumistack.volumes import File, check_config, write_files
-from testenv import TEST_LABEL
+from testenv import TEST_LABELS
 
 
 def test_nginx_accepts_the_rendered_config(docker_client, test_images):
@@ -21,12 +21,12 @@ def test_a_config_nginx_refuses_is_reported_with_nginxs_words(docker_client, tes
 
 
 def test_files_land_in_the_volume_with_their_owner_and_mode(docker_client, test_images):
-    volume = docker_client.volumes.create(labels={TEST_LABEL: "1"}).name
+    volume = docker_client.volumes.create(labels=TEST_LABELS).name
     write_files(docker_client, test_images["nginx"], "test", {volume: {
         "htpasswd": File(b"alice:$2y$12$x\n", mode=0o640, gid=101), "sub/dir/f.conf": File(b"x")}})
     write_files(docker_client, test_images["nginx"], "test", {volume: {"htpasswd": File(b"bob:$2y$12$y\n", mode=0o640, gid=101)}})
     listing = docker_client.containers.run(
         test_images["nginx"], ["sh", "-c", "cd /v && stat -c '%n %a %u %g' htpasswd sub/dir/f.conf && cat htpasswd && ls -A"],
-        volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True, labels={TEST_LABEL: "1"},
+        volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True, labels=TEST_LABELS,
     ).decode()
     assert listing.splitlines() == ["htpasswd 640 0 101", "sub/dir/f.conf 644 0 0", "bob:$2y$12$y", "htpasswd", "sub"]
