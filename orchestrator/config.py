@@ -106,6 +106,7 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_REALM", "realm", "RumiTalk", _realm),
     Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
     Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
+    Key("RUMISTACK_AUTH_CACHE_SECONDS", "auth_cache_seconds", "300", _seconds),
 )
 
 
@@ -120,6 +121,7 @@ class Config:
     realm: str
     state_dir: Path
     health_timeout: int
+    auth_cache_seconds: int
 
     @property
     def url(self) -> str:

@@ -15,7 +15,14 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from .config import Config
 
 CONF_DIR = "/etc/rumistack/nginx"  # the config volume, mounted read-only in nginx
-AUTH_DIR = "/etc/rumistack/auth"  # the auth volume, likewise
+# the auth volume, likewise; short on purpose: nginx resolves the user file
+# link in it on every request, at one readlink a path component
+AUTH_DIR = "/rumistack-auth"
+USER_FILE = "htpasswd"  # in AUTH_DIR: a link to the current htpasswd-<hash> (volumes.publish_user_file)
+# a tmpfs on the nginx container (spec.py) for the cache of verified
+# credentials and the verifier's socket; nginx creates both inside it, so
+# without it nginx does not start
+AUTH_TMPFS = "/run/rumistack"
 MAIN_FILE = "nginx.conf"
 HEALTH_PORT = 8081
 UPSTREAM = "rumitalk:3080"
@@ -38,6 +45,7 @@ EXEMPTIONS: tuple[Exemption, ...] = (
 _TEMPLATES = {
     MAIN_FILE: "nginx.conf.j2",
     "snippets/basic-auth.conf": "snippets/basic-auth.conf.j2",
+    "snippets/auth-verifier.conf": "snippets/auth-verifier.conf.j2",
     "snippets/proxy.conf": "snippets/proxy.conf.j2",
 }
 
@@ -62,6 +70,9 @@ def render(config: Config) -> dict[str, str]:
         "conf_dir": CONF_DIR,
         "auth_dir": AUTH_DIR,
         "health_port": HEALTH_PORT,
+        "user_file": f"{AUTH_DIR}/{USER_FILE}",
+        "auth_tmpfs": AUTH_TMPFS,
+        "auth_cache_seconds": config.auth_cache_seconds,
         "exemptions": EXEMPTIONS,
     }
     return {name: env.get_template(template).render(context) for name, template in sorted(_TEMPLATES.items())}

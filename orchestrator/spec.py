@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from .config import Config
-from .render import AUTH_DIR, CONF_DIR, HEALTH_PORT, MAIN_FILE
+from .render import AUTH_DIR, AUTH_TMPFS, CONF_DIR, HEALTH_PORT, MAIN_FILE
 
 LABEL_PROJECT = "rumistack.project"
 LABEL_SERVICE = "rumistack.service"
@@ -29,6 +29,12 @@ class Mount:
     volume: str
     target: str
     read_only: bool
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    target: str
+    options: str  # mount options, as for `docker run --tmpfs`
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class Service:
     healthcheck: HealthCheck
     command: tuple[str, ...] | None = None
     mounts: tuple[Mount, ...] = ()
+    tmpfs: tuple[Tmpfs, ...] = ()
     ports: tuple[Port, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     stop_signal: str | None = None
@@ -65,6 +72,10 @@ class Service:
         """A hash of everything that defines this service's container."""
         data = json.dumps([asdict(self), image_id], sort_keys=True).encode()
         return hashlib.sha256(data).hexdigest()[:16]
+
+
+# verified credentials are cached here, in memory only: never on a disk
+AUTH_TMPFS_MOUNT = Tmpfs(AUTH_TMPFS, "size=16m,mode=0755,noexec,nosuid,nodev")
 
 
 def _wget(url: str) -> tuple[str, ...]:
@@ -83,6 +94,7 @@ def services(config: Config, config_digest: str) -> tuple[Service, ...]:
         image=config.nginx_image,
         command=("nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"),
         mounts=(Mount(CONFIG_VOLUME, CONF_DIR, True), Mount(AUTH_VOLUME, AUTH_DIR, True)),
+        tmpfs=(AUTH_TMPFS_MOUNT,),
         ports=(Port(config.bind_address, config.http_port, 80),),
         healthcheck=HealthCheck(_wget(f"http://127.0.0.1:{HEALTH_PORT}/nginx-health"), start_period=10),
         stop_signal="SIGQUIT",  # graceful: finish requests in flight

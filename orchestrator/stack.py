@@ -36,7 +36,7 @@ from .spec import (
     volume_name,
 )
 from .users import UserFile
-from .volumes import File, check_config, write_files
+from .volumes import File, check_config, publish_user_file, write_files
 
 _NS = 1_000_000_000
 
@@ -71,15 +71,19 @@ def connect() -> docker.DockerClient:
     return client
 
 
-def _users_file(users: UserFile) -> File:
-    # the nginx workers (uid/gid 101) read it; nobody else in the container can
-    return File(users.content(), mode=0o640, uid=0, gid=NGINX_GID)
+def _publish_users(client: docker.DockerClient, config: Config, users: UserFile) -> None:
+    with users.locked():
+        # the nginx workers (uid/gid 101) read it; nobody else in the container can
+        file = File(users.content(), mode=0o640, uid=0, gid=NGINX_GID)
+        publish_user_file(client, config.nginx_image, config.project, volume_name(config, AUTH_VOLUME), file)
 
 
 def push_users(config: Config, users: UserFile) -> bool:
     """Copy the user file into the auth volume if the stack has one; True if it did.
 
-    nginx opens the file on every request, so the change applies at once.
+    nginx resolves the user file on every request and never uses a cached
+    verification from before the change, so it applies at once: a removed
+    user is refused from the next request on.
     """
     client = connect()
     try:
@@ -87,9 +91,7 @@ def push_users(config: Config, users: UserFile) -> bool:
     except NotFound:
         return False
     _image(client, config.nginx_image, Progress())
-    with users.locked():
-        write_files(client, config.nginx_image, config.project,
-                    {volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)}})
+    _publish_users(client, config, users)
     return True
 
 
@@ -109,11 +111,10 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     for volume in VOLUMES:
         _volume(client, config, volume)
     progress.step("writing the configuration and the users into their volumes")
-    with users.locked():
-        write_files(client, config.nginx_image, config.project, {
-            volume_name(config, CONFIG_VOLUME): {name: File(text.encode()) for name, text in files.items()},
-            volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)},
-        })
+    write_files(client, config.nginx_image, config.project, {
+        volume_name(config, CONFIG_VOLUME): {name: File(text.encode()) for name, text in files.items()},
+    })
+    _publish_users(client, config, users)
 
     recreated = set()
     containers = {}
@@ -198,6 +199,7 @@ def _ensure_container(client, config: Config, service: Service, network, progres
             DockerMount(m.target, volume_name(config, m.volume), type="volume", read_only=m.read_only, no_copy=True)
             for m in service.mounts
         ],
+        tmpfs={t.target: t.options for t in service.tmpfs},
         ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
         stop_signal=service.stop_signal,
         restart_policy={"Name": "unless-stopped"},

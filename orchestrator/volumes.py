@@ -2,12 +2,12 @@
 containers of the nginx image (already local: nothing extra is pulled).
 
 Writes are atomic: files are staged inside the volume, then renamed into
-place, so nginx (which opens the user file on every request) never reads a
-half-written file.
+place, so nginx never reads a half-written file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import secrets
 import tarfile
@@ -17,8 +17,8 @@ import docker
 from docker.types import Mount
 
 from .errors import StackError
-from .render import CONF_DIR, MAIN_FILE, UPSTREAM
-from .spec import LABEL_PROJECT
+from .render import CONF_DIR, MAIN_FILE, UPSTREAM, USER_FILE
+from .spec import AUTH_TMPFS_MOUNT, LABEL_PROJECT
 
 _STAGE = "/rumistack-stage"
 
@@ -31,8 +31,9 @@ class File:
     gid: int = 0
 
 
-def _tar(files: dict[str, File], prefix: str = "") -> bytes:
-    """A tar of `files` under the directory `prefix`, with every parent directory."""
+def _tar(files: dict[str, File], prefix: str = "", links: dict[str, str] | None = None) -> bytes:
+    """A tar of `files` and symbolic `links` ({name: target}) under the
+    directory `prefix`, with every parent directory."""
     paths = {f"{prefix}/{name}".strip("/"): file for name, file in files.items()}
     dirs = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
     buffer = io.BytesIO()
@@ -45,6 +46,10 @@ def _tar(files: dict[str, File], prefix: str = "") -> bytes:
             info = tarfile.TarInfo(path)
             info.size, info.mode, info.uid, info.gid = len(file.data), file.mode, file.uid, file.gid
             tar.addfile(info, io.BytesIO(file.data))
+        for name, target in sorted((links or {}).items()):
+            info = tarfile.TarInfo(f"{prefix}/{name}".strip("/"))
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
     return buffer.getvalue()
 
 
@@ -73,6 +78,8 @@ def check_config(client: docker.DockerClient, image: str, project: str, files: d
         archives=[("/", archive)],
         # the upstream name resolves on the stack's network; here any address will do
         extra_hosts={host: "127.0.0.1"},
+        # nginx -t creates the cache directory, which needs the tmpfs nginx has
+        tmpfs={AUTH_TMPFS_MOUNT.target: AUTH_TMPFS_MOUNT.options},
     )
     if code != 0:
         raise StackError(f"nginx refused the rendered configuration, so nothing was changed: {output}")
@@ -95,3 +102,36 @@ def write_files(client: docker.DockerClient, image: str, project: str, volumes: 
     code, output = _run_helper(client, image, project, ["sh", "-c", script, "sh", *moves], archives=archives, mounts=mounts)
     if code != 0:
         raise StackError(f"writing into the volumes failed: {output}")
+
+
+def user_file_name(data: bytes) -> str:
+    """The name of a user file's generation: its content's hash, so equal content means an equal name."""
+    return f"{USER_FILE}-{hashlib.sha256(data).hexdigest()[:16]}"
+
+
+def publish_user_file(client: docker.DockerClient, image: str, project: str, volume: str, file: File) -> str:
+    """Make `file` the user file nginx reads; return its generation's name.
+
+    The content goes in as htpasswd-<hash>, never changed afterwards, then
+    the link `htpasswd` is pointed at it in one rename. nginx resolves the
+    link on every request and keys its cache of verified credentials by the
+    file it points to, so once this returns no earlier verification counts.
+    The previous file stays (a verification in flight may be reading it);
+    older ones go.
+    """
+    name = user_file_name(file.data)
+    stage = f"{_STAGE}-{secrets.token_hex(4)}"
+    target = "/volume"
+    # $1 the volume, $2 the staging directory, $3 the new file, $4 the link
+    script = (
+        'set -e; cd "$1"; mv -f "$2/$3" "$3"; previous="$(readlink "$4" || true)"; mv -f "$2/$4" "$4"; '
+        'for f in "$4"-*; do [ "$f" = "$3" ] || [ "$f" = "$previous" ] || rm -f "$f"; done; rm -rf "$2"'
+    )
+    code, output = _run_helper(
+        client, image, project, ["sh", "-c", script, "sh", target, stage.lstrip("/"), name, USER_FILE],
+        archives=[(target, _tar({name: file}, prefix=stage, links={USER_FILE: name}))],
+        mounts=[Mount(target, volume, type="volume", no_copy=True)],
+    )
+    if code != 0:
+        raise StackError(f"writing the user file into its volume failed: {output}")
+    return name

@@ -55,6 +55,8 @@ def test_bind_address_of_loopback_shows_in_the_url():
         ("RUMISTACK_NGINX_IMAGE", "nginx:latest; rm"),
         ("RUMITALK_IMAGE", "UPPER/case"),
         ("RUMISTACK_HEALTH_TIMEOUT", "-1"),
+        ("RUMISTACK_AUTH_CACHE_SECONDS", "0"),
+        ("RUMISTACK_AUTH_CACHE_SECONDS", "5m"),
     ],
 )
 def test_invalid_value_is_refused_naming_the_key(key, value):

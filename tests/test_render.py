@@ -1,7 +1,8 @@
 import re
 
 from rumistack.config import load_config
-from rumistack.render import EXEMPTIONS, render
+from rumistack.render import AUTH_TMPFS, EXEMPTIONS, render
+from rumistack.spec import services
 
 
 def _conf(**env):
@@ -20,7 +21,7 @@ def test_every_file_starts_with_the_generated_header():
 def test_domain_and_realm_reach_the_config():
     files = _conf(RUMISTACK_DOMAIN="chat.example.com", RUMISTACK_REALM="Family chat")
     assert "server_name chat.example.com;" in files["nginx.conf"]
-    assert 'auth_basic "Family chat";' in files["snippets/basic-auth.conf"]
+    assert 'auth_basic "Family chat";' in files["snippets/auth-verifier.conf"]
 
 
 def test_health_and_manifest_are_exact_matches_and_api_a_prefix():
@@ -32,22 +33,65 @@ def test_health_and_manifest_are_exact_matches_and_api_a_prefix():
     assert not re.search(r"location\s+~", conf)
 
 
-def test_each_exemption_switches_basic_auth_off_and_forwards_the_normalised_path():
+def test_basic_auth_guards_the_whole_server():
+    files = _conf()
+    server = files["nginx.conf"].split("server {", 1)[1]
+    assert server.index("snippets/basic-auth.conf;") < server.index("location")
+    assert "\nauth_request /.rumistack/auth;\n" in files["snippets/basic-auth.conf"]
+
+
+def test_each_exemption_switches_auth_off_and_forwards_the_normalised_path():
     conf = _conf()["nginx.conf"]
     for exemption in EXEMPTIONS:
         block = conf.split(f" {exemption.path} {{", 1)[1].split("}", 1)[0]
-        assert "auth_basic off;" in block
+        assert "auth_request off;" in block
         assert f"proxy_pass http://rumitalk{exemption.path};" in block
-    assert conf.count("auth_basic off;") == len(EXEMPTIONS)
+    assert conf.count("auth_request off;") == len(EXEMPTIONS)
 
 
 def test_prefix_exemption_without_its_slash_is_an_exact_protected_location():
     conf = _conf()["nginx.conf"]
     block = conf.split("location = /api {", 1)[1].split("}", 1)[0]
-    assert "auth_basic" not in block
+    assert "auth_request" not in block
 
 
 def test_basic_credentials_are_not_forwarded():
     files = _conf()
     assert "proxy_set_header Authorization $rumitalk_authorization;" in files["snippets/proxy.conf"]
     assert '"~*^bearer " $http_authorization;' in files["nginx.conf"]
+
+
+def _auth_location() -> str:
+    return _conf()["snippets/basic-auth.conf"].split("location = /.rumistack/auth {", 1)[1].split("\n}", 1)[0]
+
+
+def test_only_successful_verifications_are_cached_for_the_configured_lifetime():
+    files = _conf(RUMISTACK_AUTH_CACHE_SECONDS="120")
+    text = "".join(files.values())
+    assert re.findall(r"proxy_cache_valid .*;", text) == ["proxy_cache_valid 204 120s;"]
+    assert "inactive=120s" in files["snippets/auth-verifier.conf"]
+
+
+def test_the_cache_key_is_the_credential_and_the_user_file_it_was_checked_against():
+    assert 'proxy_cache_key "$rumistack_user_file $http_authorization";' in _auth_location()
+
+
+def test_the_cache_and_its_temporary_files_live_on_the_nginx_containers_tmpfs():
+    verifier = _conf()["snippets/auth-verifier.conf"]
+    cache_path = re.search(r"proxy_cache_path (\S+) .*use_temp_path=off;", verifier)
+    assert cache_path and cache_path[1].startswith(AUTH_TMPFS + "/")
+    nginx = next(s for s in services(load_config("/nonexistent", environ={}), "digest") if s.name == "nginx")
+    assert [t.target for t in nginx.tmpfs] == [AUTH_TMPFS]
+
+
+def test_the_credential_goes_to_the_verifier_only_and_nothing_else_of_the_request():
+    location = _auth_location()
+    assert "proxy_pass http://rumistack_verifier/verify;" in location
+    assert "proxy_pass_request_headers off;" in location
+    assert "proxy_pass_request_body off;" in location
+
+
+def test_verifications_are_limited_per_address_before_the_total():
+    verifier = _conf()["snippets/auth-verifier.conf"]
+    limits = re.findall(r"limit_req zone=(\w+)", verifier)
+    assert limits == ["rumistack_verify_client", "rumistack_verify_all"]

@@ -4,22 +4,17 @@ written by rumistack's own volume code."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 import pytest
+from proxyparts import PASSWORD, REALM, USER, nginx_container, users_file, volumes
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import HttpWaitStrategy
 
-from rumistack.config import load_config
-from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, render
-from rumistack.spec import NGINX_GID
 from rumistack.users import UserFile
-from rumistack.volumes import File, write_files
+from rumistack.volumes import publish_user_file
 from testenv import TEST_LABELS
-
-USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
 
 
 @dataclass
@@ -35,44 +30,35 @@ class Proxy:
     realm: str = REALM
 
     def push_users(self, client) -> None:
-        write_files(client, self.image, "test", {self.auth_volume: {
-            "htpasswd": File(self.users.content(), mode=0o640, gid=NGINX_GID)}})
+        publish_user_file(client, self.image, "test", self.auth_volume, users_file(self.users))
+
+    def logs(self) -> str:
+        return self.nginx.get_wrapped_container().logs().decode(errors="replace")
 
 
 @pytest.fixture(scope="module")
-def proxy(docker_client, test_images, tmp_path_factory) -> Proxy:
-    """nginx with the default rendered config, one user, in front of the stand-in."""
-    suffix = uuid.uuid4().hex[:8]
-    labels = TEST_LABELS
-    config = load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM})
-    users = UserFile(tmp_path_factory.mktemp("state") / "htpasswd")
-    users.add(USER, PASSWORD)
-
-    conf_volume = docker_client.volumes.create(f"rumistack-test-conf-{suffix}", labels=labels).name
-    auth_volume = docker_client.volumes.create(f"rumistack-test-auth-{suffix}", labels=labels).name
-    write_files(docker_client, test_images["nginx"], "test", {
-        conf_volume: {name: File(text.encode()) for name, text in render(config).items()},
-        auth_volume: {"htpasswd": File(users.content(), mode=0o640, gid=NGINX_GID)},
-    })
-
-    with Network(docker_network_kw={"labels": labels}) as network:
+def stub_network(test_images) -> tuple[Network, DockerContainer]:
+    """A network of its own with the RumiTalk stand-in on it, by RumiTalk's name."""
+    with Network(docker_network_kw={"labels": TEST_LABELS}) as network:
         stub = (
             DockerContainer(test_images["rumitalk"])
             .with_network(network).with_network_aliases("rumitalk")
-            .with_kwargs(labels=labels)
+            .with_kwargs(labels=TEST_LABELS)
             .waiting_for(HttpWaitStrategy(3080, "/health").for_status_code(200))
             .with_exposed_ports(3080)
         )
         with stub:
-            nginx = (
-                DockerContainer(test_images["nginx"])
-                .with_network(network)
-                .with_command(["nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"])
-                .with_volume_mapping(conf_volume, CONF_DIR, "ro")
-                .with_volume_mapping(auth_volume, AUTH_DIR, "ro")
-                .with_kwargs(labels=labels)
-                .with_exposed_ports(80)
-                .waiting_for(HttpWaitStrategy(80, "/health").for_status_code(200))
-            )
-            with nginx:
-                yield Proxy(int(nginx.get_exposed_port(80)), users, auth_volume, nginx, stub, test_images["nginx"])
+            yield network, stub
+
+
+@pytest.fixture(scope="module")
+def proxy(docker_client, test_images, tmp_path_factory, stub_network) -> Proxy:
+    """nginx with the default rendered config, one user, in front of the stand-in."""
+    network, stub = stub_network
+    users = UserFile(tmp_path_factory.mktemp("state") / "htpasswd")
+    users.add(USER, PASSWORD)
+    conf_volume, auth_volume = volumes(docker_client, test_images["nginx"], users)
+    nginx = nginx_container(test_images["nginx"], network, conf_volume, auth_volume).waiting_for(
+        HttpWaitStrategy(80, "/health").for_status_code(200))
+    with nginx:
+        yield Proxy(int(nginx.get_exposed_port(80)), users, auth_volume, nginx, stub, test_images["nginx"])

@@ -1,4 +1,7 @@
-"""The auth rules, proven against real nginx in front of the RumiTalk stand-in."""
+"""The auth rules, proven against real nginx in front of the RumiTalk stand-in,
+with verified credentials answered from nginx's cache."""
+
+import base64
 
 import pytest
 from web import basic, login, send
@@ -15,15 +18,36 @@ def test_protected_path_without_credentials_gets_the_basic_challenge(proxy, path
     assert answer.seen is None  # never reached RumiTalk
 
 
-@pytest.mark.parametrize("path", ["/", "/assets/index.js", "/healthz"])
-def test_protected_path_with_wrong_password_is_refused(proxy, path):
-    answer = send(proxy.port, path, headers={"Authorization": basic(proxy.user, "wrong password")})
+def _refused_with_the_challenge(proxy, answer) -> None:
     assert answer.status == 401
+    assert answer.headers["WWW-Authenticate"] == f'Basic realm="{proxy.realm}"'
     assert answer.seen is None
 
 
+@pytest.mark.parametrize("path", ["/", "/assets/index.js", "/healthz"])
+def test_protected_path_with_wrong_password_is_refused(proxy, path):
+    _refused_with_the_challenge(proxy, send(proxy.port, path, headers={"Authorization": basic(proxy.user, "wrong password")}))
+
+
 def test_unknown_user_is_refused(proxy):
-    assert send(proxy.port, "/", headers={"Authorization": basic("mallory", proxy.password)}).status == 401
+    _refused_with_the_challenge(proxy, send(proxy.port, "/", headers={"Authorization": basic("mallory", proxy.password)}))
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize("authorization", [
+    "Basic",
+    "Basic !!!not-base64",
+    "Basic " + _b64("alice"),  # no colon
+    "Basic " + _b64(":"),
+    "Basic " + _b64("alice:"),
+    "Digest username=alice",
+    "Bearer a-token",  # RumiTalk's scheme: not Basic Auth on a protected path
+])
+def test_malformed_credentials_are_refused(proxy, authorization):
+    _refused_with_the_challenge(proxy, send(proxy.port, "/", headers={"Authorization": authorization}))
 
 
 @pytest.mark.parametrize("path", ["/", "/c/new", "/assets/index.js", "/healthz"])
@@ -31,6 +55,13 @@ def test_protected_path_with_right_credentials_reaches_rumitalk(proxy, path):
     answer = send(proxy.port, path, headers={"Authorization": basic(proxy.user, proxy.password)})
     assert answer.status == 200
     assert answer.seen["path"] == path
+
+
+def test_a_verified_credential_is_answered_from_the_cache_beyond_the_verification_limits(proxy):
+    # verifications are limited to 20 at once per address: these could not
+    # all pass if each one ran bcrypt
+    alice = {"Authorization": basic(proxy.user, proxy.password)}
+    assert [send(proxy.port, "/", headers=alice).status for _ in range(25)] == [200] * 25
 
 
 def test_basic_credentials_are_not_forwarded_to_rumitalk(proxy):
@@ -77,13 +108,21 @@ def test_forwarding_headers_reach_rumitalk(proxy):
     assert answer.seen_header("X-Forwarded-For") == answer.seen_header("X-Real-IP")
 
 
-def test_user_change_applies_without_restarting_nginx(proxy, docker_client):
+def test_user_changes_apply_to_cached_credentials_at_once_without_restarting_nginx(proxy, docker_client):
     started = proxy.nginx.get_wrapped_container().attrs["State"]["StartedAt"]
+    old, new = {"Authorization": basic("bob", "bobs long password")}, {"Authorization": basic("bob", "bobs new password")}
     proxy.users.add("bob", "bobs long password")
     proxy.push_users(docker_client)
-    assert send(proxy.port, "/", headers={"Authorization": basic("bob", "bobs long password")}).status == 200
+    assert [send(proxy.port, "/", headers=old).status for _ in range(2)] == [200, 200]  # the second from the cache
+
+    proxy.users.set_password("bob", "bobs new password")
+    proxy.push_users(docker_client)
+    _refused_with_the_challenge(proxy, send(proxy.port, "/", headers=old))
+    assert send(proxy.port, "/", headers=new).status == 200
+
     proxy.users.delete("bob")
     proxy.push_users(docker_client)
-    assert send(proxy.port, "/", headers={"Authorization": basic("bob", "bobs long password")}).status == 401
+    _refused_with_the_challenge(proxy, send(proxy.port, "/", headers=new))
+    assert send(proxy.port, "/", headers={"Authorization": basic(proxy.user, proxy.password)}).status == 200
     proxy.nginx.get_wrapped_container().reload()
     assert proxy.nginx.get_wrapped_container().attrs["State"]["StartedAt"] == started

@@ -96,6 +96,23 @@ def test_adduser_up_matrix_up_again_down(docker_client, stack_env):
     assert send(port, "/", headers=alice).status == 200
 
 
+def test_deluser_and_passwd_refuse_a_cached_credential_on_the_next_request(stack_env):
+    project, port = stack_env
+    rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n")
+    rumistack("adduser", "bob", "--password-stdin", input="bobs long password\n")
+    assert rumistack("up").exit_code == 0
+    alice, bob = {"Authorization": basic("alice", PASSWORD)}, {"Authorization": basic("bob", "bobs long password")}
+    assert [send(port, "/", headers=h).status for h in (alice, bob, alice, bob)] == [200] * 4  # now cached
+
+    result = rumistack("deluser", "bob")
+    assert "applied to the running stack" in result.output
+    assert send(port, "/", headers=bob).status == 401
+
+    assert rumistack("passwd", "alice", "--password-stdin", input="alices new password\n").exit_code == 0
+    assert send(port, "/", headers=alice).status == 401
+    assert send(port, "/", headers={"Authorization": basic("alice", "alices new password")}).status == 200
+
+
 def test_up_when_the_port_is_taken_says_so(stack_env):
     project, port = stack_env
     rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n")

@@ -5,7 +5,7 @@ import pytest
 from rumistack.config import load_config
 from rumistack.errors import StackError
 from rumistack.render import render
-from rumistack.volumes import File, check_config, write_files
+from rumistack.volumes import File, check_config, publish_user_file, user_file_name, write_files
 from testenv import TEST_LABELS
 
 
@@ -30,3 +30,29 @@ def test_files_land_in_the_volume_with_their_owner_and_mode(docker_client, test_
         volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True, labels=TEST_LABELS,
     ).decode()
     assert listing.splitlines() == ["htpasswd 640 0 101", "sub/dir/f.conf 644 0 0", "bob:$2y$12$y", "htpasswd", "sub"]
+
+
+def _listing(docker_client, image: str, volume: str) -> list[str]:
+    return docker_client.containers.run(
+        image, ["sh", "-c", "cd /v && for f in *; do stat -c '%N %a %u %g' \"$f\"; done && cat htpasswd"],
+        volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True, labels=TEST_LABELS,
+    ).decode().splitlines()
+
+
+def test_the_user_file_link_points_at_the_newest_content_and_keeps_one_before_it(docker_client, test_images):
+    volume = docker_client.volumes.create(labels=TEST_LABELS).name
+    contents = [b"alice:$2y$12$a\n", b"alice:$2y$12$b\n", b"alice:$2y$12$c\n"]
+    for data in contents:
+        publish_user_file(docker_client, test_images["nginx"], "test", volume, File(data, mode=0o640, gid=101))
+    _, previous, current = (user_file_name(data) for data in contents)
+    assert _listing(docker_client, test_images["nginx"], volume) == [
+        f"'htpasswd' -> '{current}' 777 0 0",
+        *sorted(f"'{name}' 640 0 101" for name in (previous, current)),
+        "alice:$2y$12$c",
+    ]
+
+
+def test_the_same_content_gets_the_same_name_and_other_content_another():
+    assert user_file_name(b"alice:$2y$12$a\n") == user_file_name(b"alice:$2y$12$a\n")
+    assert user_file_name(b"alice:$2y$12$a\n") != user_file_name(b"alice:$2y$12$b\n")
+    assert user_file_name(b"x").startswith("htpasswd-")

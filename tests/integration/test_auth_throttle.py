@@ -1,0 +1,51 @@
+"""Failed verifications are rate-limited: a burst of wrong passwords gets
+429 while a cached user keeps getting in, and the failures are logged in the
+form the README's fail2ban filter reads. Its own nginx (the `proxy` fixture
+is per module), so no other test's failures count here."""
+
+import re
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from web import basic, send
+
+README = Path(__file__).parents[2] / "README.md"
+NGINX_DATE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d")  # fail2ban cuts it off before matching
+
+
+def _failregex() -> re.Pattern:
+    line = next(line for line in README.read_text().splitlines() if line.startswith("failregex = "))
+    return re.compile(line.removeprefix("failregex = ").replace("<HOST>", r"(?P<host>\S+)"))
+
+
+def test_a_burst_of_wrong_passwords_is_throttled_while_a_cached_user_gets_in(proxy):
+    alice = {"Authorization": basic(proxy.user, proxy.password)}
+    assert send(proxy.port, "/", headers=alice).status == 200  # verified once, cached from now on
+
+    def guess(n: int):
+        return send(proxy.port, "/", headers={"Authorization": basic(proxy.user, f"guess number {n}")})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(guess, range(40)))
+    statuses = Counter(answer.status for answer in answers)
+    assert set(statuses) == {401, 429}
+    assert statuses[401] < 30  # 20 at once per address, then one each 6 s
+    throttled = next(answer for answer in answers if answer.status == 429)
+    assert throttled.headers["Retry-After"] == "60"
+    assert b"too many failed logins" in throttled.body
+    assert throttled.seen is None
+
+    assert [send(proxy.port, "/", headers=alice).status for _ in range(5)] == [200] * 5
+
+
+def test_failures_are_logged_with_the_clients_address_for_fail2ban(proxy):
+    send(proxy.port, "/", headers={"Authorization": basic(proxy.user, "not the password")})
+    send(proxy.port, "/", headers={"Authorization": basic("mallory", "whatever")})
+    lines = proxy.logs().splitlines()
+    failregex = _failregex()
+    hosts = [m["host"] for line in lines if (m := failregex.match(NGINX_DATE.sub("", line)))]
+    client = next(line.split()[0] for line in lines if '"GET / HTTP/1.1" 401' in line)  # the access log's address
+    assert len(hosts) >= 2
+    assert set(hosts) == {client}
+    assert client not in ("127.0.0.1", "unix:")
