@@ -33,6 +33,7 @@ def test_a_burst_of_wrong_passwords_is_throttled_while_a_cached_user_gets_in(pro
     assert statuses[401] < 30  # 20 at once per address, then one each 6 s
     throttled = next(answer for answer in answers if answer.status == 429)
     assert throttled.headers["Retry-After"] == "60"
+    assert throttled.headers["Connection"] == "close"
     assert b"too many failed logins" in throttled.body
     assert throttled.seen is None
 
