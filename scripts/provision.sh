@@ -2,7 +2,7 @@
 # rumistack's tests and demo need, and does nothing that is already done.
 # - a running Docker engine (Debian's docker.io, started in the background)
 # - debootstrap, for the local base image
-# - .venv with rumistack and its test extras (reinstalled when pyproject.toml changes)
+# - .venv with rumistack and its test and bench extras (reinstalled when pyproject.toml changes)
 # - the local images (tests/images.py rebuilds only what changed)
 
 set -euo pipefail
@@ -42,9 +42,9 @@ ensure_venv() {
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
         return 0
     fi
-    say "installing rumistack and its test extras into .venv"
+    say "installing rumistack and its test and bench extras into .venv"
     [ -x .venv/bin/python ] || python3 -m venv .venv
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
     echo "$want" > "$stamp"
 }
 

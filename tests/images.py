@@ -4,6 +4,8 @@
   nginx-light, python3 and wget.
 - rumistack-test/nginx:local: nginx from that base (tests/images/nginx).
 - rumistack-test/rumitalk-stub:local: the RumiTalk stand-in (tests/images/rumitalk-stub).
+- rumistack-test/static-upstream:local: a static asset in RumiTalk's place, for
+  the benchmark (tests/images/static-upstream).
 
 Each image carries a label with a hash of its recipe and is rebuilt only when
 the recipe changes. Run as a script to build what is missing.
@@ -28,7 +30,8 @@ BASE = "rumistack-test/debian:bookworm"
 BASE_PACKAGES = ("nginx-light", "python3", "wget")
 NGINX = "rumistack-test/nginx:local"
 STUB = "rumistack-test/rumitalk-stub:local"
-_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub"}
+STATIC_UPSTREAM = "rumistack-test/static-upstream:local"
+_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", STATIC_UPSTREAM: HERE / "static-upstream"}
 
 
 def _debootstrap_args(target: Path) -> list[str]:

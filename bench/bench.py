@@ -1,0 +1,409 @@
+"""The benchmark: Basic Auth through rumistack's nginx next to no auth, nginx's
+plain auth_basic, a wrong-password flood and Caddy, side by side on this
+machine. Run it with bench/run, which provisions what it needs.
+
+Everything runs in one go: rumistack's stack (`stack.up`, the real rendered
+config) with a static asset server in RumiTalk's place, nginx with plain
+auth_basic and Caddy in front of the same upstream. wrk loads each setup in
+short rounds, every row once a round, so a busy moment on the machine spreads
+over all rows; each row shows its median round. Load goes only to loopback
+and to containers on the networks this run creates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import dataclasses
+import functools
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+from rumistack import stack
+from rumistack.config import load_config
+from rumistack.spec import LABEL_PROJECT, container_name, labels, network_name
+from rumistack.users import UserFile
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT / "tests"))
+import images  # noqa: E402  (the local images, built the way the tests build them)
+
+USER, PASSWORD = "alice", "correct horse battery staple"
+ASSET = "/asset.js"  # any path: the upstream answers every one with the same 1 KiB asset
+README_BLOCK = re.compile(r"(<!-- bench:start -->\n).*?(<!-- bench:end -->)", re.S)
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    seconds: float  # per row and round
+    threads: int
+    connections: int
+    flood_warmup: float  # the flood runs this long before the first round: its burst of verifications
+    smoke: bool
+
+
+FULL = Plan(rounds=5, seconds=3, threads=2, connections=16, flood_warmup=6, smoke=False)
+SMOKE = Plan(rounds=1, seconds=1, threads=1, connections=4, flood_warmup=1, smoke=True)
+
+
+@dataclass
+class Run:
+    """One wrk run's numbers."""
+
+    requests: int
+    seconds: float
+    non_2xx: int
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        return (self.requests - self.non_2xx) / self.seconds
+
+
+@dataclass
+class Row:
+    name: str
+    measure: Callable[[Plan], tuple[Run, str]]  # the legitimate client's run and a note
+    runs: list[tuple[Run, str]] = field(default_factory=list)
+
+    def median(self) -> tuple[Run, str]:
+        ordered = sorted(self.runs, key=lambda run: run[0].rate)
+        return ordered[(len(ordered) - 1) // 2]
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _script(requests_part: str = "") -> str:
+    return requests_part + (BENCH / "report.lua").read_text()
+
+
+@functools.cache
+def _flood_script(count: int = 20000) -> str:
+    """wrk requests with a new wrong password each (a guesser), headers made up front so wrk stays cheap."""
+    headers = ",\n".join(f'"{basic(USER, f"guess {n}")}"' for n in range(count))
+    return _script(
+        f"local guesses = {{\n{headers}\n}}\nlocal n = 0\n"
+        "request = function()\n  n = n % #guesses + 1\n"
+        '  return wrk.format("GET", "/", {Authorization = guesses[n]})\nend\n'
+    )
+
+
+class Wrk:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    def start(self, url: str, plan: Plan, seconds: float, headers: dict[str, str] | None = None,
+              script: str | None = None, threads: int | None = None) -> subprocess.Popen:
+        path = self.workdir / f"wrk-{secrets.token_hex(4)}.lua"
+        path.write_text(script or _script())
+        command = ["wrk", f"-t{threads or plan.threads}", f"-c{plan.connections}", f"-d{seconds:g}s",
+                   "--timeout", "10s", "-s", str(path)]
+        for key, value in (headers or {}).items():
+            command += ["-H", f"{key}: {value}"]
+        return subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    @staticmethod
+    def result(process: subprocess.Popen) -> Run:
+        output, _ = process.communicate()
+        lines = [line for line in output.splitlines() if line.startswith("{")]
+        if process.returncode != 0 or not lines:
+            raise RuntimeError(f"wrk failed: {output.strip()}")
+        data = json.loads(lines[-1])
+        return Run(data["requests"], data["duration_us"] / 1e6, data["non_2xx"], data["socket_errors"],
+                   data["p50_us"] / 1000, data["p99_us"] / 1000)
+
+    def run(self, url: str, plan: Plan, **kwargs) -> Run:
+        return self.result(self.start(url, plan, plan.seconds, **kwargs))
+
+
+def _all_ok(run: Run, what: str) -> Run:
+    """A row of a legitimate client must be all 2xx, or it measured something else."""
+    if run.non_2xx or run.socket_errors or not run.requests:
+        raise RuntimeError(f"{what}: {run.non_2xx} non-2xx answers and {run.socket_errors} socket errors "
+                           f"in {run.requests} requests")
+    return run
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return  # it answers (a 401 is an answer)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing answers at {url}") from None
+            time.sleep(0.2)
+
+
+def _status(url: str, authorization: str) -> int:
+    try:
+        return urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": authorization}), timeout=60).status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _ip(container, network: str) -> str:
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+
+
+class Setups:
+    """Everything the rows load, started once; `close` removes it all."""
+
+    def __init__(self, client: docker.DockerClient, workdir: Path, nginx_image: str, extra_labels: dict[str, str]) -> None:
+        self.client, self.workdir = client, workdir
+        self.caddy: subprocess.Popen | None = None
+        self.config = load_config("/nonexistent", environ={
+            "RUMISTACK_PROJECT": f"rumibench-{uuid.uuid4().hex[:8]}",
+            "RUMISTACK_NGINX_IMAGE": nginx_image,
+            "RUMITALK_IMAGE": images.STATIC_UPSTREAM,
+            "RUMISTACK_HTTP_PORT": str(_free_port()),
+            "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
+            "RUMISTACK_STATE_DIR": str(workdir / "state"),
+        })
+        self.labels = {**labels(self.config), **extra_labels}
+        self.users = UserFile(self.config.users_file)
+
+    def start(self, log: Callable[[str], None]) -> None:
+        self.users.add(USER, PASSWORD)  # bcrypt, cost 12
+        log("starting rumistack's stack (nginx, the static upstream in RumiTalk's place)")
+        stack.up(self.config, self.users)
+        network = network_name(self.config)
+        self.nginx = self.client.containers.get(container_name(self.config, "nginx"))
+        self.nginx_version = self.nginx.exec_run(["nginx", "-v"]).output.decode().strip().split("/")[-1]
+        upstream = self.client.containers.get(container_name(self.config, "rumitalk"))
+        self.upstream_url = f"http://{_ip(upstream, network)}:3080{ASSET}"
+        self.rumistack_url = f"http://{_ip(self.nginx, network)}"
+
+        # the flood comes from another address: the nginx container on a second network
+        flood_network = self.client.networks.create(f"{network}-flood", driver="bridge", labels=self.labels)
+        flood_network.connect(self.nginx)
+        self.flood_url = f"http://{_ip(self.nginx, flood_network.name)}/"
+
+        log("starting nginx with plain auth_basic")
+        plain = self.client.containers.create(
+            self.config.nginx_image, ["nginx", "-c", "/etc/bench/nginx.conf", "-g", "daemon off;"],
+            name=f"{self.config.project}-auth-basic", labels=self.labels, network=network,
+        )
+        plain.put_archive("/", _tar({
+            "etc/bench/nginx.conf": (BENCH / "nginx-auth-basic.conf").read_bytes(),
+            "etc/bench/htpasswd": self.users.content(),
+        }))
+        plain.start()
+        self.plain_url = f"http://{_ip(plain, network)}/"
+
+        log("starting Caddy")
+        noauth_port, auth_port = _free_port(), _free_port()
+        hash_ = self.users.content().decode().strip().split(":", 1)[1]
+        home = self.workdir / "caddy"
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home), "XDG_DATA_HOME": str(home), "XDG_CONFIG_HOME": str(home),
+               "NOAUTH_PORT": str(noauth_port), "AUTH_PORT": str(auth_port), "UPSTREAM": self.upstream_url.split("/")[2],
+               "BENCH_USER": USER, "HASH_BASE64": base64.b64encode(hash_.encode()).decode()}
+        self.caddy = subprocess.Popen(["caddy", "run", "--config", str(BENCH / "Caddyfile"), "--adapter", "caddyfile"],
+                                      env=env, stdout=(home / "log").open("w"), stderr=subprocess.STDOUT)
+        self.caddy_noauth_url = f"http://127.0.0.1:{noauth_port}/"
+        self.caddy_auth_url = f"http://127.0.0.1:{auth_port}/"
+
+        for url in (self.upstream_url, self.rumistack_url + "/health", self.plain_url, self.caddy_noauth_url, self.caddy_auth_url):
+            _wait_for(url)
+
+    def close(self) -> None:
+        if self.caddy is not None:
+            self.caddy.terminate()
+            self.caddy.wait(timeout=10)
+        stack.down(self.config)
+        for volume in self.client.volumes.list(filters={"label": f"{LABEL_PROJECT}={self.config.project}"}):
+            volume.remove(force=True)
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.gid = len(data), 0o644, 101
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def rows(s: Setups, wrk: Wrk) -> list[Row]:
+    good = {"Authorization": basic(USER, PASSWORD)}
+
+    def simple(url: str, headers: dict[str, str] | None = None):
+        return lambda plan: (_all_ok(wrk.run(url, plan, headers=headers), url), "")
+
+    def plain_auth_basic(plan: Plan) -> tuple[Run, str]:
+        # bcrypt is the bottleneck: more connections than workers only queue
+        # (and with 16, no request would finish within a round)
+        run = _all_ok(wrk.run(s.plain_url, dataclasses.replace(plan, threads=1, connections=2), headers=good), "auth_basic")
+        # the requests wrk left queued still run bcrypt: a request on a new
+        # connection to each worker is answered after them
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda _: _status(s.plain_url, good["Authorization"]), range(4)))
+        return run, "bcrypt on every request; 2 connections, one per worker"
+
+    def during_flood(plan: Plan) -> tuple[Run, str]:
+        flood = wrk.start(s.flood_url, plan, plan.seconds + 1, script=_flood_script(), threads=1)
+        time.sleep(0.5)
+        legit = _all_ok(wrk.run(s.rumistack_url + "/", plan, headers=good), "the cached user during the flood")
+        attack = Wrk.result(flood)
+        throttled = _status(s.flood_url, basic(USER, "one more guess"))
+        return legit, (f"the cached user, while one other address sends wrong passwords: "
+                       f"{attack.requests / attack.seconds:,.0f} req/s, all refused (now: {throttled})")
+
+    return [
+        Row("upstream, direct", simple(s.upstream_url)),
+        Row("nginx, no auth (the same nginx, an exempt path)", simple(s.rumistack_url + "/manifest.webmanifest")),
+        Row("nginx auth_basic, bcrypt cost 12", plain_auth_basic),
+        Row("rumistack auth (cached), bcrypt cost 12", simple(s.rumistack_url + "/", good)),
+        Row("rumistack auth during a wrong-password flood", during_flood),
+        Row("Caddy, no auth", simple(s.caddy_noauth_url)),
+        Row("Caddy basic_auth (cached), bcrypt cost 12", simple(s.caddy_auth_url, good)),
+    ]
+
+
+NO_AUTH, CACHED, FLOOD = 1, 3, 4  # rows the goals compare
+
+
+def _rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def table(rows_: list[Row]) -> str:
+    base = rows_[NO_AUTH].median()[0].rate
+    lines = ["| setup | req/s | p50 | p99 | vs no auth | note |", "|---|---:|---:|---:|---:|---|"]
+    for row in rows_:
+        run, note = row.median()
+        lines.append(f"| {row.name} | {_rate(run.rate)} | {run.p50_ms:.2f} ms | {run.p99_ms:.2f} ms "
+                     f"| {run.rate / base:.0%} | {note} |")
+    return "\n".join(lines)
+
+
+def goals(rows_: list[Row]) -> list[str]:
+    no_auth, cached, flood = (rows_[i].median()[0].rate for i in (NO_AUTH, CACHED, FLOOD))
+    return [
+        f"authenticated at {cached / no_auth:.0%} of no auth through the same nginx (goal: at least 80%)",
+        f"the cached user keeps {flood / cached:.0%} of its throughput during the flood (goal: at least 50%)",
+    ]
+
+
+def chart(rows_: list[Row], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    names = [row.name for row in rows_][::-1]
+    rates = [row.median()[0].rate for row in rows_][::-1]
+    base = rows_[NO_AUTH].median()[0].rate
+    colours = ["#c0392b" if name.startswith("rumistack") else "#7f8c8d" for name in names]
+    figure, axes = pyplot.subplots(figsize=(10, 4.2))
+    bars = axes.barh(names, rates, color=colours)
+    axes.set_xscale("log")
+    axes.set_xlabel("requests per second (log scale; higher is better)")
+    axes.set_title(title, fontsize=10)
+    for bar, rate in zip(bars, rates):
+        axes.text(bar.get_width() * 1.08, bar.get_y() + bar.get_height() / 2, f"{_rate(rate)}  ({rate / base:.0%})",
+                  va="center", fontsize=8)
+    axes.set_xlim(right=max(rates) * 8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="one short round of every row: checks it works, measures nothing")
+    parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the table and the chart go")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra label on the Docker objects the benchmark creates itself")
+    parser.add_argument("--nginx-image", default=images.NGINX, help="the nginx image for rumistack and plain auth_basic")
+    args = parser.parse_args(argv)
+    plan = SMOKE if args.smoke else FULL
+    extra_labels = dict(item.split("=", 1) for item in args.label)
+
+    def log(message: str) -> None:
+        print(f"- {message}", file=sys.stderr, flush=True)
+
+    client = docker.from_env()
+    images.ensure_images(client, log=log)
+    load_before = _load()
+    with tempfile.TemporaryDirectory(prefix="rumibench-") as tmp:
+        setups = Setups(client, Path(tmp), args.nginx_image, extra_labels)
+        try:
+            setups.start(log)
+            wrk = Wrk(Path(tmp))
+            all_rows = rows(setups, wrk)
+            for url in (setups.rumistack_url + "/", setups.caddy_auth_url):  # each verifies the credential once
+                assert _status(url, basic(USER, PASSWORD)) == 200, url
+            log(f"the flood's first {plan.flood_warmup:g} s: its burst of verifications, then throttled")
+            Wrk.result(wrk.start(setups.flood_url, plan, plan.flood_warmup, script=_flood_script(), threads=1))
+            for number in range(1, plan.rounds + 1):
+                log(f"round {number} of {plan.rounds}")
+                for row in all_rows:
+                    row.runs.append(row.measure(plan))
+        finally:
+            setups.close()
+
+    caddy_version = subprocess.run(["caddy", "version"], capture_output=True, text=True).stdout.split()[0]
+    how = (f"{'smoke run, measures nothing: ' if plan.smoke else ''}{os.cpu_count()} cores; nginx {setups.nginx_version}, "
+           f"Caddy {caddy_version}; wrk {plan.threads} threads, {plan.connections} connections, "
+           f"median of {plan.rounds} round(s) of {plan.seconds:g} s a row; load average {load_before} before")
+    verdicts = goals(all_rows)
+    text = "\n".join([table(all_rows), "", how, "", *(f"- {v}" for v in verdicts)]) + "\n"
+    print(text)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.md").write_text(text)
+    chart(all_rows, args.out / "chart.png", "bench/run" + (" --smoke (measures nothing)" if plan.smoke else ""))
+    if not plan.smoke and args.out == BENCH / "results":
+        shutil.copy(args.out / "chart.png", BENCH / "latest.png")
+        readme = ROOT / "README.md"
+        block = text + "\n![the table as a chart](bench/latest.png)\n"
+        readme.write_text(README_BLOCK.sub(lambda m: m[1] + block + m[2], readme.read_text()))
+        log("updated the README's table and bench/latest.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
