@@ -68,7 +68,6 @@ def render(config: Config) -> dict[str, str]:
         "realm": config.realm,
         "upstream": UPSTREAM,
         "conf_dir": CONF_DIR,
-        "auth_dir": AUTH_DIR,
         "health_port": HEALTH_PORT,
         "user_file": f"{AUTH_DIR}/{USER_FILE}",
         "auth_tmpfs": AUTH_TMPFS,
