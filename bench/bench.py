@@ -65,7 +65,7 @@ class Plan:
 
 
 FULL = Plan(rounds=5, seconds=3, threads=2, connections=16, flood_warmup=6, smoke=False)
-SMOKE = Plan(rounds=1, seconds=1, threads=1, connections=4, flood_warmup=1, smoke=True)
+SMOKE = Plan(rounds=1, seconds=1, threads=1, connections=4, flood_warmup=4, smoke=True)
 
 
 @dataclass
@@ -78,6 +78,7 @@ class Run:
     socket_errors: int
     p50_ms: float
     p99_ms: float
+    cpu_us: float | None = None  # CPU time of the server under test per request
 
     @property
     def rate(self) -> float:
@@ -142,9 +143,10 @@ class Wrk:
         return self.result(self.start(url, plan, plan.seconds, **kwargs))
 
 
-def _all_ok(run: Run, what: str) -> Run:
-    """A row of a legitimate client must be all 2xx, or it measured something else."""
-    if run.non_2xx or run.socket_errors or not run.requests:
+def _all_ok(run: Run, what: str, may_starve: bool = False) -> Run:
+    """A row of a legitimate client must be all 2xx, or it measured something
+    else; and, unless it may starve, have answers at all."""
+    if run.non_2xx or run.socket_errors or not (run.requests or may_starve):
         raise RuntimeError(f"{what}: {run.non_2xx} non-2xx answers and {run.socket_errors} socket errors "
                            f"in {run.requests} requests")
     return run
@@ -177,6 +179,17 @@ def _status(url: str, authorization: str) -> int:
         return exc.code
 
 
+def _container_cpu(container) -> Callable[[], float]:
+    """The container's CPU time so far, in seconds."""
+    return lambda: container.stats(stream=False, one_shot=True)["cpu_stats"]["cpu_usage"]["total_usage"] / 1e9
+
+
+def _process_cpu(pid: int) -> Callable[[], float]:
+    """The process's CPU time so far, in seconds."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return lambda: sum(int(f) for f in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]) / ticks
+
+
 def _ip(container, network: str) -> str:
     container.reload()
     return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
@@ -207,6 +220,7 @@ class Setups:
         self.nginx = self.client.containers.get(container_name(self.config, "nginx"))
         self.nginx_version = self.nginx.exec_run(["nginx", "-v"]).output.decode().strip().split("/")[-1]
         upstream = self.client.containers.get(container_name(self.config, "rumitalk"))
+        self.nginx_cpu, self.upstream_cpu = _container_cpu(self.nginx), _container_cpu(upstream)
         self.upstream_url = f"http://{_ip(upstream, network)}:3080{ASSET}"
         self.rumistack_url = f"http://{_ip(self.nginx, network)}"
 
@@ -226,6 +240,7 @@ class Setups:
         }))
         plain.start()
         self.plain_url = f"http://{_ip(plain, network)}/"
+        self.plain_cpu = _container_cpu(plain)
 
         log("starting Caddy")
         noauth_port, auth_port = _free_port(), _free_port()
@@ -237,6 +252,7 @@ class Setups:
                "BENCH_USER": USER, "HASH_BASE64": base64.b64encode(hash_.encode()).decode()}
         self.caddy = subprocess.Popen(["caddy", "run", "--config", str(BENCH / "Caddyfile"), "--adapter", "caddyfile"],
                                       env=env, stdout=(home / "log").open("w"), stderr=subprocess.STDOUT)
+        self.caddy_cpu = _process_cpu(self.caddy.pid)
         self.caddy_noauth_url = f"http://127.0.0.1:{noauth_port}/"
         self.caddy_auth_url = f"http://127.0.0.1:{auth_port}/"
 
@@ -274,13 +290,21 @@ def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Resu
     for url in (s.rumistack_url + "/", s.caddy_auth_url):  # each verifies the credential once, then has it cached
         assert _status(url, good["Authorization"]) == 200, url
 
-    def load(url: str, headers: dict[str, str] | None = None) -> Callable[[Plan], Run]:
-        return lambda plan: _all_ok(wrk.run(url, plan, headers=headers), url)
+    def load(url: str, cpu: Callable[[], float], headers: dict[str, str] | None = None,
+             connections: int | None = None) -> Callable[[Plan], Run]:
+        def measured(plan: Plan) -> Run:
+            if connections:
+                plan = dataclasses.replace(plan, threads=1, connections=connections)
+            before = cpu()
+            run = _all_ok(wrk.run(url, plan, headers=headers), url)
+            run.cpu_us = (cpu() - before) / run.requests * 1e6
+            return run
+        return measured
 
     def plain_auth_basic(plan: Plan) -> Run:
         # bcrypt is the bottleneck: more connections than workers only queue
         # (and with 16, no request would finish within a round)
-        run = _all_ok(wrk.run(s.plain_url, dataclasses.replace(plan, threads=1, connections=2), headers=good), "auth_basic")
+        run = load(s.plain_url, s.plain_cpu, good, connections=2)(plan)
         # the requests wrk left queued still run bcrypt: a request on a new
         # connection to each worker is answered after them
         with ThreadPoolExecutor(4) as pool:
@@ -294,9 +318,11 @@ def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Resu
     flooded = Row("rumistack auth during a wrong-password flood")
     caddy = Row("Caddy, no auth")
     caddy_auth = Row("Caddy basic_auth (cached), bcrypt cost 12")
-    loads = [(upstream, load(s.upstream_url)), (no_auth, load(s.rumistack_url + "/manifest.webmanifest")),
-             (cached, load(s.rumistack_url + "/", good)), (caddy, load(s.caddy_noauth_url)),
-             (caddy_auth, load(s.caddy_auth_url, good)), (plain, plain_auth_basic)]
+    loads = [(upstream, load(s.upstream_url, s.upstream_cpu)),
+             (no_auth, load(s.rumistack_url + "/manifest.webmanifest", s.nginx_cpu)),
+             (cached, load(s.rumistack_url + "/", s.nginx_cpu, good)),
+             (caddy, load(s.caddy_noauth_url, s.caddy_cpu)), (caddy_auth, load(s.caddy_auth_url, s.caddy_cpu, good)),
+             (plain, plain_auth_basic)]
 
     # every row once a round, the order reversed every other round, so no
     # auth and cached auth always run next to each other
@@ -315,10 +341,13 @@ def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Resu
     alone, attacks = [], []
     for number in range(plan.rounds):
         log(f"flood round {number + 1} of {plan.rounds}")
-        alone.append(load(s.rumistack_url + "/", good)(plan))
+        alone.append(load(s.rumistack_url + "/", s.nginx_cpu, good)(plan))
         flood = wrk.start(s.flood_url, plan, plan.seconds + 1, script=_flood_script(), threads=1)
         time.sleep(0.5)
-        flooded.runs.append(load(s.rumistack_url + "/", good)(plan))
+        # while the limits let a verification through, bcrypt holds an nginx worker
+        during = _all_ok(wrk.run(s.rumistack_url + "/", plan, headers=good), "the cached user during the flood",
+                         may_starve=True)
+        flooded.runs.append(during)  # nginx's CPU then is mostly the flood's: not shown
         attacks.append(Wrk.result(flood))
     throttled = _status(s.flood_url, basic(USER, "one more guess"))
     kept = statistics.median(during.rate / before.rate for before, during in zip(alone, flooded.runs))
@@ -326,12 +355,15 @@ def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Resu
     flooded.note = (f"one other address sends {flood_rate:,.0f} wrong passwords a second (all refused; the last "
                     f"answer: {throttled}); the cached user keeps {kept:.0%} of its rate alone, measured alternately")
 
+    extra = statistics.median(c.cpu_us - n.cpu_us for c, n in zip(cached.runs, no_auth.runs))
     return Results(
         rows=[upstream, no_auth, plain, cached, flooded, caddy, caddy_auth],
         no_auth=no_auth,
         verdicts=[
             f"authenticated at {statistics.median(auth_ratios):.0%} of no auth through the same nginx, "
             "the median of the rounds (goal: at least 80%)",
+            f"the cached check costs nginx {extra:.1f} µs of CPU a request (median of the rounds' "
+            f"differences), on {no_auth.median().cpu_us:.1f} µs without auth",
             f"the cached user keeps {kept:.0%} of its throughput during the flood (goal: at least 50%)",
         ],
     )
@@ -341,13 +373,20 @@ def _rate(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
 
 
+def _cpu(us: float | None) -> str:
+    if us is None:
+        return "-"
+    return f"{us:.1f} µs" if us < 1000 else f"{us / 1000:,.0f} ms"
+
+
 def table(results: Results) -> str:
     base = results.no_auth.median().rate
-    lines = ["| setup | req/s | p50 | p99 | vs no auth | note |", "|---|---:|---:|---:|---:|---|"]
+    lines = ["| setup | req/s | p50 | p99 | vs no auth | server CPU a request | note |",
+             "|---|---:|---:|---:|---:|---:|---|"]
     for row in results.rows:
         run = row.median()
         lines.append(f"| {row.name} | {_rate(run.rate)} | {run.p50_ms:.2f} ms | {run.p99_ms:.2f} ms "
-                     f"| {run.rate / base:.0%} | {row.note} |")
+                     f"| {run.rate / base:.0%} | {_cpu(run.cpu_us)} | {row.note} |")
     return "\n".join(lines)
 
 
