@@ -338,6 +338,9 @@ def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Resu
     # the cached user is measured alone and during the flood, alternately
     log(f"a flood of wrong passwords: {plan.flood_warmup:g} s for its burst of verifications, then rounds")
     Wrk.result(wrk.start(s.flood_url, plan, plan.flood_warmup, script=_flood_script(), threads=1))
+    before = s.nginx_cpu()
+    attempts = Wrk.result(wrk.start(s.flood_url, plan, plan.seconds, script=_flood_script(), threads=1)).requests
+    refusal_us = (s.nginx_cpu() - before) / max(attempts, 1) * 1e6
     alone, attacks = [], []
     for number in range(plan.rounds):
         log(f"flood round {number + 1} of {plan.rounds}")
@@ -352,8 +355,9 @@ def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Resu
     throttled = _status(s.flood_url, basic(USER, "one more guess"))
     kept = statistics.median(during.rate / before.rate for before, during in zip(alone, flooded.runs))
     flood_rate = statistics.median(attack.requests / attack.seconds for attack in attacks)
-    flooded.note = (f"one other address sends {flood_rate:,.0f} wrong passwords a second (all refused; the last "
-                    f"answer: {throttled}); the cached user keeps {kept:.0%} of its rate alone, measured alternately")
+    flooded.note = (f"one other address sends {flood_rate:,.0f} wrong passwords a second (all refused, at "
+                    f"{refusal_us:.0f} µs of nginx CPU each; the last answer: {throttled}); the cached user keeps "
+                    f"{kept:.0%} of its rate alone, measured alternately")
 
     extra = statistics.median(c.cpu_us - n.cpu_us for c, n in zip(cached.runs, no_auth.runs))
     return Results(
