@@ -5,7 +5,10 @@ written by rumistack's own volume code."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from testcontainers.core.container import DockerContainer
@@ -20,6 +23,7 @@ from rumistack.volumes import File, write_files
 from testenv import TEST_LABELS
 
 USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
+SEED = Path(__file__).parent.parent / "data" / "seed"
 
 
 @dataclass
@@ -39,27 +43,23 @@ class Proxy:
             "htpasswd": File(self.users.content(), mode=0o640, gid=NGINX_GID)}})
 
 
-@pytest.fixture(scope="module")
-def proxy(docker_client, test_images, tmp_path_factory) -> Proxy:
-    """nginx with the default rendered config, one user, in front of the stand-in."""
+@contextmanager
+def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str]) -> Iterator[Proxy]:
+    """nginx running `files` as its config directory, with one user, in front of the stand-in."""
     suffix = uuid.uuid4().hex[:8]
-    labels = TEST_LABELS
-    config = load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM})
-    users = UserFile(tmp_path_factory.mktemp("state") / "htpasswd")
+    users = UserFile(tmp_path / "htpasswd")
     users.add(USER, PASSWORD)
-
-    conf_volume = docker_client.volumes.create(f"rumistack-test-conf-{suffix}", labels=labels).name
-    auth_volume = docker_client.volumes.create(f"rumistack-test-auth-{suffix}", labels=labels).name
+    conf_volume = docker_client.volumes.create(f"rumistack-test-conf-{suffix}", labels=TEST_LABELS).name
+    auth_volume = docker_client.volumes.create(f"rumistack-test-auth-{suffix}", labels=TEST_LABELS).name
     write_files(docker_client, test_images["nginx"], "test", {
-        conf_volume: {name: File(text.encode()) for name, text in render(config).items()},
+        conf_volume: {name: File(text.encode()) for name, text in files.items()},
         auth_volume: {"htpasswd": File(users.content(), mode=0o640, gid=NGINX_GID)},
     })
-
-    with Network(docker_network_kw={"labels": labels}) as network:
+    with Network(docker_network_kw={"labels": TEST_LABELS}) as network:
         stub = (
             DockerContainer(test_images["rumitalk"])
             .with_network(network).with_network_aliases("rumitalk")
-            .with_kwargs(labels=labels)
+            .with_kwargs(labels=TEST_LABELS)
             .waiting_for(HttpWaitStrategy(3080, "/health").for_status_code(200))
             .with_exposed_ports(3080)
         )
@@ -70,9 +70,25 @@ def proxy(docker_client, test_images, tmp_path_factory) -> Proxy:
                 .with_command(["nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"])
                 .with_volume_mapping(conf_volume, CONF_DIR, "ro")
                 .with_volume_mapping(auth_volume, AUTH_DIR, "ro")
-                .with_kwargs(labels=labels)
+                .with_kwargs(labels=TEST_LABELS)
                 .with_exposed_ports(80)
                 .waiting_for(HttpWaitStrategy(80, "/health").for_status_code(200))
             )
             with nginx:
                 yield Proxy(int(nginx.get_exposed_port(80)), users, auth_volume, nginx, stub, test_images["nginx"])
+
+
+@pytest.fixture(scope="module")
+def proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Proxy]:
+    """nginx with rumistack's rendered config (defaults but the realm)."""
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM}))
+    with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Proxy]:
+    """nginx with the configuration RumiTalk's documentation gives (tests/data/seed)."""
+    files = {p.name: p.read_text() for p in SEED.iterdir()}
+    with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
+        yield running
