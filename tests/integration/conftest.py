@@ -44,8 +44,10 @@ class Proxy:
 
 
 @contextmanager
-def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str]) -> Iterator[Proxy]:
-    """nginx running `files` as its config directory, with one user, in front of the stand-in."""
+def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str],
+                  user_file: File | None = None) -> Iterator[Proxy]:
+    """nginx running `files` as its config directory, in front of the stand-in; the auth volume
+    holds one user, or `user_file` if given."""
     suffix = uuid.uuid4().hex[:8]
     users = UserFile(tmp_path / "htpasswd")
     users.add(USER, PASSWORD)
@@ -53,7 +55,7 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
     auth_volume = docker_client.volumes.create(f"rumistack-test-auth-{suffix}", labels=TEST_LABELS).name
     write_files(docker_client, test_images["nginx"], "test", {
         conf_volume: {name: File(text.encode()) for name, text in files.items()},
-        auth_volume: {"htpasswd": File(users.content(), mode=0o640, gid=NGINX_GID)},
+        auth_volume: {"htpasswd": user_file or File(users.content(), mode=0o640, gid=NGINX_GID)},
     })
     with Network(docker_network_kw={"labels": TEST_LABELS}) as network:
         stub = (
