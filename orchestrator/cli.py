@@ -165,10 +165,25 @@ def up() -> None:
 
 
 @cli.command()
-def down() -> None:
-    """Remove the containers and the network; keep the volumes and the users."""
-    count = stack.down(_config(), _ConsoleProgress())
-    click.echo(f"removed {count} container(s); volumes and users are kept" if count else "nothing was running")
+@click.option("--volumes", "remove_volumes", is_flag=True,
+              help="Also remove the volumes: RumiTalk's database, uploads and search index. Asks first.")
+@click.option("--yes", is_flag=True, help="Do not ask before removing volumes.")
+def down(remove_volumes: bool, yes: bool) -> None:
+    """Remove the containers and the network; keep the volumes (RumiTalk's data) and the users."""
+    config = _config()
+    if remove_volumes and not yes:
+        click.confirm(f"Remove every volume of {config.project}, with RumiTalk's conversations and uploads?",
+                      abort=True, err=True)
+    count = stack.down(config, remove_volumes, _ConsoleProgress())
+    kept = "users are kept" if remove_volumes else "volumes and users are kept"
+    click.echo(f"removed {count} container(s); {kept}" if count else f"nothing was running; {kept}")
+
+
+@cli.command()
+def reload() -> None:
+    """Render the nginx config again, check it, and apply it by a graceful reload."""
+    stack.reload(_config(), _ConsoleProgress())
+    click.echo("nginx reloaded")
 
 
 @cli.command()

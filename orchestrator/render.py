@@ -1,12 +1,11 @@
 """Render the nginx configuration from the Jinja2 templates in nginx/.
 
-Output is deterministic: the same Config gives the same bytes, so a hash of
-the files tells whether anything changed.
+Output is deterministic: the same Config gives the same bytes, so comparing
+files tells whether anything changed.
 """
 
 from __future__ import annotations
 
-import hashlib
 from importlib import resources
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -57,13 +56,3 @@ def render(config: Config) -> dict[str, str]:
         "guarded": {e.path: e.path[:-1] not in exact for e in exempt if not e.exact},
     }
     return {name: env.get_template(template).render(context) for name, template in sorted(_TEMPLATES.items())}
-
-
-def digest(files: dict[str, str | bytes]) -> str:
-    """A short hash of a set of files, names included."""
-    h = hashlib.sha256()
-    for name in sorted(files):
-        content = files[name]
-        data = content.encode() if isinstance(content, str) else content
-        h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
-    return h.hexdigest()[:16]

@@ -21,7 +21,8 @@ from docker.types import Mount as DockerMount
 
 from .config import Config
 from .errors import DockerUnavailable, StackError, UserError
-from .render import digest, render
+from .render import CONF_DIR, MAIN_FILE, render
+from .secretstore import load_secrets
 from .spec import (
     AUTH_VOLUME,
     CONFIG_VOLUME,
@@ -29,17 +30,16 @@ from .spec import (
     LABEL_SERVICE,
     LABEL_SPEC,
     NGINX_GID,
-    NGINX_UID,
-    VOLUMES,
     Service,
     container_name,
     labels,
     network_name,
     services,
     volume_name,
+    volumes,
 )
 from .users import UserFile
-from .volumes import File, check_config, write_files
+from .volumes import File, check_config, read_files, write_files
 
 _NS = 1_000_000_000
 
@@ -101,38 +101,86 @@ def push_users(config: Config, users: UserFile) -> bool:
 
 
 def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
-    """Bring the stack to its desired state and wait until it is healthy; return the URL."""
+    """Bring the stack to its desired state and wait until it is healthy; return the URL.
+
+    Only what changed changes: a container whose definition is the same is
+    left running, a changed nginx config is applied by a graceful reload.
+    """
     if not users.names():
         raise UserError("there are no users yet, so no one could log in: add one with `rumistack adduser NAME`")
     client = connect()
-    for image in (config.rumitalk_image, config.nginx_image):
-        _image(client, image, progress)
-
-    files = render(config)
-    progress.step("checking the nginx configuration with nginx -t")
-    check_config(client, config.nginx_image, config.project, files)
+    stack = services(config, load_secrets(config.state_dir))
+    for service in stack:
+        _image(client, service.image, progress)
+    files = _checked_config(client, config, progress)
 
     network = _network(client, config)
-    for volume in VOLUMES:
+    for volume in volumes(stack):
         _volume(client, config, volume)
-    progress.step("writing the configuration and the users into their volumes")
+    running_nginx = _running(client, config, "nginx")
+    config_changed = running_nginx is None or read_files(running_nginx, CONF_DIR) != files
     with users.locked():
         write_files(client, config.nginx_image, config.project, {
-            volume_name(config, CONFIG_VOLUME): {name: File(text.encode()) for name, text in files.items()},
+            **({volume_name(config, CONFIG_VOLUME): _config_files(files)} if config_changed else {}),
             volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)},
         })
+    _remove_others(client, config, {s.name for s in stack}, progress)
 
+    containers: dict[str, Container] = {}
     recreated = set()
-    containers = {}
-    for service in services(config, digest(files)):
+    for service in stack:
+        _wait_healthy(config, {name: containers[name] for name in service.depends_on}, progress)
         containers[service.name], changed = _ensure_container(client, config, service, network, progress)
         if changed:
             recreated.add(service.name)
-    if "rumitalk" in recreated and "nginx" not in recreated:
-        # nginx resolved RumiTalk's address at start; a reload resolves the new one
-        containers["nginx"].kill(signal="SIGHUP")
+    if "nginx" not in recreated and (config_changed or "rumitalk" in recreated):
+        # a new config, or RumiTalk's new address (nginx resolved it at start)
+        _reload_nginx(containers["nginx"], progress)
     _wait_healthy(config, containers, progress)
     return config.url
+
+
+def reload(config: Config, progress: Progress = Progress()) -> None:
+    """Render the config again, check it, and apply it to the running nginx by a graceful reload."""
+    client = connect()
+    nginx = _running(client, config, "nginx")
+    if nginx is None:
+        raise StackError("nginx is not running: start the stack with `rumistack up`")
+    files = _checked_config(client, config, progress)
+    write_files(client, config.nginx_image, config.project, {volume_name(config, CONFIG_VOLUME): _config_files(files)})
+    _reload_nginx(nginx, progress)
+
+
+def _checked_config(client: docker.DockerClient, config: Config, progress: Progress) -> dict[str, str]:
+    files = render(config)
+    progress.step("checking the nginx configuration with nginx -t")
+    check_config(client, config.nginx_image, config.project, files)
+    return files
+
+
+def _config_files(files: dict[str, str]) -> dict[str, File]:
+    return {name: File(text.encode()) for name, text in files.items()}
+
+
+def _reload_nginx(nginx: Container, progress: Progress) -> None:
+    code, output = nginx.exec_run(["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"])
+    if code != 0:
+        raise StackError(f"the running nginx refused the new configuration and keeps the old one: {output.decode().strip()}")
+    nginx.kill(signal="SIGHUP")  # graceful: new workers start, old ones finish their requests
+    progress.step("reloaded nginx")
+
+
+def _running(client: docker.DockerClient, config: Config, service: str) -> Container | None:
+    container = _find(client, config, service)
+    return container if container is not None and container.status == "running" else None
+
+
+def _remove_others(client: docker.DockerClient, config: Config, wanted: set[str], progress: Progress) -> None:
+    """Remove containers of services that are no longer part of the stack; their volumes stay."""
+    for container in client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={config.project}", LABEL_SERVICE]}):
+        if container.labels[LABEL_SERVICE] not in wanted:
+            progress.step(f"removing {container.labels[LABEL_SERVICE]} (no longer part of the stack)")
+            container.remove(force=True)
 
 
 def _image(client: docker.DockerClient, ref: str, progress: Progress) -> str:
@@ -202,7 +250,7 @@ def _ensure_container(client, config: Config, service: Service, network, progres
             start_period=service.healthcheck.start_period * _NS,
         ),
         mounts=[
-            DockerMount(m.target, volume_name(config, m.volume), type="volume", read_only=m.read_only, no_copy=True)
+            DockerMount(m.target, volume_name(config, m.volume), type="volume", read_only=m.read_only, no_copy=m.no_copy)
             for m in service.mounts
         ],
         ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
@@ -261,17 +309,23 @@ def _reason(exc: DockerException) -> str:
     return getattr(exc, "explanation", None) or str(exc)
 
 
-def down(config: Config, progress: Progress = Progress()) -> int:
-    """Remove the project's containers and network; keep its volumes. Return how many containers went."""
+def down(config: Config, remove_volumes: bool = False, progress: Progress = Progress()) -> int:
+    """Remove the project's containers and network, and with `remove_volumes` its volumes
+    (RumiTalk's data included). Return how many containers went."""
     client = connect()
-    containers = client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={config.project}"})
+    project = {"label": f"{LABEL_PROJECT}={config.project}"}
+    containers = client.containers.list(all=True, filters=project)
     for container in containers:
         progress.step(f"removing {container.name}")
         container.stop(timeout=10)
         container.remove(force=True)
-    for network in client.networks.list(filters={"label": f"{LABEL_PROJECT}={config.project}"}):
+    for network in client.networks.list(filters=project):
         progress.step(f"removing network {network.name}")
         network.remove()
+    if remove_volumes:
+        for volume in client.volumes.list(filters=project):
+            progress.step(f"removing volume {volume.name}")
+            volume.remove(force=True)
     return len(containers)
 
 

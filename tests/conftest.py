@@ -53,7 +53,7 @@ def docker_client() -> docker.DockerClient:
 
 @pytest.fixture(scope="session")
 def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    """{"nginx": ..., "rumitalk": ...}: the official nginx image when it is here, else the local one."""
+    """Image per service: the official nginx image when it is here, else the local one; stand-ins for the rest."""
     try:
         images.ensure_images(docker_client)
     except Exception as exc:  # any failure to build means no images: never a silent skip in CI
@@ -65,7 +65,14 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
         nginx = OFFICIAL_NGINX
     except ImageNotFound:
         nginx = images.NGINX
-    return {"nginx": nginx, "rumitalk": images.STUB}
+    return {"nginx": nginx, "rumitalk": images.STUB, "mongodb": images.MONGO, "meilisearch": images.MEILI}
+
+
+@pytest.fixture(scope="session")
+def image_env(test_images) -> dict[str, str]:
+    """The config keys that point rumistack at the test images."""
+    return {"RUMISTACK_NGINX_IMAGE": test_images["nginx"], "RUMITALK_IMAGE": test_images["rumitalk"],
+            "RUMISTACK_MONGO_IMAGE": test_images["mongodb"], "RUMISTACK_MEILI_IMAGE": test_images["meilisearch"]}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -4,6 +4,8 @@
   nginx-light, python3 and wget.
 - rumistack-test/nginx:local: nginx from that base (tests/images/nginx).
 - rumistack-test/rumitalk-stub:local: the RumiTalk stand-in (tests/images/rumitalk-stub).
+- rumistack-test/mongo-stub:local, rumistack-test/meili-stub:local: stand-ins for
+  RumiTalk's MongoDB and Meilisearch (tests/images/mongo-stub, meili-stub).
 
 Each image carries a label with a hash of its recipe and is rebuilt only when
 the recipe changes. Run as a script to build what is missing.
@@ -28,7 +30,9 @@ BASE = "rumistack-test/debian:bookworm"
 BASE_PACKAGES = ("nginx-light", "python3", "wget")
 NGINX = "rumistack-test/nginx:local"
 STUB = "rumistack-test/rumitalk-stub:local"
-_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub"}
+MONGO = "rumistack-test/mongo-stub:local"
+MEILI = "rumistack-test/meili-stub:local"
+_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", MONGO: HERE / "mongo-stub", MEILI: HERE / "meili-stub"}
 
 
 def _debootstrap_args(target: Path) -> list[str]:

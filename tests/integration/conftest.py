@@ -20,6 +20,7 @@ from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, render
 from rumistack.spec import NGINX_GID
 from rumistack.users import UserFile
 from rumistack.volumes import File, write_files
+from clirun import Project, free_port, new_project_name, rumistack
 from testenv import TEST_LABELS
 
 USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
@@ -94,3 +95,17 @@ def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Proxy]:
     files = {p.name: p.read_text() for p in SEED.iterdir()}
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
         yield running
+
+
+@pytest.fixture
+def project(docker_client, image_env, tmp_path, monkeypatch) -> Iterator[Project]:
+    """A working directory and an environment for one rumistack project of its own, run with
+    the test images on a free loopback port; its containers, network and volumes go afterwards."""
+    running = Project(new_project_name(), free_port(), docker_client)
+    monkeypatch.chdir(tmp_path)
+    env = {**image_env, "RUMISTACK_PROJECT": running.name, "RUMISTACK_HTTP_PORT": str(running.port),
+           "RUMISTACK_BIND_ADDRESS": "127.0.0.1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield running
+    rumistack("down", "--volumes", "--yes")
