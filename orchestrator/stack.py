@@ -21,7 +21,7 @@ from docker.types import Mount as DockerMount
 
 from .config import Config
 from .errors import DockerUnavailable, StackError, UserError
-from .render import CONF_DIR, MAIN_FILE, render
+from .render import CONF_DIR, HEALTH_PORT, MAIN_FILE, config_id, render
 from .secretstore import load_secrets
 from .spec import (
     AUTH_VOLUME,
@@ -39,7 +39,7 @@ from .spec import (
     volumes,
 )
 from .users import UserFile
-from .volumes import File, check_config, read_files, write_files
+from .volumes import File, check_config, write_files
 
 _NS = 1_000_000_000
 
@@ -118,7 +118,7 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     for volume in volumes(stack):
         _volume(client, config, volume)
     running_nginx = _running(client, config, "nginx")
-    config_changed = running_nginx is None or read_files(running_nginx, CONF_DIR) != files
+    config_changed = running_nginx is None or _loaded_config(running_nginx) != config_id(config)
     with users.locked():
         write_files(client, config.nginx_image, config.project, {
             **({volume_name(config, CONFIG_VOLUME): _config_files(files)} if config_changed else {}),
@@ -135,7 +135,7 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
             recreated.add(service.name)
     if "nginx" not in recreated and (config_changed or "rumitalk" in recreated):
         # a new config, or RumiTalk's new address (nginx resolved it at start)
-        _reload_nginx(containers["nginx"], progress)
+        _reload_nginx(containers["nginx"], config, progress)
     _wait_healthy(config, containers, progress)
     return config.url
 
@@ -148,7 +148,7 @@ def reload(config: Config, progress: Progress = Progress()) -> None:
         raise StackError("nginx is not running: start the stack with `rumistack up`")
     files = _checked_config(client, config, progress)
     write_files(client, config.nginx_image, config.project, {volume_name(config, CONFIG_VOLUME): _config_files(files)})
-    _reload_nginx(nginx, progress)
+    _reload_nginx(nginx, config, progress)
 
 
 def _checked_config(client: docker.DockerClient, config: Config, progress: Progress) -> dict[str, str]:
@@ -162,11 +162,24 @@ def _config_files(files: dict[str, str]) -> dict[str, File]:
     return {name: File(text.encode()) for name, text in files.items()}
 
 
-def _reload_nginx(nginx: Container, progress: Progress) -> None:
+def _loaded_config(nginx: Container) -> str:
+    """The config_id of the config the running nginx has loaded ("" if it does not answer)."""
+    code, output = nginx.exec_run(["wget", "-q", "-O", "-", f"http://127.0.0.1:{HEALTH_PORT}/nginx-config"])
+    return output.decode().strip() if code == 0 else ""
+
+
+def _reload_nginx(nginx: Container, config: Config, progress: Progress) -> None:
+    """Graceful reload: new workers start with the new config, old ones finish their requests.
+    Returns once the new config answers."""
     code, output = nginx.exec_run(["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"])
     if code != 0:
         raise StackError(f"the running nginx refused the new configuration and keeps the old one: {output.decode().strip()}")
-    nginx.kill(signal="SIGHUP")  # graceful: new workers start, old ones finish their requests
+    nginx.kill(signal="SIGHUP")
+    wanted, deadline = config_id(config), time.monotonic() + 30
+    while _loaded_config(nginx) != wanted:
+        if time.monotonic() > deadline:
+            raise StackError(f"nginx did not load the new configuration within 30 s; its last log lines:\n{_tail(nginx)}")
+        time.sleep(0.1)
     progress.step("reloaded nginx")
 
 

@@ -14,8 +14,6 @@ import tarfile
 from dataclasses import dataclass
 
 import docker
-from docker.errors import NotFound
-from docker.models.containers import Container
 from docker.types import Mount
 
 from .errors import StackError
@@ -78,20 +76,6 @@ def check_config(client: docker.DockerClient, image: str, project: str, files: d
     )
     if code != 0:
         raise StackError(f"nginx refused the rendered configuration, so nothing was changed: {output}")
-
-
-def read_files(container: Container, directory: str) -> dict[str, str]:
-    """The text files under `directory` in a container, by path relative to it."""
-    try:
-        stream, _ = container.get_archive(directory)
-    except NotFound:
-        return {}
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        top = directory.rstrip("/").rsplit("/", 1)[-1]
-        return {
-            member.name.removeprefix(top + "/"): tar.extractfile(member).read().decode(errors="replace")
-            for member in tar.getmembers() if member.isfile()
-        }
 
 
 def write_files(client: docker.DockerClient, image: str, project: str, volumes: dict[str, dict[str, File]]) -> None:

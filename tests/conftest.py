@@ -55,7 +55,7 @@ def docker_client() -> docker.DockerClient:
 def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """Image per service: the official nginx image when it is here, else the local one; stand-ins for the rest."""
     try:
-        images.ensure_images(docker_client)
+        pinned = images.ensure_images(docker_client)
     except Exception as exc:  # any failure to build means no images: never a silent skip in CI
         if IN_CI:
             pytest.fail(f"the local test images could not be built: {exc}")
@@ -64,8 +64,9 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
         docker_client.images.get(OFFICIAL_NGINX)
         nginx = OFFICIAL_NGINX
     except ImageNotFound:
-        nginx = images.NGINX
-    return {"nginx": nginx, "rumitalk": images.STUB, "mongodb": images.MONGO, "meilisearch": images.MEILI}
+        nginx = pinned[images.NGINX]
+    return {"nginx": nginx, "rumitalk": pinned[images.STUB], "mongodb": pinned[images.MONGO],
+            "meilisearch": pinned[images.MEILI]}
 
 
 @pytest.fixture(scope="session")

@@ -80,17 +80,28 @@ def _build_base(client: docker.DockerClient, recipe: str, log) -> None:
         )
 
 
-def ensure_images(client: docker.DockerClient | None = None, log=print) -> None:
-    """Build every local test image that is missing or whose recipe changed."""
+def ensure_images(client: docker.DockerClient | None = None, log=print) -> dict[str, str]:
+    """Build every local test image that is missing or whose recipe changed.
+
+    Each image is tagged twice: `:local`, the name to use by hand, and
+    `:r-<recipe hash>`, which the tests use, so that test runs of different
+    checkouts sharing one engine each get the image of their own recipe.
+    Returns {`:local` name: `:r-<recipe>` name}.
+    """
     client = client or docker.from_env()
     base_recipe = _base_recipe()
     if not _current(client, BASE, base_recipe):
         _build_base(client, base_recipe, log)
+    pinned = {}
     for name, context in _CONTEXTS.items():
         recipe = _context_recipe(context)
-        if not _current(client, name, recipe):
+        pinned[name] = f"{name.rsplit(':', 1)[0]}:r-{recipe}"
+        if not _current(client, pinned[name], recipe):
             log(f"building {name}")
-            client.images.build(path=str(context), tag=name, labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
+            client.images.build(path=str(context), tag=pinned[name], labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
+        if not _current(client, name, recipe):
+            client.images.get(pinned[name]).tag(name)
+    return pinned
 
 
 if __name__ == "__main__":
