@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 
 from . import check as checks
 from . import stack
@@ -30,15 +31,38 @@ class _Group(click.Group):
 
 
 class _ConsoleProgress(stack.Progress):
-    """Steps as lines; the wait for health as one live line on a terminal,
-    and as a line per change of state elsewhere (CI, pipes)."""
+    """On a terminal: a progress bar per layer while pulling, and one live
+    line while waiting for health. Elsewhere (CI, pipes): plain lines, one
+    per change of state."""
 
     def __init__(self) -> None:
         self._status = None
         self._last: str | None = None
+        self._bars: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._layer_states: dict[str, str] = {}
 
     def step(self, message: str) -> None:
+        self._stop()
         click.echo(f"- {message}", err=True)
+
+    def layer(self, image: str, layer: str, status: str, current: int | None, total: int | None) -> None:
+        if not _err.is_terminal:
+            if self._layer_states.get(layer) != status and not status.startswith(("Downloading", "Extracting")):
+                click.echo(f"  {layer}: {status}", err=True)
+            self._layer_states[layer] = status
+            return
+        if self._bars is None:
+            self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=_err)
+            self._bars.start()
+        if layer not in self._tasks:
+            self._tasks[layer] = self._bars.add_task(layer, total=None)
+        task = self._tasks[layer]
+        if current is not None:
+            self._bars.update(task, description=f"{layer} {status}", completed=current, total=total)
+        else:  # a change of state; "... complete" fills the bar
+            done = self._bars.tasks[task].total if "complete" in status.lower() else None
+            self._bars.update(task, description=f"{layer} {status}", completed=done)
 
     def waiting(self, states: dict[str, str], elapsed: float) -> None:
         pending = ", ".join(f"{name} ({state})" for name, state in states.items() if state != "healthy")
@@ -60,6 +84,9 @@ class _ConsoleProgress(stack.Progress):
         if self._status is not None:
             self._status.stop()
             self._status = None
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars, self._tasks = None, {}
 
     def __del__(self) -> None:
         self._stop()

@@ -17,6 +17,7 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 from docker.types import Healthcheck
+from docker.utils import parse_repository_tag
 from docker.types import Mount as DockerMount
 
 from .config import Config
@@ -49,6 +50,9 @@ class Progress:
 
     def step(self, message: str) -> None:
         pass
+
+    def layer(self, image: str, layer: str, status: str, current: int | None, total: int | None) -> None:
+        """A layer of an image being pulled: its status and, while downloading, bytes so far."""
 
     def waiting(self, states: dict[str, str], elapsed: float) -> None:
         pass
@@ -203,13 +207,22 @@ def _image(client: docker.DockerClient, ref: str, progress: Progress) -> str:
     except ImageNotFound:
         pass
     progress.step(f"pulling {ref}")
+    repository, tag = parse_repository_tag(ref)
     try:
-        return client.images.pull(ref).id
+        for event in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+            if "error" in event:
+                raise StackError(_pull_failed(ref, event["error"]))
+            if "id" in event and "status" in event:
+                detail = event.get("progressDetail") or {}
+                progress.layer(ref, event["id"], event["status"], detail.get("current"), detail.get("total"))
+        return client.images.get(ref).id
     except DockerException as exc:
-        raise StackError(
-            f"image {ref} is not on this machine and could not be pulled ({_reason(exc)}): "
-            "check the name in .env, or build or load the image first"
-        ) from None
+        raise StackError(_pull_failed(ref, _reason(exc))) from None
+
+
+def _pull_failed(ref: str, reason: str) -> str:
+    return (f"image {ref} is not on this machine and could not be pulled ({reason}): "
+            "check the name in .env, or build or load the image first")
 
 
 def _network(client: docker.DockerClient, config: Config):
