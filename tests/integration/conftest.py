@@ -20,7 +20,7 @@ from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, render
 from rumistack.spec import NGINX_GID
 from rumistack.users import UserFile
 from rumistack.volumes import File, write_files
-from clirun import Project, free_port, new_project_name, rumistack
+from clirun import PASSWORD as CLI_PASSWORD, Project, free_port, new_project_name, rumistack
 from testenv import TEST_LABELS
 
 USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
@@ -109,3 +109,12 @@ def project(docker_client, image_env, tmp_path, monkeypatch) -> Iterator[Project
         monkeypatch.setenv(key, value)
     yield running
     rumistack("down", "--volumes", "--yes")
+
+
+@pytest.fixture
+def running_project(project) -> Project:
+    """`project` with a user alice and the stack up."""
+    assert rumistack("adduser", "alice", "--password-stdin", input=CLI_PASSWORD + "\n").exit_code == 0
+    result = rumistack("up")
+    assert result.exit_code == 0, result.output
+    return project
