@@ -2,9 +2,15 @@
 
 RumiTalk is one Node server on port 3080: the web app (HTML for `/` and any
 unknown path, the SPA fallback), its assets, `/manifest.webmanifest`,
-`/health`, and the API under `/api/`, where a Bearer token from
-`POST /api/auth/login` is required. Routes match case-insensitively, as
-Express does.
+`/health`, and the API under `/api/`. Its auth: `POST /api/auth/login` gives
+a Bearer token (expiring after `ttl` seconds, 900 unless the login asks for
+less) and sets an HttpOnly refresh cookie; `POST /api/auth/refresh` trades
+the cookie for a new token; `POST /api/auth/logout` revokes both;
+`GET /api/user` is the current user, for a valid token only. A few routes
+answer without a token, as RumiTalk's do (`/api/auth/register`,
+`/api/auth/requestPasswordReset`, `/api/config`, `/api/banner`,
+`/api/share/...`); every other `/api/` route needs the token. Routes match
+case-insensitively, as Express does.
 
 Like RumiTalk, its /health fails until the MongoDB in MONGO_URI (when set)
 accepts connections. It also streams server-sent events (/api/stream),
@@ -38,7 +44,10 @@ INDEX = b"<!doctype html><html><head><title>RumiTalk</title></head><body><div id
 ASSETS = {"/assets/index.js": b"console.log('rumitalk');\n"}
 MANIFEST = json.dumps({"name": "RumiTalk", "short_name": "RumiTalk", "start_url": "/"}).encode()
 
-_tokens: set[str] = set()
+PUBLIC = ("/api/auth/register", "/api/auth/requestpasswordreset", "/api/config", "/api/banner")
+
+_tokens: dict[str, float] = {}  # token -> when it expires
+_refresh: set[str] = set()
 _lock = threading.Lock()
 _database_seen = False
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -112,16 +121,28 @@ class Handler(BaseHTTPRequestHandler):
             except ValueError:
                 form = {}
             if form.get("email") == EMAIL and form.get("password") == PASSWORD:
-                token = secrets.token_hex(16)
-                with _lock:
-                    _tokens.add(token)
-                return self._json(200, {"token": token, "user": {"email": EMAIL}}, record)
+                return self._issue(float(form.get("ttl", 900)), secrets.token_hex(16), record)
             return self._json(401, {"message": "Email or password is incorrect"}, record)
-        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        if path == "/api/auth/refresh" and self.command == "POST":
+            cookie = self._cookie("refreshToken")
+            with _lock:
+                known = cookie in _refresh
+            if not known:
+                return self._json(401, {"message": "Refresh token expired or not provided"}, record)
+            return self._issue(900, cookie, record)
+        if path == "/api/auth/logout" and self.command == "POST":
+            with _lock:
+                _tokens.pop(self._bearer(), None)
+                _refresh.discard(self._cookie("refreshToken"))
+            return self._json(200, {"message": "Logout successful"}, record)
+        if path in PUBLIC or path.startswith("/api/share/"):
+            return self._json(200, {"public": True, "path": self.path}, record)
         with _lock:
-            valid = scheme.lower() == "bearer" and token in _tokens
+            valid = _tokens.get(self._bearer(), 0) > time.time()
         if not valid:
             return self._json(401, {"message": "Unauthorized"}, record)
+        if path == "/api/user":
+            return self._json(200, {"email": EMAIL}, record)
         if path == "/api/stream":
             return self._stream(parse_qs(query), record)
         if path == "/api/files" and self.command == "POST":
@@ -129,6 +150,32 @@ class Handler(BaseHTTPRequestHandler):
         if path == "/api/compressed":
             return self._compressed(record)
         return self._json(200, {"ok": True, "path": self.path}, record)
+
+    def _bearer(self) -> str:
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        return token if scheme.lower() == "bearer" else ""
+
+    def _cookie(self, name: str) -> str:
+        for part in (self.headers.get("Cookie") or "").split(";"):
+            key, _, value = part.strip().partition("=")
+            if key == name:
+                return value
+        return ""
+
+    def _issue(self, ttl: float, refresh: str, record: str) -> None:
+        """A new token, and the refresh cookie that can renew it."""
+        token = secrets.token_hex(16)
+        with _lock:
+            _tokens[token] = time.time() + ttl
+            _refresh.add(refresh)
+        body = json.dumps({"token": token, "user": {"email": EMAIL}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Set-Cookie", f"refreshToken={refresh}; HttpOnly; Path=/; SameSite=Strict")
+        self.send_header("X-Stub-Request", record)
+        self.end_headers()
+        self.wfile.write(body)
 
     def _compressed(self, record: str) -> None:
         """An answer RumiTalk compressed itself (as its compression middleware does)."""
