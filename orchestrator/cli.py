@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -12,8 +13,13 @@ from rich.console import Console
 
 from . import stack
 from .config import Config, load_config
+from .engine import connect
 from .errors import DockerUnavailable, RumistackError
+from .mounted import VOLUMES_DIR_ENV, MountedVolumes
+from .publish import WRITTEN_VOLUMES, Volumes, publish, push_users
+from .spec import volume_name
 from .users import UserFile, WeakPassword
+from .volumes import EngineVolumes
 
 _err = Console(stderr=True, highlight=False)
 
@@ -63,12 +69,21 @@ class _ConsoleProgress(stack.Progress):
         self._stop()
 
 
+@dataclass(frozen=True)
+class _Options:
+    env_file: Path
+    volumes_dir: Path | None
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=".env", show_default=True,
               help="The configuration file; environment variables of the same names override it.")
+@click.option("--volumes-dir", type=click.Path(file_okay=False, path_type=Path), envvar=VOLUMES_DIR_ENV,
+              help="The stack's volumes are mounted at DIR/<volume> (the compose bundle's rumistack service): "
+                   "write there, without a Docker engine.")
 @click.version_option(package_name="rumistack")
 @click.pass_context
-def cli(ctx: click.Context, env_file: Path) -> None:
+def cli(ctx: click.Context, env_file: Path, volumes_dir: Path | None) -> None:
     """RumiTalk behind nginx with HTTP Basic Auth.
 
     Basic Auth guards everything except /api/ (RumiTalk's own auth guards it),
@@ -80,11 +95,23 @@ def cli(ctx: click.Context, env_file: Path) -> None:
       rumistack up
       rumistack status
     """
-    ctx.obj = env_file
+    ctx.obj = _Options(env_file, volumes_dir)
+
+
+def _options() -> _Options:
+    return click.get_current_context().obj
 
 
 def _config() -> Config:
-    return load_config(click.get_current_context().obj)
+    return load_config(_options().env_file)
+
+
+def _volumes(config: Config, progress: stack.Progress) -> Volumes:
+    """The stack's volumes: mounted here (the compose tools container), or through the Docker engine."""
+    volumes_dir = _options().volumes_dir
+    if volumes_dir is not None:
+        return MountedVolumes(volumes_dir)
+    return EngineVolumes(connect(), config, progress.step)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -96,7 +123,7 @@ def _read_password(from_stdin: bool) -> str:
 def _apply_users(config: Config, users: UserFile) -> None:
     """Copy the changed user file into a running stack's volume."""
     try:
-        pushed = stack.push_users(config, users)
+        pushed = push_users(users, _volumes(config, stack.Progress()))
     except DockerUnavailable:
         pushed = False
     if pushed:
@@ -160,6 +187,17 @@ def up() -> None:
     config = _config()
     url = stack.up(config, UserFile(config.users_file), _ConsoleProgress())
     click.echo(f"RumiTalk is up at {url}")
+
+
+@cli.command()
+def render() -> None:
+    """Render the nginx config, check it with nginx -t, and write it and the
+    users into the volumes, for `docker compose -f compose/docker-compose.yml up`.
+    A running nginx reads the new config when told to reload (SIGHUP)."""
+    config = _config()
+    publish(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()))
+    names = " and ".join(volume_name(config, v) for v in WRITTEN_VOLUMES)
+    click.echo(f"wrote the nginx configuration and the users into {names}")
 
 
 @cli.command()

@@ -1,6 +1,10 @@
 """The stack, defined once: services, images, volumes, health checks, names.
 
-`rumistack up` builds containers from this; nothing else describes the stack.
+`rumistack up` builds containers from this, and compose/docker-compose.yml is
+generated from it (rumistack.compose); nothing else describes the stack.
+Names follow Docker Compose's (`<project>_<volume>`, `<project>_default`), and
+volumes and the network carry compose's labels too, so both ways of running
+the stack share them.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from .render import AUTH_DIR, CONF_DIR, HEALTH_PORT, MAIN_FILE
 LABEL_PROJECT = "rumistack.project"
 LABEL_SERVICE = "rumistack.service"
 LABEL_SPEC = "rumistack.spec"
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_VOLUME = "com.docker.compose.volume"
+COMPOSE_NETWORK = "com.docker.compose.network"
 
 CONFIG_VOLUME = "nginx-config"
 AUTH_VOLUME = "nginx-auth"
@@ -57,6 +64,9 @@ class Service:
     ports: tuple[Port, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
     stop_signal: str | None = None
+    restart: str = "unless-stopped"
+    # services that must be started before this one (services() lists them earlier)
+    depends_on: tuple[str, ...] = ()
     # facts outside the container definition that require a new container
     # when they change (the rendered config, for nginx)
     inputs: tuple[tuple[str, str], ...] = field(default=())
@@ -86,6 +96,7 @@ def services(config: Config, config_digest: str) -> tuple[Service, ...]:
         ports=(Port(config.bind_address, config.http_port, 80),),
         healthcheck=HealthCheck(_wget(f"http://127.0.0.1:{HEALTH_PORT}/nginx-health"), start_period=10),
         stop_signal="SIGQUIT",  # graceful: finish requests in flight
+        depends_on=("rumitalk",),
         inputs=(("nginx-config", config_digest),),
     )
     return (rumitalk, nginx)
@@ -105,3 +116,13 @@ def network_name(config: Config) -> str:
 
 def labels(config: Config, **extra: str) -> dict[str, str]:
     return {LABEL_PROJECT: config.project, **{f"rumistack.{k}": v for k, v in extra.items()}}
+
+
+def volume_labels(config: Config, volume: str) -> dict[str, str]:
+    """rumistack's label and compose's, so `docker compose up` takes the volume as its own."""
+    return {**labels(config), COMPOSE_PROJECT: config.project, COMPOSE_VOLUME: volume}
+
+
+def network_labels(config: Config) -> dict[str, str]:
+    """rumistack's label and compose's, so `docker compose up` takes the network as its own."""
+    return {**labels(config), COMPOSE_PROJECT: config.project, COMPOSE_NETWORK: "default"}

@@ -1,5 +1,4 @@
-"""The stack's lifecycle through the Docker SDK: up, down, status, and pushing
-the user file into a running stack.
+"""The stack's lifecycle through the Docker SDK: up, down, status.
 
 Every object carries the label rumistack.project=<project>; down and status
 act on exactly those objects.
@@ -11,32 +10,31 @@ import time
 from dataclasses import dataclass
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError
 from docker.models.containers import Container
 from docker.types import Healthcheck
 from docker.types import Mount as DockerMount
 
 from .config import Config
-from .errors import DockerUnavailable, StackError, UserError
-from .render import digest, render
+from .engine import connect, ensure_image
+from .engine import reason as engine_reason
+from .errors import StackError
+from .publish import publish, require_users
 from .spec import (
-    AUTH_VOLUME,
-    CONFIG_VOLUME,
     LABEL_PROJECT,
     LABEL_SERVICE,
     LABEL_SPEC,
-    NGINX_GID,
-    NGINX_UID,
     VOLUMES,
     Service,
     container_name,
     labels,
+    network_labels,
     network_name,
     services,
     volume_name,
 )
 from .users import UserFile
-from .volumes import File, check_config, write_files
+from .volumes import EngineVolumes
 
 _NS = 1_000_000_000
 
@@ -59,65 +57,22 @@ class ServiceStatus:
     health: str  # healthy, starting, unhealthy, or "-" without a health check
 
 
-def connect() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except DockerException as exc:
-        raise DockerUnavailable(
-            f"cannot reach the Docker engine ({exc.__class__.__name__}): start it "
-            "(`systemctl start docker`, or `dockerd &`) or point DOCKER_HOST at it"
-        ) from None
-    return client
-
-
-def _users_file(users: UserFile) -> File:
-    # the nginx workers (uid/gid 101) read it; nobody else in the container can
-    return File(users.content(), mode=0o640, uid=0, gid=NGINX_GID)
-
-
-def push_users(config: Config, users: UserFile) -> bool:
-    """Copy the user file into the auth volume if the stack has one; True if it did.
-
-    nginx opens the file on every request, so the change applies at once.
-    """
-    client = connect()
-    try:
-        client.volumes.get(volume_name(config, AUTH_VOLUME))
-    except NotFound:
-        return False
-    _image(client, config.nginx_image, Progress())
-    with users.locked():
-        write_files(client, config.nginx_image, config.project,
-                    {volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)}})
-    return True
-
-
 def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     """Bring the stack to its desired state and wait until it is healthy; return the URL."""
-    if not users.names():
-        raise UserError("there are no users yet, so no one could log in: add one with `rumistack adduser NAME`")
+    require_users(users)
     client = connect()
     for image in (config.rumitalk_image, config.nginx_image):
-        _image(client, image, progress)
+        ensure_image(client, image, progress.step)
 
-    files = render(config)
-    progress.step("checking the nginx configuration with nginx -t")
-    check_config(client, config.nginx_image, config.project, files)
-
+    volumes = EngineVolumes(client, config, progress.step)
+    config_digest = publish(config, users, volumes, progress.step)
     network = _network(client, config)
     for volume in VOLUMES:
-        _volume(client, config, volume)
-    progress.step("writing the configuration and the users into their volumes")
-    with users.locked():
-        write_files(client, config.nginx_image, config.project, {
-            volume_name(config, CONFIG_VOLUME): {name: File(text.encode()) for name, text in files.items()},
-            volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)},
-        })
+        volumes.ensure(volume)
 
     recreated = set()
     containers = {}
-    for service in services(config, digest(files)):
+    for service in services(config, config_digest):
         containers[service.name], changed = _ensure_container(client, config, service, network, progress)
         if changed:
             recreated.add(service.name)
@@ -128,36 +83,12 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     return config.url
 
 
-def _image(client: docker.DockerClient, ref: str, progress: Progress) -> str:
-    """The image's id, pulling it when it is not here."""
-    try:
-        return client.images.get(ref).id
-    except ImageNotFound:
-        pass
-    progress.step(f"pulling {ref}")
-    try:
-        return client.images.pull(ref).id
-    except DockerException as exc:
-        raise StackError(
-            f"image {ref} is not on this machine and could not be pulled ({_reason(exc)}): "
-            "check the name in .env, or build or load the image first"
-        ) from None
-
-
 def _network(client: docker.DockerClient, config: Config):
     name = network_name(config)
     found = client.networks.list(names=[name], filters={"label": f"{LABEL_PROJECT}={config.project}"})
     if found:
         return found[0]
-    return client.networks.create(name, driver="bridge", labels=labels(config))
-
-
-def _volume(client: docker.DockerClient, config: Config, volume: str) -> None:
-    name = volume_name(config, volume)
-    try:
-        client.volumes.get(name)
-    except NotFound:
-        client.volumes.create(name, labels=labels(config))
+    return client.networks.create(name, driver="bridge", labels=network_labels(config))
 
 
 def _find(client: docker.DockerClient, config: Config, service: str) -> Container | None:
@@ -200,7 +131,7 @@ def _ensure_container(client, config: Config, service: Service, network, progres
         ],
         ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
         stop_signal=service.stop_signal,
-        restart_policy={"Name": "unless-stopped"},
+        restart_policy={"Name": service.restart},
         network=network.name,
         # reachable by its service name on the network, as in docker compose
         networking_config={network.name: client.api.create_endpoint_config(aliases=[service.name])},
@@ -214,7 +145,7 @@ def _start(container: Container, service: Service, config: Config) -> None:
         container.start()
     except APIError as exc:
         container.remove(force=True)
-        reason = _reason(exc)
+        reason = engine_reason(exc)
         if "already allocated" in reason or "address already in use" in reason:
             port = service.ports[0]
             raise StackError(
@@ -248,10 +179,6 @@ def _wait_healthy(config: Config, containers: dict[str, Container], progress: Pr
 
 def _tail(container: Container, lines: int = 20) -> str:
     return container.logs(tail=lines).decode(errors="replace").rstrip() or "(no output)"
-
-
-def _reason(exc: DockerException) -> str:
-    return getattr(exc, "explanation", None) or str(exc)
 
 
 def down(config: Config, progress: Progress = Progress()) -> int:
