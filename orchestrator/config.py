@@ -106,6 +106,7 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_REALM", "realm", "RumiTalk", _realm),
     Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
     Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
+    Key("RUMISTACK_TOOLS_BASE_IMAGE", "tools_base_image", "python:3.12-slim-bookworm", _image),
 )
 
 
@@ -120,6 +121,7 @@ class Config:
     realm: str
     state_dir: Path
     health_timeout: int
+    tools_base_image: str
 
     @property
     def url(self) -> str:
