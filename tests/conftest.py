@@ -53,7 +53,7 @@ def docker_client() -> docker.DockerClient:
 
 @pytest.fixture(scope="session")
 def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    """{"nginx": ..., "rumitalk": ...}: the official nginx image when it is here, else the local one."""
+    """{"nginx": ..., "rumitalk": ..., "python": ...}: the official nginx image when it is here, else the local one."""
     try:
         images.ensure_images(docker_client)
     except Exception as exc:  # any failure to build means no images: never a silent skip in CI
@@ -65,7 +65,7 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
         nginx = OFFICIAL_NGINX
     except ImageNotFound:
         nginx = images.NGINX
-    return {"nginx": nginx, "rumitalk": images.STUB}
+    return {"nginx": nginx, "rumitalk": images.STUB, "python": images.PYTHON}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

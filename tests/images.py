@@ -4,6 +4,10 @@
   nginx-light, python3 and wget.
 - rumistack-test/nginx:local: nginx from that base (tests/images/nginx).
 - rumistack-test/rumitalk-stub:local: the RumiTalk stand-in (tests/images/rumitalk-stub).
+- rumistack-test/python:local: a Debian-based Python like the official image
+  (tests/images/python), the base of the compose bundle's tools image. It
+  gets this machine's CA certificates, so pip in builds FROM it reaches PyPI
+  wherever the host's pip does (here, through a TLS-inspecting proxy).
 
 Each image carries a label with a hash of its recipe and is rebuilt only when
 the recipe changes. Run as a script to build what is missing.
@@ -28,7 +32,10 @@ BASE = "rumistack-test/debian:bookworm"
 BASE_PACKAGES = ("nginx-light", "python3", "wget")
 NGINX = "rumistack-test/nginx:local"
 STUB = "rumistack-test/rumitalk-stub:local"
-_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub"}
+PYTHON = "rumistack-test/python:local"
+_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", PYTHON: HERE / "python"}
+# files of this machine that join an image's build context: {image: {name in the context: path}}
+_HOST_FILES = {PYTHON: {"host-ca-certificates.crt": Path("/etc/ssl/certs/ca-certificates.crt")}}
 
 
 def _debootstrap_args(target: Path) -> list[str]:
@@ -83,10 +90,15 @@ def ensure_images(client: docker.DockerClient | None = None, log=print) -> None:
     if not _current(client, BASE, base_recipe):
         _build_base(client, base_recipe, log)
     for name, context in _CONTEXTS.items():
-        recipe = _context_recipe(context)
-        if not _current(client, name, recipe):
-            log(f"building {name}")
-            client.images.build(path=str(context), tag=name, labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
+        with tempfile.TemporaryDirectory(prefix="rumistack-context-") as tmp:
+            staged = Path(tmp) / "context"
+            shutil.copytree(context, staged)
+            for target, source in _HOST_FILES.get(name, {}).items():
+                shutil.copyfile(source, staged / target)
+            recipe = _context_recipe(staged)
+            if not _current(client, name, recipe):
+                log(f"building {name}")
+                client.images.build(path=str(staged), tag=name, labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
 
 
 if __name__ == "__main__":
