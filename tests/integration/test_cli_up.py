@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 from click.testing import CliRunner
-from web import basic, send
+from web import basic, free_port, send
 
 from rumistack.cli import cli
 from rumistack.spec import LABEL_PROJECT
@@ -16,17 +16,11 @@ from rumistack.spec import LABEL_PROJECT
 PASSWORD = "correct horse battery"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def stack_env(docker_client, test_images, tmp_path, monkeypatch):
     """A working directory and an environment for one project of its own; removed afterwards."""
     project = f"rumistack-e2e-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     monkeypatch.chdir(tmp_path)
     env = {
         "RUMISTACK_PROJECT": project,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import socket
 from dataclasses import dataclass
 
 
@@ -53,3 +54,10 @@ def login(port: int, email: str = "user@rumi.test", password: str = "stub-passwo
                   json.dumps({"email": email, "password": password}).encode())
     assert answer.status == 200, answer.body
     return json.loads(answer.body)["token"]
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
