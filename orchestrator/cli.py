@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from . import check as checks
 from . import stack
 from .config import Config, load_config
 from .engine import connect
@@ -218,6 +219,33 @@ def status() -> None:
         click.echo("not running (start it with `rumistack up`)")
     click.echo(f"url: {config.url}")
     click.echo(f"users: {len(UserFile(config.users_file).names())}")
+
+
+@cli.command()
+@click.argument("url", required=False)
+@click.option("--user", prompt="Basic Auth user", help="A user of the deployment, for the credential checks.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+def check(url: str | None, user: str, password_stdin: bool) -> None:
+    """Audit a running deployment from outside (default: this one's URL).
+
+    Sends real requests for every path class (protected, exempt, near
+    misses, odd spellings of exempt paths) and credential form, prints what
+    was expected and what came back, and exits with 1 on any failure.
+    Works against any Basic Auth proxy in front of RumiTalk.
+    """
+    url = url or _config().url
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else click.prompt(
+        "Password", hide_input=True, err=True)
+    results = checks.audit(url, user, password)
+    for r in results:
+        mark = "ok  " if r.ok else "FAIL"
+        expect = r.case.expect
+        click.echo(f"{mark} {r.case.group:<11} {r.case.target:<36} {r.case.credentials:<9} "
+                   f"expected {expect:<30} got {r.observed}{'  ' + r.note if r.note else ''}")
+    failed = sum(not r.ok for r in results)
+    click.echo(f"{len(results)} checks against {url}: {failed} failed")
+    if failed:
+        raise SystemExit(1)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from .errors import ConfigError
+from .exemptions import Exemption, exemptions, parse_extra
 
 # values that reach nginx.conf are checked against these: quotes, semicolons,
 # braces, `$`, whitespace and control characters can never get through
@@ -88,6 +89,14 @@ def _seconds(value: str) -> int:
     return int(value)
 
 
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -106,6 +115,8 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_REALM", "realm", "RumiTalk", _realm),
     Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
     Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
+    Key("RUMISTACK_EXEMPT_OAUTH", "exempt_oauth", "false", _flag),
+    Key("RUMISTACK_EXEMPT_PATHS", "exempt_paths", "", parse_extra),
     Key("RUMISTACK_TOOLS_BASE_IMAGE", "tools_base_image", "python:3.12-slim-bookworm", _image),
 )
 
@@ -121,7 +132,13 @@ class Config:
     realm: str
     state_dir: Path
     health_timeout: int
+    exempt_oauth: bool
+    exempt_paths: tuple[Exemption, ...]
     tools_base_image: str
+
+    @property
+    def exemptions(self) -> tuple[Exemption, ...]:
+        return exemptions(self.exempt_oauth, self.exempt_paths)
 
     @property
     def url(self) -> str:
@@ -148,4 +165,9 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
             values[key.field] = key.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{key.name}={raw!r} is not valid: {exc} (set it in .env or the environment)") from None
-    return Config(**values)  # type: ignore[arg-type]
+    config = Config(**values)  # type: ignore[arg-type]
+    try:
+        config.exemptions
+    except ValueError as exc:
+        raise ConfigError(f"RUMISTACK_EXEMPT_PATHS: {exc}; list each path once") from None
+    return config

@@ -7,7 +7,6 @@ the files tells whether anything changed.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from importlib import resources
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -20,20 +19,6 @@ MAIN_FILE = "nginx.conf"
 HEALTH_PORT = 8081
 UPSTREAM = "rumitalk:3080"
 
-
-@dataclass(frozen=True)
-class Exemption:
-    path: str
-    exact: bool
-    why: str
-
-
-# the one list of paths that skip basic auth
-EXEMPTIONS: tuple[Exemption, ...] = (
-    Exemption("/api/", False, "rumitalk's api: its own bearer-token auth guards it"),
-    Exemption("/manifest.webmanifest", True, "browsers fetch the manifest without credentials"),
-    Exemption("/health", True, "health checks; safari re-prompts for credentials here"),
-)
 
 _TEMPLATES = {
     MAIN_FILE: "nginx.conf.j2",
@@ -55,6 +40,8 @@ def _environment() -> Environment:
 def render(config: Config) -> dict[str, str]:
     """The config files, by path relative to the config directory."""
     env = _environment()
+    exempt = config.exemptions
+    exact = {e.path for e in exempt if e.exact}
     context = {
         "domain": config.domain,
         "realm": config.realm,
@@ -62,7 +49,9 @@ def render(config: Config) -> dict[str, str]:
         "conf_dir": CONF_DIR,
         "auth_dir": AUTH_DIR,
         "health_port": HEALTH_PORT,
-        "exemptions": EXEMPTIONS,
+        "exemptions": exempt,
+        # a prefix exemption's path without its slash stays protected, unless exempted itself
+        "guarded": {e.path: e.path[:-1] not in exact for e in exempt if not e.exact},
     }
     return {name: env.get_template(template).render(context) for name, template in sorted(_TEMPLATES.items())}
 

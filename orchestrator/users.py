@@ -112,6 +112,9 @@ class UserFile:
     @contextmanager
     def _change(self) -> Iterator[HtpasswdFile]:
         with self.locked():
+            # under the lock, a temporary file can only be left by a writer that died
+            for stale in self.path.parent.glob(f".{self.path.name}.*"):
+                stale.unlink(missing_ok=True)
             users = self._read()
             yield users
             replace_atomically(self.path, users.to_string())  # mode 0600

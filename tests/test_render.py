@@ -1,7 +1,8 @@
 import re
 
 from rumistack.config import load_config
-from rumistack.render import EXEMPTIONS, render
+from rumistack.exemptions import BUILTIN as EXEMPTIONS
+from rumistack.render import render
 
 
 def _conf(**env):

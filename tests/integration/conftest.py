@@ -1,14 +1,18 @@
-"""The subject of the auth matrix, two ways: a real nginx running the
-rendered config in front of the RumiTalk stand-in, on a Docker network of
-its own, with the config and users in named volumes written by rumistack's
-own volume code (testcontainers); and the compose bundle, brought up by the
-README's "Docker Compose only" commands."""
+"""The subjects of the auth tests: a real nginx running a config in front of
+the RumiTalk stand-in, on a Docker network of its own, with the config and
+users in named volumes written by rumistack's own volume code
+(testcontainers: rumistack's rendered config, or the seed config from
+RumiTalk's documentation); and the compose bundle, brought up by the
+README's "Docker Compose only" commands. `proxy` is both rumistack stacks."""
 
 from __future__ import annotations
 
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import docker
@@ -27,6 +31,7 @@ from rumistack.volumes import File, write_files
 from testenv import IN_CI, TEST_LABELS
 
 USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
+SEED = Path(__file__).parent.parent / "data" / "seed"
 
 
 class Proxy(Protocol):
@@ -121,26 +126,25 @@ def compose_bundle(docker_client, test_images, compose_plugin, tmp_path_factory)
         bundle.remove(docker_client)
 
 
-@pytest.fixture(scope="module")
-def containers_proxy(docker_client, test_images, tmp_path_factory) -> ContainerProxy:
+@contextmanager
+def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str],
+                  user_file: File | None = None) -> Iterator[ContainerProxy]:
+    """nginx running `files` as its config directory, in front of the stand-in; the auth volume
+    holds one user, or `user_file` if given."""
     suffix = uuid.uuid4().hex[:8]
-    labels = TEST_LABELS
-    config = load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM})
-    users = UserFile(tmp_path_factory.mktemp("state") / "htpasswd")
+    users = UserFile(tmp_path / "htpasswd")
     users.add(USER, PASSWORD)
-
-    conf_volume = docker_client.volumes.create(f"rumistack-test-conf-{suffix}", labels=labels).name
-    auth_volume = docker_client.volumes.create(f"rumistack-test-auth-{suffix}", labels=labels).name
+    conf_volume = docker_client.volumes.create(f"rumistack-test-conf-{suffix}", labels=TEST_LABELS).name
+    auth_volume = docker_client.volumes.create(f"rumistack-test-auth-{suffix}", labels=TEST_LABELS).name
     write_files(docker_client, test_images["nginx"], "test", {
-        conf_volume: {name: File(text.encode()) for name, text in render(config).items()},
-        auth_volume: {"htpasswd": users_file(users)},
+        conf_volume: {name: File(text.encode()) for name, text in files.items()},
+        auth_volume: {"htpasswd": user_file or users_file(users)},
     })
-
-    with Network(docker_network_kw={"labels": labels}) as network:
+    with Network(docker_network_kw={"labels": TEST_LABELS}) as network:
         stub = (
             DockerContainer(test_images["rumitalk"])
             .with_network(network).with_network_aliases("rumitalk")
-            .with_kwargs(labels=labels)
+            .with_kwargs(labels=TEST_LABELS)
             .waiting_for(HttpWaitStrategy(3080, "/health").for_status_code(200))
             .with_exposed_ports(3080)
         )
@@ -151,7 +155,7 @@ def containers_proxy(docker_client, test_images, tmp_path_factory) -> ContainerP
                 .with_command(["nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"])
                 .with_volume_mapping(conf_volume, CONF_DIR, "ro")
                 .with_volume_mapping(auth_volume, AUTH_DIR, "ro")
-                .with_kwargs(labels=labels)
+                .with_kwargs(labels=TEST_LABELS)
                 .with_exposed_ports(80)
                 .waiting_for(HttpWaitStrategy(80, "/health").for_status_code(200))
             )
@@ -160,12 +164,29 @@ def containers_proxy(docker_client, test_images, tmp_path_factory) -> ContainerP
                                      docker_client, test_images["nginx"])
 
 
+@pytest.fixture(scope="module")
+def containers_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
+    """nginx with rumistack's rendered config (defaults but the realm), started by testcontainers."""
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM}))
+    with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def compose_proxy(compose_bundle, docker_client) -> ComposeProxy:
+    """nginx with rumistack's rendered config (defaults but the realm), started by the compose bundle."""
     return ComposeProxy(compose_bundle, docker_client)
 
 
 @pytest.fixture(scope="module", params=["containers", "compose"])
 def proxy(request) -> Proxy:
-    """The same matrix against nginx started by testcontainers and by the compose bundle."""
+    """The same tests against nginx started by testcontainers and by the compose bundle."""
     return request.getfixturevalue(f"{request.param}_proxy")
+
+
+@pytest.fixture(scope="module")
+def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
+    """nginx with the configuration RumiTalk's documentation gives (tests/data/seed)."""
+    files = {p.name: p.read_text() for p in SEED.iterdir()}
+    with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
+        yield running
