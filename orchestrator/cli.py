@@ -3,6 +3,7 @@ function, and turns named errors into one line and an exit code."""
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 from dataclasses import dataclass
@@ -209,16 +210,34 @@ def down() -> None:
 
 
 @cli.command()
-def status() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
+def status(as_json: bool) -> None:
     """Show the containers, their health, the URL and the number of users."""
     config = _config()
     services = stack.status(config)
+    users = len(UserFile(config.users_file).names())
+    if as_json:
+        click.echo(json.dumps({"url": config.url, "users": users, "services": [s.as_dict() for s in services]}))
+        return
     for s in services:
-        click.echo(f"{s.service:<10} {s.container:<28} {s.state:<10} {s.health}")
+        click.echo(f"{s.service:<12} {s.container:<30} {s.state:<10} {s.health}")
     if not services:
         click.echo("not running (start it with `rumistack up`)")
     click.echo(f"url: {config.url}")
-    click.echo(f"users: {len(UserFile(config.users_file).names())}")
+    click.echo(f"users: {users}")
+
+
+@cli.command()
+@click.argument("service", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until interrupted.")
+@click.option("-n", "--tail", default=100, show_default=True, help="How many recent lines of each container.")
+def logs(service: str | None, follow: bool, tail: int) -> None:
+    """Show the containers' logs, each line prefixed by its service."""
+    try:
+        for name, line in stack.logs(_config(), service, follow, tail):
+            click.echo(f"{name:<12}| {line}")
+    except KeyboardInterrupt:
+        pass
 
 
 @cli.command()

@@ -89,6 +89,18 @@ def _seconds(value: str) -> int:
     return int(value)
 
 
+def _size(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]{0,5}[kKmMgG]?", value):
+        raise ValueError("use a size such as 25m (a number, optionally followed by k, m or g)")
+    return value.lower()
+
+
+def _timeout(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 86400:
+        raise ValueError("use a whole number of seconds from 1 to 86400")
+    return int(value)
+
+
 def _flag(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
         return True
@@ -115,6 +127,8 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_REALM", "realm", "RumiTalk", _realm),
     Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
     Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
+    Key("RUMISTACK_STREAM_TIMEOUT", "stream_timeout", "900", _timeout),
+    Key("RUMISTACK_MAX_UPLOAD", "max_upload", "25m", _size),
     Key("RUMISTACK_EXEMPT_OAUTH", "exempt_oauth", "false", _flag),
     Key("RUMISTACK_EXEMPT_PATHS", "exempt_paths", "", parse_extra),
     Key("RUMISTACK_TOOLS_BASE_IMAGE", "tools_base_image", "python:3.12-slim-bookworm", _image),
@@ -132,6 +146,8 @@ class Config:
     realm: str
     state_dir: Path
     health_timeout: int
+    stream_timeout: int
+    max_upload: str
     exempt_oauth: bool
     exempt_paths: tuple[Exemption, ...]
     tools_base_image: str

@@ -24,6 +24,7 @@ _TEMPLATES = {
     MAIN_FILE: "nginx.conf.j2",
     "snippets/basic-auth.conf": "snippets/basic-auth.conf.j2",
     "snippets/proxy.conf": "snippets/proxy.conf.j2",
+    "snippets/streaming.conf": "snippets/streaming.conf.j2",
 }
 
 
@@ -49,6 +50,8 @@ def render(config: Config) -> dict[str, str]:
         "conf_dir": CONF_DIR,
         "auth_dir": AUTH_DIR,
         "health_port": HEALTH_PORT,
+        "stream_timeout": config.stream_timeout,
+        "max_upload": config.max_upload,
         "exemptions": exempt,
         # a prefix exemption's path without its slash stays protected, unless exempted itself
         "guarded": {e.path: e.path[:-1] not in exact for e in exempt if not e.exact},

@@ -6,8 +6,11 @@ act on exactly those objects.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 import docker
 from docker.errors import APIError
@@ -53,8 +56,12 @@ class Progress:
 class ServiceStatus:
     service: str
     container: str
+    image: str
     state: str  # running, exited, ...
     health: str  # healthy, starting, unhealthy, or "-" without a health check
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
 
 
 def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
@@ -203,7 +210,40 @@ def status(config: Config) -> list[ServiceStatus]:
         result.append(ServiceStatus(
             service=container.labels.get(LABEL_SERVICE, "?"),
             container=container.name,
+            image=container.attrs["Config"]["Image"],
             state=state["Status"],
             health=state.get("Health", {}).get("Status", "-"),
         ))
     return sorted(result, key=lambda s: s.service)
+
+
+def logs(config: Config, service: str | None, follow: bool, tail: int) -> Iterator[tuple[str, str]]:
+    """(service, line) pairs from the project's containers; with `follow`, until interrupted."""
+    client = connect()
+    filters = [f"{LABEL_PROJECT}={config.project}", f"{LABEL_SERVICE}={service}" if service else LABEL_SERVICE]
+    containers = client.containers.list(all=True, filters={"label": filters})
+    if not containers:
+        raise StackError(f"no container for {service!r}" if service else "the stack is not running")
+    lines: queue.Queue[tuple[str, str] | None] = queue.Queue()
+
+    def read(container: Container) -> None:
+        name = container.labels[LABEL_SERVICE]
+        buffer = b""
+        for chunk in container.logs(stream=True, follow=follow, tail=tail):
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                lines.put((name, line.decode(errors="replace")))
+        if buffer:
+            lines.put((name, buffer.decode(errors="replace")))
+        lines.put(None)
+
+    for container in containers:
+        threading.Thread(target=read, args=(container,), daemon=True).start()
+    running = len(containers)
+    while running:
+        item = lines.get()
+        if item is None:
+            running -= 1
+        else:
+            yield item

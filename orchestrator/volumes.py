@@ -36,7 +36,7 @@ class File:
     gid: int = 0
 
 
-def _tar(files: dict[str, File], prefix: str = "") -> bytes:
+def archive(files: dict[str, File], prefix: str = "") -> bytes:
     """A tar of `files` under the directory `prefix`, with every parent directory."""
     paths = {f"{prefix}/{name}".strip("/"): file for name, file in files.items()}
     dirs = {"/".join(p.split("/")[:i]) for p in paths for i in range(1, p.count("/") + 1)}
@@ -71,11 +71,11 @@ def _run_helper(client: docker.DockerClient, image: str, project: str, command: 
 
 def check_config(client: docker.DockerClient, image: str, project: str, files: dict[str, str]) -> None:
     """Run `nginx -t` on the rendered files inside the nginx image; raise StackError if it refuses them."""
-    archive = _tar({name: File(text.encode()) for name, text in files.items()}, prefix=CONF_DIR)
+    config_archive = archive({name: File(text.encode()) for name, text in files.items()}, prefix=CONF_DIR)
     host = UPSTREAM.split(":")[0]
     code, output = _run_helper(
         client, image, project, ["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"],
-        archives=[("/", archive)],
+        archives=[("/", config_archive)],
         # the upstream name resolves on the stack's network; here any address will do
         extra_hosts={host: "127.0.0.1"},
     )
@@ -94,7 +94,7 @@ def write_files(client: docker.DockerClient, image: str, project: str, volumes: 
     for index, (volume, files) in enumerate(sorted(volumes.items())):
         target = f"/volumes/{index}"
         mounts.append(Mount(target, volume, type="volume", no_copy=True))
-        archives.append((target, _tar(files, prefix=stage)))
+        archives.append((target, archive(files, prefix=stage)))
         for path in sorted(files):
             moves += [f"{target}{stage}/{path}", f"{target}/{path}"]
     script = (

@@ -55,6 +55,7 @@ class ContainerProxy:
     users: UserFile
     auth_volume: str
     nginx: DockerContainer
+    stub: DockerContainer  # its port 3080 is published too, to compare with RumiTalk's own answers
     client: docker.DockerClient
     image: str
     user: str = USER
@@ -160,7 +161,7 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                 .waiting_for(HttpWaitStrategy(80, "/health").for_status_code(200))
             )
             with nginx:
-                yield ContainerProxy(int(nginx.get_exposed_port(80)), users, auth_volume, nginx,
+                yield ContainerProxy(int(nginx.get_exposed_port(80)), users, auth_volume, nginx, stub,
                                      docker_client, test_images["nginx"])
 
 

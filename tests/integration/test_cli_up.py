@@ -3,6 +3,7 @@ an idempotent second up, down; and the errors a self-hoster meets."""
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 
@@ -72,6 +73,13 @@ def test_adduser_up_matrix_up_again_down(docker_client, stack_env):
     assert status.exit_code == 0
     assert status.output.count("healthy") == 2
     assert "users: 1" in status.output
+    as_json = json.loads(rumistack("status", "--json").output)
+    assert as_json["users"] == 1 and as_json["url"] == f"http://127.0.0.1:{port}/"
+    assert {(s["service"], s["health"]) for s in as_json["services"]} == {("nginx", "healthy"), ("rumitalk", "healthy")}
+
+    logs = rumistack("logs", "nginx", "--tail", "50")
+    assert logs.exit_code == 0
+    assert 'nginx       | ' in logs.output and '"GET /healthz HTTP/1.1" 401' in logs.output
 
     # a user added while the stack runs can log in at once
     assert rumistack("adduser", "bob", "--password-stdin", input=PASSWORD + "\n").exit_code == 0

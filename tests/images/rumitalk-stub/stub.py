@@ -6,6 +6,11 @@ unknown path, the SPA fallback), its assets, `/manifest.webmanifest`,
 `POST /api/auth/login` is required. Routes match case-insensitively, as
 Express does.
 
+Like RumiTalk, its /health fails until the MongoDB in MONGO_URI (when set)
+accepts connections. It also streams server-sent events (/api/stream),
+takes uploads (POST /api/files), serves a gzip-compressed answer
+(/api/compressed) and echoes over a WebSocket upgrade (/ws).
+
 Every answer carries the request as received (method, raw path, headers) in
 the `X-Stub-Request` header (base64 of JSON), and each request is logged to
 stdout as one JSON line, so tests can see exactly what a proxy forwarded.
@@ -14,9 +19,12 @@ stdout as one JSON line, so tests can see exactly what a proxy forwarded.
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
 import json
 import os
 import secrets
+import socket
 import sys
 import threading
 import time
@@ -32,6 +40,24 @@ MANIFEST = json.dumps({"name": "RumiTalk", "short_name": "RumiTalk", "start_url"
 
 _tokens: set[str] = set()
 _lock = threading.Lock()
+_database_seen = False
+WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _database_reachable() -> bool:
+    """RumiTalk cannot work without its MongoDB: reachable once, it counts as up."""
+    global _database_seen
+    uri = os.environ.get("MONGO_URI")
+    if not uri or _database_seen:
+        return True
+    host_port = urlsplit(uri).netloc.rsplit("@", 1)[-1].split(",")[0]
+    host, _, port = host_port.partition(":")
+    try:
+        socket.create_connection((host, int(port or 27017)), timeout=1).close()
+    except OSError:
+        return False
+    _database_seen = True
+    return True
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -63,7 +89,11 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = url.path.lower()
         if path == "/health":
+            if not _database_reachable():
+                return self._send(503, "text/plain", b"database unreachable", record)
             return self._send(200, "text/plain", b"OK", record)
+        if path == "/ws" and self.headers.get("Upgrade", "").lower() == "websocket":
+            return self._websocket(record)
         if path == "/manifest.webmanifest":
             return self._send(200, "application/manifest+json", MANIFEST, record)
         if path.startswith("/assets/"):
@@ -94,7 +124,40 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(401, {"message": "Unauthorized"}, record)
         if path == "/api/stream":
             return self._stream(parse_qs(query), record)
+        if path == "/api/files" and self.command == "POST":
+            return self._json(200, {"received": len(body), "sha256": hashlib.sha256(body).hexdigest()}, record)
+        if path == "/api/compressed":
+            return self._compressed(record)
         return self._json(200, {"ok": True, "path": self.path}, record)
+
+    def _compressed(self, record: str) -> None:
+        """An answer RumiTalk compressed itself (as its compression middleware does)."""
+        data = json.dumps({"items": list(range(2000))}).encode()
+        if "gzip" not in self.headers.get("Accept-Encoding", ""):
+            return self._send(200, "application/json", data, record)
+        packed = gzip.compress(data, mtime=0)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Encoding", "gzip")
+        self.send_header("Content-Length", str(len(packed)))
+        self.send_header("X-Stub-Request", record)
+        self.end_headers()
+        self.wfile.write(packed)
+
+    def _websocket(self, record: str) -> None:
+        """Complete the WebSocket handshake, then echo every byte until the peer closes."""
+        key = self.headers.get("Sec-WebSocket-Key", "")
+        accept = base64.b64encode(hashlib.sha1((key + WEBSOCKET_GUID).encode()).digest()).decode()
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.send_header("X-Stub-Request", record)
+        self.end_headers()
+        self.wfile.flush()
+        while data := self.connection.recv(65536):
+            self.connection.sendall(data)
+        self.close_connection = True
 
     def _stream(self, params: dict[str, list[str]], record: str) -> None:
         """Server-sent events: `events` of them, `gap` seconds apart."""
