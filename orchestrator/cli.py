@@ -11,17 +11,16 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 
 from . import check as checks
 from . import stack
+from .compose import render_bundle
 from .config import Config, load_config
-from .engine import connect
 from .errors import DockerUnavailable, RumistackError
 from .mounted import VOLUMES_DIR_ENV, MountedVolumes
-from .publish import WRITTEN_VOLUMES, Volumes, publish, push_users
-from .spec import volume_name
+from .publish import Volumes, push_users
 from .users import UserFile, WeakPassword
-from .volumes import EngineVolumes
 
 _err = Console(stderr=True, highlight=False)
 
@@ -36,15 +35,38 @@ class _Group(click.Group):
 
 
 class _ConsoleProgress(stack.Progress):
-    """Steps as lines; the wait for health as one live line on a terminal,
-    and as a line per change of state elsewhere (CI, pipes)."""
+    """On a terminal: a progress bar per layer while pulling, and one live
+    line while waiting for health. Elsewhere (CI, pipes): plain lines, one
+    per change of state."""
 
     def __init__(self) -> None:
         self._status = None
         self._last: str | None = None
+        self._bars: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._layer_states: dict[str, str] = {}
 
     def step(self, message: str) -> None:
+        self._stop()
         click.echo(f"- {message}", err=True)
+
+    def layer(self, image: str, layer: str, status: str, current: int | None, total: int | None) -> None:
+        if not _err.is_terminal:
+            if self._layer_states.get(layer) != status and not status.startswith(("Downloading", "Extracting")):
+                click.echo(f"  {layer}: {status}", err=True)
+            self._layer_states[layer] = status
+            return
+        if self._bars is None:
+            self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=_err)
+            self._bars.start()
+        if layer not in self._tasks:
+            self._tasks[layer] = self._bars.add_task(layer, total=None)
+        task = self._tasks[layer]
+        if current is not None:
+            self._bars.update(task, description=f"{layer} {status}", completed=current, total=total)
+        else:  # a change of state; "... complete" fills the bar
+            done = self._bars.tasks[task].total if "complete" in status.lower() else None
+            self._bars.update(task, description=f"{layer} {status}", completed=done)
 
     def waiting(self, states: dict[str, str], elapsed: float) -> None:
         pending = ", ".join(f"{name} ({state})" for name, state in states.items() if state != "healthy")
@@ -66,6 +88,9 @@ class _ConsoleProgress(stack.Progress):
         if self._status is not None:
             self._status.stop()
             self._status = None
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars, self._tasks = None, {}
 
     def __del__(self) -> None:
         self._stop()
@@ -113,7 +138,7 @@ def _volumes(config: Config, progress: stack.Progress) -> Volumes:
     volumes_dir = _options().volumes_dir
     if volumes_dir is not None:
         return MountedVolumes(volumes_dir)
-    return EngineVolumes(connect(), config, progress.step)
+    return stack.engine_volumes(config, progress)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -192,21 +217,36 @@ def up() -> None:
 
 
 @cli.command()
-def render() -> None:
-    """Render the nginx config, check it with nginx -t, and write it and the
-    users into the volumes, for `docker compose -f compose/docker-compose.yml up`.
-    A running nginx reads the new config when told to reload (SIGHUP)."""
+@click.option("--volumes", "remove_volumes", is_flag=True,
+              help="Also remove the volumes: RumiTalk's database, uploads and search index. Asks first.")
+@click.option("--yes", is_flag=True, help="Do not ask before removing volumes.")
+def down(remove_volumes: bool, yes: bool) -> None:
+    """Remove the containers and the network; keep the volumes (RumiTalk's data) and the users."""
     config = _config()
-    publish(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()))
-    names = " and ".join(volume_name(config, v) for v in WRITTEN_VOLUMES)
-    click.echo(f"wrote the nginx configuration and the users into {names}")
+    if remove_volumes and not yes:
+        click.confirm(f"Remove every volume of {config.project}, with RumiTalk's conversations and uploads?",
+                      abort=True, err=True)
+    count = stack.down(config, remove_volumes, _ConsoleProgress())
+    kept = "users are kept" if remove_volumes else "volumes and users are kept"
+    click.echo(f"removed {count} container(s); {kept}" if count else f"nothing was running; {kept}")
 
 
 @cli.command()
-def down() -> None:
-    """Remove the containers and the network; keep the volumes and the users."""
-    count = stack.down(_config(), _ConsoleProgress())
-    click.echo(f"removed {count} container(s); volumes and users are kept" if count else "nothing was running")
+def render() -> None:
+    """Write what `docker compose -f compose/docker-compose.yml up` needs: the
+    nginx config (checked with nginx -t) and the users into the volumes, and
+    each service's environment into the state directory. After a change, a
+    running nginx takes the new config on a reload (SIGHUP)."""
+    config = _config()
+    render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()))
+    click.echo(f"wrote the nginx configuration, the users and the services' environment for {config.project}")
+
+
+@cli.command()
+def reload() -> None:
+    """Render the nginx config again, check it, and apply it by a graceful reload."""
+    stack.reload(_config(), _ConsoleProgress())
+    click.echo("nginx reloaded")
 
 
 @cli.command()

@@ -101,6 +101,12 @@ def _timeout(value: str) -> int:
     return int(value)
 
 
+def _mongo_uri(value: str) -> str:
+    if value and not re.fullmatch(r"mongodb(\+srv)?://\S+", value):
+        raise ValueError("use a MongoDB connection string such as mongodb://user:pass@db.example.com:27017/RumiTalk")
+    return value
+
+
 def _flag(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
         return True
@@ -124,6 +130,10 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_BIND_ADDRESS", "bind_address", "0.0.0.0", _address),
     Key("RUMISTACK_NGINX_IMAGE", "nginx_image", "nginx:1.28.0-alpine", _image),
     Key("RUMITALK_IMAGE", "rumitalk_image", "ghcr.io/rumitalk/rumitalk:v0.8.0", _image),
+    Key("RUMISTACK_MONGO_IMAGE", "mongo_image", "mongo:8.0.4", _image),
+    Key("RUMISTACK_MONGO_URI", "mongo_uri", "", _mongo_uri),
+    Key("RUMISTACK_SEARCH", "search", "false", _flag),
+    Key("RUMISTACK_MEILI_IMAGE", "meili_image", "getmeili/meilisearch:v1.12.3", _image),
     Key("RUMISTACK_REALM", "realm", "RumiTalk", _realm),
     Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
     Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
@@ -143,6 +153,10 @@ class Config:
     bind_address: str
     nginx_image: str
     rumitalk_image: str
+    mongo_image: str
+    mongo_uri: str
+    search: bool
+    meili_image: str
     realm: str
     state_dir: Path
     health_timeout: int

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from .config import Config
 from .errors import UserError
-from .render import digest, render
+from .render import render
 from .spec import AUTH_VOLUME, CONFIG_VOLUME, NGINX_GID
 from .users import UserFile
 from .volumes import File
@@ -44,8 +44,8 @@ def users_file(users: UserFile) -> File:
     return File(users.content(), mode=0o640, uid=0, gid=NGINX_GID)
 
 
-def publish(config: Config, users: UserFile, volumes: Volumes, step: Callable[[str], None] = lambda message: None) -> str:
-    """Render, check and write the config and the users; return the config's digest."""
+def publish(config: Config, users: UserFile, volumes: Volumes, step: Callable[[str], None] = lambda message: None) -> None:
+    """Render, check and write the config and the users."""
     require_users(users)
     files = render(config)
     step("checking the nginx configuration with nginx -t")
@@ -56,7 +56,6 @@ def publish(config: Config, users: UserFile, volumes: Volumes, step: Callable[[s
             CONFIG_VOLUME: {name: File(text.encode()) for name, text in files.items()},
             AUTH_VOLUME: {"htpasswd": users_file(users)},
         })
-    return digest(files)
 
 
 def push_users(users: UserFile, volumes: Volumes) -> bool:

@@ -1,7 +1,8 @@
 """Render the nginx configuration from the Jinja2 templates in nginx/.
 
-Output is deterministic: the same Config gives the same bytes, so a hash of
-the files tells whether anything changed.
+Output is deterministic: the same Config gives the same bytes. The config
+carries a hash of itself (config_id), which nginx reports on loopback, so
+rumistack can tell which config a running nginx has loaded.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ def _environment() -> Environment:
 
 def render(config: Config) -> dict[str, str]:
     """The config files, by path relative to the config directory."""
+    return _render(config, config_id(config))
+
+
+def config_id(config: Config) -> str:
+    """A hash of the config rendered for `config`; nginx reports the one it has loaded."""
+    h = hashlib.sha256()
+    for name, text in sorted(_render(config, "").items()):
+        h.update(name.encode() + b"\0" + text.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _render(config: Config, config_id: str) -> dict[str, str]:
     env = _environment()
     exempt = config.exemptions
     exact = {e.path for e in exempt if e.exact}
@@ -50,6 +63,7 @@ def render(config: Config) -> dict[str, str]:
         "conf_dir": CONF_DIR,
         "auth_dir": AUTH_DIR,
         "health_port": HEALTH_PORT,
+        "config_id": config_id,
         "stream_timeout": config.stream_timeout,
         "max_upload": config.max_upload,
         "exemptions": exempt,
@@ -57,13 +71,3 @@ def render(config: Config) -> dict[str, str]:
         "guarded": {e.path: e.path[:-1] not in exact for e in exempt if not e.exact},
     }
     return {name: env.get_template(template).render(context) for name, template in sorted(_TEMPLATES.items())}
-
-
-def digest(files: dict[str, str | bytes]) -> str:
-    """A short hash of a set of files, names included."""
-    h = hashlib.sha256()
-    for name in sorted(files):
-        content = files[name]
-        data = content.encode() if isinstance(content, str) else content
-        h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
-    return h.hexdigest()[:16]

@@ -20,7 +20,6 @@ from docker.errors import NotFound
 from docker.types import Mount
 
 from .config import Config
-from .engine import ensure_image
 from .errors import StackError
 from .render import CONF_DIR, MAIN_FILE, UPSTREAM
 from .spec import LABEL_PROJECT, volume_labels, volume_name
@@ -107,12 +106,13 @@ def write_files(client: docker.DockerClient, image: str, project: str, volumes: 
 
 
 class EngineVolumes:
-    """The project's named volumes ({volume}: `<project>_{volume}`), reached through the Docker engine."""
+    """The project's named volumes ({volume}: `<project>_{volume}`), reached through the Docker engine.
+    `prepare` runs before the first helper container: it makes sure the nginx image is here."""
 
-    def __init__(self, client: docker.DockerClient, config: Config, step: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(self, client: docker.DockerClient, config: Config, prepare: Callable[[], object] = lambda: None) -> None:
         self._client = client
         self._config = config
-        self._step = step
+        self._prepare = prepare
 
     def exists(self, volume: str) -> bool:
         try:
@@ -127,11 +127,11 @@ class EngineVolumes:
             self._client.volumes.create(volume_name(self._config, volume), labels=volume_labels(self._config, volume))
 
     def check(self, files: dict[str, str]) -> None:
-        ensure_image(self._client, self._config.nginx_image, self._step)
+        self._prepare()
         check_config(self._client, self._config.nginx_image, self._config.project, files)
 
     def write(self, volumes: dict[str, dict[str, File]]) -> None:
-        ensure_image(self._client, self._config.nginx_image, self._step)
+        self._prepare()
         for volume in volumes:
             self.ensure(volume)
         write_files(self._client, self._config.nginx_image, self._config.project,

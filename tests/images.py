@@ -4,6 +4,8 @@
   nginx-light, python3 and wget.
 - rumistack-test/nginx:local: nginx from that base (tests/images/nginx).
 - rumistack-test/rumitalk-stub:local: the RumiTalk stand-in (tests/images/rumitalk-stub).
+- rumistack-test/mongo-stub:local, rumistack-test/meili-stub:local: stand-ins for
+  RumiTalk's MongoDB and Meilisearch (tests/images/mongo-stub, meili-stub).
 - rumistack-test/python:local: a Debian-based Python like the official image
   (tests/images/python), the base of the compose bundle's tools image. It
   gets this machine's CA certificates, so pip in builds FROM it reaches PyPI
@@ -33,7 +35,10 @@ BASE_PACKAGES = ("nginx-light", "python3", "wget")
 NGINX = "rumistack-test/nginx:local"
 STUB = "rumistack-test/rumitalk-stub:local"
 PYTHON = "rumistack-test/python:local"
-_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", PYTHON: HERE / "python"}
+MONGO = "rumistack-test/mongo-stub:local"
+MEILI = "rumistack-test/meili-stub:local"
+_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", MONGO: HERE / "mongo-stub", MEILI: HERE / "meili-stub",
+             PYTHON: HERE / "python"}
 # files of this machine that join an image's build context: {image: {name in the context: path}}
 _HOST_FILES = {PYTHON: {"host-ca-certificates.crt": Path("/etc/ssl/certs/ca-certificates.crt")}}
 
@@ -83,12 +88,19 @@ def _build_base(client: docker.DockerClient, recipe: str, log) -> None:
         )
 
 
-def ensure_images(client: docker.DockerClient | None = None, log=print) -> None:
-    """Build every local test image that is missing or whose recipe changed."""
+def ensure_images(client: docker.DockerClient | None = None, log=print) -> dict[str, str]:
+    """Build every local test image that is missing or whose recipe changed.
+
+    Each image is tagged twice: `:local`, the name to use by hand, and
+    `:r-<recipe hash>`, which the tests use, so that test runs of different
+    checkouts sharing one engine each get the image of their own recipe.
+    Returns {`:local` name: `:r-<recipe>` name}.
+    """
     client = client or docker.from_env()
     base_recipe = _base_recipe()
     if not _current(client, BASE, base_recipe):
         _build_base(client, base_recipe, log)
+    pinned = {}
     for name, context in _CONTEXTS.items():
         with tempfile.TemporaryDirectory(prefix="rumistack-context-") as tmp:
             staged = Path(tmp) / "context"
@@ -96,9 +108,13 @@ def ensure_images(client: docker.DockerClient | None = None, log=print) -> None:
             for target, source in _HOST_FILES.get(name, {}).items():
                 shutil.copyfile(source, staged / target)
             recipe = _context_recipe(staged)
-            if not _current(client, name, recipe):
+            pinned[name] = f"{name.rsplit(':', 1)[0]}:r-{recipe}"
+            if not _current(client, pinned[name], recipe):
                 log(f"building {name}")
-                client.images.build(path=str(staged), tag=name, labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
+                client.images.build(path=str(staged), tag=pinned[name], labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
+        if not _current(client, name, recipe):
+            client.images.get(pinned[name]).tag(name)
+    return pinned
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@ import dataclasses
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from rumistack import compose, spec
@@ -11,10 +12,21 @@ ROOT = Path(__file__).parent.parent
 DEFAULTS = {key.name: key.default for key in KEYS}
 
 # each field of a Service and the compose key that carries it; `name` is the
-# service's key, and `inputs` only decide when `up` makes a new container
-COMPOSE_KEYS = {"image": "image", "command": "command", "environment": "environment", "depends_on": "depends_on",
-                "mounts": "volumes", "ports": "ports", "healthcheck": "healthcheck", "stop_signal": "stop_signal",
-                "restart": "restart"}
+# service's key, and the environment goes into the env_file `render` writes
+COMPOSE_KEYS = {"image": "image", "command": "command", "depends_on": "depends_on", "mounts": "volumes",
+                "ports": "ports", "healthcheck": "healthcheck", "stop_signal": "stop_signal",
+                "environment": "env_file"}
+
+
+def _values(document):
+    if isinstance(document, dict):
+        for value in document.values():
+            yield from _values(value)
+    elif isinstance(document, list):
+        for value in document:
+            yield from _values(value)
+    else:
+        yield document
 
 
 def test_committed_compose_file_is_what_spec_py_generates():
@@ -35,54 +47,97 @@ def test_every_dollar_is_an_interpolation_of_a_known_key_with_its_default():
     assert text.count("$") == len(interpolations)  # no other `$`: no hash, no secret
 
 
+def _accepted(key, candidates):
+    for candidate in candidates:
+        try:
+            key.parse(candidate)
+            return candidate
+        except ValueError:
+            pass
+    return key.default
+
+
+def test_no_value_from_env_is_pinned_in_the_file(monkeypatch):
+    # with a distinctive default for every key, a value derived from a config
+    # value (and so written as it is, not interpolated) shows that default
+    candidates = ("zq7x", "127.0.0.7", "17077", "mongodb://zq7x:27017/zq7x")
+    distinctive = tuple(dataclasses.replace(key, default=_accepted(key, candidates)) for key in KEYS)
+    monkeypatch.setattr(compose, "KEYS", distinctive)
+    values = [re.sub(r"\$\{[A-Z_]+:-[^}]*\}", "", str(v)) for v in _values(compose.document())]
+    assert [v for v in values if any(mark in v for mark in ("zq7x", "7077", "127.0.0.7"))] == []
+
+
 def test_values_from_env_reach_the_services_as_interpolations():
+    document = compose.document()
+    nginx = document["services"]["nginx"]
+    assert nginx["image"] == "${RUMISTACK_NGINX_IMAGE:-nginx:1.28.0-alpine}"
+    assert nginx["ports"] == [{"target": 80, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}",
+                               "published": "${RUMISTACK_HTTP_PORT:-8080}", "protocol": "tcp"}]
+    assert nginx["labels"] == {"rumistack.project": "${RUMISTACK_PROJECT:-rumistack}", "rumistack.service": "nginx"}
+    assert document["name"] == "${RUMISTACK_PROJECT:-rumistack}"
+
+
+def test_the_environment_is_an_env_file_in_the_state_directory_for_every_service():
     services = compose.document()["services"]
-    assert services["nginx"]["image"] == "${RUMISTACK_NGINX_IMAGE:-nginx:1.28.0-alpine}"
-    assert services["nginx"]["ports"] == [{"target": 80, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}",
-                                           "published": "${RUMISTACK_HTTP_PORT:-8080}", "protocol": "tcp"}]
-    assert services["rumitalk"]["labels"] == {"rumistack.project": "${RUMISTACK_PROJECT:-rumistack}", "rumistack.service": "rumitalk"}
-    assert compose.document()["name"] == "${RUMISTACK_PROJECT:-rumistack}"
+    for name in ("mongodb", "rumitalk", "nginx"):
+        assert services[name]["env_file"] == [f"${{RUMISTACK_STATE_DIR:-.rumistack}}/compose/{name}.env"]
+        assert "environment" not in services[name]
 
 
-def test_tools_service_gets_the_env_and_the_volumes_it_writes_without_a_network():
+def test_the_bundle_is_the_default_stack():
+    assert list(compose.document()["services"]) == ["mongodb", "rumitalk", "nginx", "rumistack"]
+    assert compose.document()["services"]["rumitalk"]["depends_on"] == {"mongodb": {"condition": "service_healthy"}}
+
+
+def test_tools_service_gets_the_env_the_volumes_and_the_state_directory_without_a_network():
     tools = compose.document()["services"]["rumistack"]
     assert tools["profiles"] == ["tools"]
     assert tools["network_mode"] == "none"
     assert {v["source"]: v["target"] for v in tools["volumes"]} == {
-        "nginx-config": "/volumes/nginx-config", "nginx-auth": "/volumes/nginx-auth", "state": "/volumes/state"}
+        "nginx-config": "/volumes/nginx-config", "nginx-auth": "/volumes/nginx-auth",
+        "${RUMISTACK_STATE_DIR:-.rumistack}": "/state"}
     assert tools["environment"]["RUMISTACK_VOLUMES_DIR"] == "/volumes"
-    assert tools["environment"]["RUMISTACK_STATE_DIR"] == "/volumes/state"
+    assert tools["environment"]["RUMISTACK_STATE_DIR"] == "/state"
     assert tools["environment"]["RUMISTACK_REALM"] == "${RUMISTACK_REALM:-RumiTalk}"
 
 
 def test_every_field_of_a_service_reaches_its_compose_key():
-    assert {f.name for f in dataclasses.fields(spec.Service)} == set(COMPOSE_KEYS) | {"name", "inputs"}
+    assert {f.name for f in dataclasses.fields(spec.Service)} == set(COMPOSE_KEYS) | {"name"}
     everything = spec.Service(
         name="x", image="x:1", healthcheck=spec.HealthCheck(("CMD", "true")), command=("run",),
-        mounts=(spec.Mount("data", "/data", False),), ports=(spec.Port("127.0.0.1", 1, 2),),
-        environment=(("A", "b"),), stop_signal="SIGTERM", restart="always", depends_on=("y",), inputs=(("i", "j"),),
+        mounts=(spec.Mount("data", "/data"),), ports=(spec.Port("127.0.0.1", 1, 2),),
+        environment=(("A", "b"),), stop_signal="SIGTERM", depends_on=("y",),
     )
-    written = compose._service(everything, Config(**{key.field: key.default for key in KEYS}))
-    assert set(COMPOSE_KEYS.values()) | {"labels"} == set(written)
+    written = compose._service(everything, Config(**{key.field: key.parse(key.default) for key in KEYS}))
+    assert set(COMPOSE_KEYS.values()) | {"labels", "restart"} == set(written)
 
 
-def test_a_service_added_to_spec_appears_with_its_volume_and_escaped_values(monkeypatch):
-    grown = spec.services
+def _grown(monkeypatch, extra):
+    original = spec.services
+    monkeypatch.setattr(spec, "services", lambda config, secrets: (extra(config, secrets), *original(config, secrets)))
 
-    def services(config, config_digest):
-        mongodb = spec.Service(
-            name="mongodb", image="mongo:7.0", healthcheck=spec.HealthCheck(("CMD", "mongosh", "--eval", "db.ping()")),
-            mounts=(spec.Mount("mongodb-data", "/data/db", False),),
-            environment=(("MONGO_INITDB_DATABASE", config.project), ("LITERAL", "pa$word")),
-        )
-        return (mongodb, *grown(config, config_digest))
 
-    monkeypatch.setattr(spec, "services", services)
+def test_a_service_added_to_spec_appears_with_its_volume_and_values_from_env(monkeypatch):
+    _grown(monkeypatch, lambda config, secrets: spec.Service(
+        name="cache", image=config.rumitalk_image, healthcheck=spec.HealthCheck(("CMD", "ping")),
+        command=("serve", "--literal", "pa$word"), mounts=(spec.Mount("cache-data", "/data", no_copy=True),),
+        environment=(("PASSWORD", secrets["JWT_SECRET"]),),
+    ))
     document = compose.document()
-    mongodb = document["services"]["mongodb"]
-    assert mongodb["image"] == "mongo:7.0"
-    assert mongodb["environment"] == {"MONGO_INITDB_DATABASE": "${RUMISTACK_PROJECT:-rumistack}", "LITERAL": "pa$$word"}
-    assert mongodb["volumes"] == [{"type": "volume", "source": "mongodb-data", "target": "/data/db",
-                                   "read_only": False, "volume": {"nocopy": True}}]
-    assert mongodb["labels"]["rumistack.service"] == "mongodb"
-    assert list(document["volumes"]) == ["mongodb-data", "nginx-config", "nginx-auth", "state"]
+    cache = document["services"]["cache"]
+    assert cache["image"] == "${RUMITALK_IMAGE:-ghcr.io/rumitalk/rumitalk:v0.8.0}"
+    assert cache["command"] == ["serve", "--literal", "pa$$word"]
+    assert cache["volumes"] == [{"type": "volume", "source": "cache-data", "target": "/data", "read_only": False,
+                                 "volume": {"nocopy": True}}]
+    assert cache["labels"]["rumistack.service"] == "cache"
+    assert "cache-data" in document["volumes"]
+    assert "JWT_SECRET" not in compose.text() and "PASSWORD" not in compose.text()
+
+
+def test_a_secret_outside_the_environment_stops_the_generation(monkeypatch):
+    _grown(monkeypatch, lambda config, secrets: spec.Service(
+        name="leaky", image="x:1", healthcheck=spec.HealthCheck(("CMD", "ping")),
+        command=("serve", f"--key={secrets['CREDS_KEY']}"),
+    ))
+    with pytest.raises(ValueError, match="a secret would be written into the compose file"):
+        compose.document()

@@ -1,17 +1,21 @@
-"""Config and users into the volumes: the shared function, and the volumes
-mounted in the compose bundle's tools container."""
+"""Config and users into the volumes: the shared function, the volumes
+mounted in the compose bundle's tools container, and what `render` adds for
+the bundle."""
 
 import os
 import stat
 
 import pytest
+from dotenv import dotenv_values
 
+from rumistack.compose import render_bundle
 from rumistack.config import load_config
-from rumistack.errors import StackError, UserError
+from rumistack.errors import ConfigError, StackError, UserError
 from rumistack.mounted import MountedVolumes
 from rumistack.publish import publish, push_users
-from rumistack.render import digest, render
-from rumistack.spec import NGINX_GID
+from rumistack.render import render
+from rumistack.secretstore import load_secrets
+from rumistack.spec import NGINX_GID, services
 from rumistack.users import UserFile
 
 GOOD = "correct horse battery"
@@ -44,7 +48,7 @@ def users(tmp_path):
 def test_publish_checks_the_rendered_config_then_writes_it_and_the_users(users):
     config = load_config("/nonexistent", environ={})
     volumes = RecordingVolumes()
-    assert publish(config, users, volumes) == digest(render(config))
+    publish(config, users, volumes)
     assert volumes.checked == [render(config)]
     assert {name: f.data.decode() for name, f in volumes.written["nginx-config"].items()} == render(config)
     htpasswd = volumes.written["nginx-auth"]["htpasswd"]
@@ -81,3 +85,23 @@ def test_mounted_volume_that_is_not_there_is_an_error(tmp_path, users):
     assert not volumes.exists("nginx-auth")
     with pytest.raises(StackError, match="nginx-auth is not mounted"):
         volumes.write({"nginx-auth": {}})
+
+
+def test_render_bundle_writes_each_services_environment_as_up_gives_it(tmp_path, users):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
+    volumes = RecordingVolumes()
+    render_bundle(config, users, volumes)
+    assert set(volumes.written) == {"nginx-config", "nginx-auth"}
+    for service in services(config, load_secrets(config.state_dir)):
+        written = config.state_dir / "compose" / f"{service.name}.env"
+        assert dotenv_values(written) == dict(service.environment)
+        assert stat.S_IMODE(os.stat(written).st_mode) == 0o600
+    assert "JWT_SECRET" in (config.state_dir / "compose" / "rumitalk.env").read_text()
+
+
+def test_render_bundle_refuses_a_stack_the_compose_file_does_not_run(tmp_path, users):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_SEARCH": "true"})
+    volumes = RecordingVolumes()
+    with pytest.raises(ConfigError, match="meilisearch.*use `rumistack up`"):
+        render_bundle(config, users, volumes)
+    assert volumes.written == {} and not (tmp_path / "state" / "compose").exists()

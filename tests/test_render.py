@@ -52,3 +52,12 @@ def test_basic_credentials_are_not_forwarded():
     files = _conf()
     assert "proxy_set_header Authorization $rumitalk_authorization;" in files["snippets/proxy.conf"]
     assert '"~*^bearer " $http_authorization;' in files["nginx.conf"]
+
+
+def test_the_config_reports_its_own_id_which_changes_with_the_config():
+    from rumistack.render import config_id
+
+    default = load_config("/nonexistent", environ={})
+    other = load_config("/nonexistent", environ={"RUMISTACK_REALM": "Other"})
+    assert config_id(default) != config_id(other)
+    assert f'return 200 "{config_id(default)}";' in render(default)["nginx.conf"]

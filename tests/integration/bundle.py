@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+from clirun import free_port
 from docker.errors import NotFound
 from docker.models.containers import Container
 
 from rumistack.render import AUTH_DIR, CONF_DIR
 from rumistack.spec import COMPOSE_PROJECT, LABEL_PROJECT, LABEL_SERVICE
-from web import free_port
 
 ROOT = Path(__file__).parents[2]
 _NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".rumistack", ".env",
@@ -60,23 +60,25 @@ class Bundle:
     port: int
 
     @classmethod
-    def create(cls, tmp: Path, images: dict[str, str], realm: str = "RumiTalk") -> Bundle:
+    def create(cls, tmp: Path, image_env: dict[str, str], realm: str = "RumiTalk") -> Bundle:
+        """The state directory is the default, .rumistack in the copy, as the README has it."""
         root = tmp / "checkout"
         shutil.copytree(ROOT, root, ignore=_NOT_COPIED)
         project, port = f"rumistack-compose-{uuid.uuid4().hex[:8]}", free_port()
         env = outside_environment()
+        env.update(image_env)
         env.update({
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # this rumistack
             "RUMISTACK_PROJECT": project,
             "RUMISTACK_HTTP_PORT": str(port),
             "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
-            "RUMISTACK_NGINX_IMAGE": images["nginx"],
-            "RUMITALK_IMAGE": images["rumitalk"],
-            "RUMISTACK_TOOLS_BASE_IMAGE": images["python"],
             "RUMISTACK_REALM": realm,
-            "RUMISTACK_STATE_DIR": str(tmp / "state"),
         })
         return cls(root, env, project, port)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".rumistack"
 
     def sh(self, command: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """Run a command line in the checkout's copy, as a self-hoster's shell would."""
@@ -124,6 +126,7 @@ def definition(container: Container) -> dict:
     """What defines a container, less what differs by who made it (names, ids, tool labels)."""
     config, host = container.attrs["Config"], container.attrs["HostConfig"]
     service = config["Labels"][LABEL_SERVICE]
+    no_copy = {m["Target"] for m in host.get("Mounts") or [] if (m.get("VolumeOptions") or {}).get("NoCopy")}
     return {
         "image": config["Image"],
         "entrypoint": config["Entrypoint"],
@@ -134,8 +137,9 @@ def definition(container: Container) -> dict:
         "labels": {k: v for k, v in config["Labels"].items() if k in (LABEL_PROJECT, LABEL_SERVICE)},
         "restart": host["RestartPolicy"]["Name"],
         "ports": host["PortBindings"] or {},  # compose writes {} where the SDK writes None
-        "mounts": sorted((m["Type"], m["Source"], m["Target"], bool(m.get("ReadOnly")),
-                          bool((m.get("VolumeOptions") or {}).get("NoCopy"))) for m in host.get("Mounts") or []),
+        # compose creates plain volume mounts as binds, the SDK as mounts: compare what Docker mounted
+        "mounts": sorted((m["Type"], m["Name"], m["Destination"], m["RW"], m["Destination"] in no_copy)
+                         for m in container.attrs["Mounts"]),
         "networks": {name: service in (net.get("Aliases") or []) for name, net in container.attrs["NetworkSettings"]["Networks"].items()},
     }
 

@@ -18,6 +18,8 @@ from typing import Protocol
 import docker
 import pytest
 from bundle import Bundle, readme_blocks
+from clirun import PASSWORD as CLI_PASSWORD
+from clirun import Project, free_port, new_project_name, rumistack
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import HttpWaitStrategy
@@ -115,10 +117,10 @@ def compose_plugin(docker_client) -> None:
 
 
 @pytest.fixture(scope="session")
-def compose_bundle(docker_client, test_images, compose_plugin, tmp_path_factory) -> Bundle:
+def compose_bundle(docker_client, image_env, compose_plugin, tmp_path_factory) -> Bundle:
     """The bundle up by the README's "Docker Compose only" commands for hosts without Python, as written."""
     (block,) = [b for b in readme_blocks() if "cp .env.example .env" in b]
-    bundle = Bundle.create(tmp_path_factory.mktemp("compose"), test_images, realm=REALM)
+    bundle = Bundle.create(tmp_path_factory.mktemp("compose"), image_env, realm=REALM)
     try:
         for command in block:
             bundle.sh(command, input=f"{PASSWORD}\n{PASSWORD}\n" if " adduser " in command else None)
@@ -191,3 +193,26 @@ def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Contain
     files = {p.name: p.read_text() for p in SEED.iterdir()}
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
         yield running
+
+
+@pytest.fixture
+def project(docker_client, image_env, tmp_path, monkeypatch) -> Iterator[Project]:
+    """A working directory and an environment for one rumistack project of its own, run with
+    the test images on a free loopback port; its containers, network and volumes go afterwards."""
+    running = Project(new_project_name(), free_port(), docker_client)
+    monkeypatch.chdir(tmp_path)
+    env = {**image_env, "RUMISTACK_PROJECT": running.name, "RUMISTACK_HTTP_PORT": str(running.port),
+           "RUMISTACK_BIND_ADDRESS": "127.0.0.1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    yield running
+    rumistack("down", "--volumes", "--yes")
+
+
+@pytest.fixture
+def running_project(project) -> Project:
+    """`project` with a user alice and the stack up."""
+    assert rumistack("adduser", "alice", "--password-stdin", input=CLI_PASSWORD + "\n").exit_code == 0
+    result = rumistack("up")
+    assert result.exit_code == 0, result.output
+    return project

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 from dataclasses import dataclass
 from email.message import Message
 
@@ -45,10 +44,3 @@ def login(port: int, email: str = "user@rumi.test", password: str = "stub-passwo
                   json.dumps({"email": email, "password": password}).encode())
     assert answer.status == 200, answer.body
     return json.loads(answer.body)["token"]
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
