@@ -129,6 +129,10 @@ def _options() -> _Options:
     return click.get_current_context().obj
 
 
+_password_stdin = click.option("--password-stdin", is_flag=True,
+                               help="Read the password from the first line of standard input.")
+
+
 def _config() -> Config:
     return load_config(_options().env_file)
 
@@ -167,7 +171,7 @@ def _set_password(users: UserFile, name: str, password: str, change) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@_password_stdin
 def adduser(name: str, password_stdin: bool) -> None:
     """Add a Basic Auth user (asks for the password twice, without echo)."""
     config = _config()
@@ -179,7 +183,7 @@ def adduser(name: str, password_stdin: bool) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@_password_stdin
 def passwd(name: str, password_stdin: bool) -> None:
     """Change a user's password."""
     config = _config()
@@ -283,7 +287,7 @@ def logs(service: str | None, follow: bool, tail: int) -> None:
 @cli.command()
 @click.argument("url", required=False)
 @click.option("--user", prompt="Basic Auth user", help="A user of the deployment, for the credential checks.")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@_password_stdin
 def check(url: str | None, user: str, password_stdin: bool) -> None:
     """Audit a running deployment from outside (default: this one's URL).
 

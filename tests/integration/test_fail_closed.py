@@ -51,17 +51,9 @@ def test_a_missing_user_file_serves_nothing_protected(docker_client, test_images
         assert answer.status in (403, 500) and answer.seen is None  # nginx: 403 for a missing file
 
 
-@pytest.fixture
-def running_stack(project):
-    assert rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n").exit_code == 0
-    result = rumistack("up")
-    assert result.exit_code == 0, result.output
-    return project
-
-
-def test_a_config_nginx_refuses_never_replaces_the_running_one(running_stack, monkeypatch):
-    port = running_stack.port
-    ids = running_stack.container_ids()
+def test_a_config_nginx_refuses_never_replaces_the_running_one(running_project, monkeypatch):
+    port = running_project.port
+    ids = running_project.container_ids()
 
     def broken(config):
         files = render(config)
@@ -74,7 +66,7 @@ def test_a_config_nginx_refuses_never_replaces_the_running_one(running_stack, mo
     assert result.exit_code == 4
     assert "error: nginx refused the rendered configuration, so nothing was changed" in result.output
 
-    assert running_stack.container_ids() == ids
+    assert running_project.container_ids() == ids
     answer = send(port, "/")
     assert answer.status == 401 and 'realm="RumiTalk"' in answer.headers["WWW-Authenticate"]
     assert send(port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200

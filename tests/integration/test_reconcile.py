@@ -17,14 +17,6 @@ from testenv import TEST_LABELS
 
 
 @pytest.fixture
-def running(project):
-    assert rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n").exit_code == 0
-    result = rumistack("up")
-    assert result.exit_code == 0, result.output
-    return project
-
-
-@pytest.fixture
 def variant(docker_client):
     """A copy of an image with another id, as a new release of it would have."""
     made = []
@@ -51,13 +43,13 @@ def _realm(port: int) -> str:
     return send(port, "/").headers["WWW-Authenticate"]
 
 
-def test_each_change_recreates_only_what_it_must(running, monkeypatch, test_images, variant):
-    ids = running.container_ids()
+def test_each_change_recreates_only_what_it_must(running_project, monkeypatch, test_images, variant):
+    ids = running_project.container_ids()
     assert set(ids) == {"mongodb", "rumitalk", "nginx"}
 
     def changed() -> set[str]:
         nonlocal ids
-        now = running.container_ids()
+        now = running_project.container_ids()
         different = {s for s in set(now) | set(ids) if now.get(s) != ids.get(s)}
         ids = now
         return different
@@ -66,7 +58,7 @@ def test_each_change_recreates_only_what_it_must(running, monkeypatch, test_imag
     monkeypatch.setenv("RUMISTACK_REALM", "Changed Realm")
     assert "reloaded nginx" in _up()
     assert changed() == set()
-    assert _realm(running.port) == 'Basic realm="Changed Realm"'
+    assert _realm(running_project.port) == 'Basic realm="Changed Realm"'
 
     # search: Meilisearch joins, RumiTalk gets its address and key (new environment)
     monkeypatch.setenv("RUMISTACK_SEARCH", "true")
@@ -87,7 +79,7 @@ def test_each_change_recreates_only_what_it_must(running, monkeypatch, test_imag
     monkeypatch.setenv("RUMISTACK_SEARCH", "false")
     _up()
     assert changed() == {"meilisearch", "rumitalk"}
-    assert "meili-data" in running.volume_names()
+    assert "meili-data" in running_project.volume_names()
 
     # nothing changed: nothing happens
     output = _up()
@@ -95,25 +87,25 @@ def test_each_change_recreates_only_what_it_must(running, monkeypatch, test_imag
     assert "reloaded" not in output and "creating" not in output and "replacing" not in output
 
 
-def test_data_and_secrets_survive_down_and_only_down_volumes_removes_data(running, docker_client, tmp_path):
+def test_data_and_secrets_survive_down_and_only_down_volumes_removes_data(running_project, docker_client, tmp_path):
     def rumitalk_env() -> dict[str, str]:
-        container = docker_client.containers.get(running.container_ids()["rumitalk"])
+        container = docker_client.containers.get(running_project.container_ids()["rumitalk"])
         return dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
 
     secrets = (tmp_path / ".rumistack" / "secrets.env").read_text()
     before = rumitalk_env()
     assert f"JWT_SECRET={before['JWT_SECRET']}\n" in secrets
     assert rumistack("down").exit_code == 0
-    assert {"mongodb-data", "rumitalk-uploads", "rumitalk-images", "rumitalk-logs"} <= running.volume_names()
+    assert {"mongodb-data", "rumitalk-uploads", "rumitalk-images", "rumitalk-logs"} <= running_project.volume_names()
     _up()
     assert {k: rumitalk_env()[k] for k in ("JWT_SECRET", "JWT_REFRESH_SECRET", "CREDS_KEY", "CREDS_IV")} == {
         k: before[k] for k in ("JWT_SECRET", "JWT_REFRESH_SECRET", "CREDS_KEY", "CREDS_IV")}
 
     refused = rumistack("down", "--volumes", input="n\n")
     assert refused.exit_code == 1 and "Aborted" in refused.output
-    assert "mongodb-data" in running.volume_names()
+    assert "mongodb-data" in running_project.volume_names()
     assert rumistack("down", "--volumes", "--yes").exit_code == 0
-    assert running.volume_names() == set()
+    assert running_project.volume_names() == set()
     assert (tmp_path / ".rumistack" / "secrets.env").read_text() == secrets
 
 
@@ -152,10 +144,10 @@ class Load:
             thread.join(timeout=30)
 
 
-def test_user_changes_reloads_and_a_no_change_up_drop_no_request(running):
+def test_user_changes_reloads_and_a_no_change_up_drop_no_request(running_project):
     assert rumistack("adduser", "loader", "--password-stdin", input=PASSWORD + "\n").exit_code == 0
-    token = login(running.port)
-    with Load(running.port, token) as load:
+    token = login(running_project.port)
+    with Load(running_project.port, token) as load:
         steps = [
             ("adduser", "bob", "--password-stdin"),
             ("passwd", "bob", "--password-stdin"),
