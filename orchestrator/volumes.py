@@ -107,7 +107,7 @@ def write_files(client: docker.DockerClient, image: str, project: str, volumes: 
 
 class EngineVolumes:
     """The project's named volumes ({volume}: `<project>_{volume}`), reached through the Docker engine.
-    `prepare` runs before the first helper container: it makes sure the nginx image is here."""
+    `prepare` runs before the helper containers: it makes sure the nginx image is here."""
 
     def __init__(self, client: docker.DockerClient, config: Config, prepare: Callable[[], object] = lambda: None) -> None:
         self._client = client
