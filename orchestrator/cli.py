@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -14,8 +15,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColum
 
 from . import check as checks
 from . import stack
+from .compose import render_bundle
 from .config import Config, load_config
 from .errors import DockerUnavailable, RumistackError
+from .mounted import VOLUMES_DIR_ENV, MountedVolumes
+from .publish import Volumes, push_users
 from .users import UserFile, WeakPassword
 
 _err = Console(stderr=True, highlight=False)
@@ -92,12 +96,21 @@ class _ConsoleProgress(stack.Progress):
         self._stop()
 
 
+@dataclass(frozen=True)
+class _Options:
+    env_file: Path
+    volumes_dir: Path | None
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=".env", show_default=True,
               help="The configuration file; environment variables of the same names override it.")
+@click.option("--volumes-dir", type=click.Path(file_okay=False, path_type=Path), envvar=VOLUMES_DIR_ENV,
+              help="The stack's volumes are mounted at DIR/<volume> (the compose bundle's rumistack service): "
+                   "write there, without a Docker engine.")
 @click.version_option(package_name="rumistack")
 @click.pass_context
-def cli(ctx: click.Context, env_file: Path) -> None:
+def cli(ctx: click.Context, env_file: Path, volumes_dir: Path | None) -> None:
     """RumiTalk behind nginx with HTTP Basic Auth.
 
     Basic Auth guards everything except /api/ (RumiTalk's own auth guards it),
@@ -109,7 +122,11 @@ def cli(ctx: click.Context, env_file: Path) -> None:
       rumistack up
       rumistack status
     """
-    ctx.obj = env_file
+    ctx.obj = _Options(env_file, volumes_dir)
+
+
+def _options() -> _Options:
+    return click.get_current_context().obj
 
 
 _password_stdin = click.option("--password-stdin", is_flag=True,
@@ -117,7 +134,15 @@ _password_stdin = click.option("--password-stdin", is_flag=True,
 
 
 def _config() -> Config:
-    return load_config(click.get_current_context().obj)
+    return load_config(_options().env_file)
+
+
+def _volumes(config: Config, progress: stack.Progress) -> Volumes:
+    """The stack's volumes: mounted here (the compose tools container), or through the Docker engine."""
+    volumes_dir = _options().volumes_dir
+    if volumes_dir is not None:
+        return MountedVolumes(volumes_dir)
+    return stack.engine_volumes(config, progress)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -129,7 +154,7 @@ def _read_password(from_stdin: bool) -> str:
 def _apply_users(config: Config, users: UserFile) -> None:
     """Copy the changed user file into a running stack's volume."""
     try:
-        pushed = stack.push_users(config, users)
+        pushed = push_users(users, _volumes(config, stack.Progress()))
     except DockerUnavailable:
         pushed = False
     if pushed:
@@ -208,6 +233,17 @@ def down(remove_volumes: bool, yes: bool) -> None:
     count = stack.down(config, remove_volumes, _ConsoleProgress())
     kept = "users are kept" if remove_volumes else "volumes and users are kept"
     click.echo(f"removed {count} container(s); {kept}" if count else f"nothing was running; {kept}")
+
+
+@cli.command()
+def render() -> None:
+    """Write what `docker compose -f compose/docker-compose.yml up` needs: the
+    nginx config (checked with nginx -t) and the users into the volumes, and
+    each service's environment into the state directory. After a change, a
+    running nginx takes the new config on a reload (SIGHUP)."""
+    config = _config()
+    render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()))
+    click.echo(f"wrote the nginx configuration, the users and the services' environment for {config.project}")
 
 
 @cli.command()

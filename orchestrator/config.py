@@ -141,6 +141,7 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_MAX_UPLOAD", "max_upload", "25m", _size),
     Key("RUMISTACK_EXEMPT_OAUTH", "exempt_oauth", "false", _flag),
     Key("RUMISTACK_EXEMPT_PATHS", "exempt_paths", "", parse_extra),
+    Key("RUMISTACK_TOOLS_BASE_IMAGE", "tools_base_image", "python:3.12-slim-bookworm", _image),
 )
 
 
@@ -163,6 +164,7 @@ class Config:
     max_upload: str
     exempt_oauth: bool
     exempt_paths: tuple[Exemption, ...]
+    tools_base_image: str
 
     @property
     def exemptions(self) -> tuple[Exemption, ...]:

@@ -1,6 +1,10 @@
 """The stack, defined once: services, images, volumes, health checks, names.
 
-`rumistack up` builds containers from this; nothing else describes the stack.
+`rumistack up` builds containers from this, and compose/docker-compose.yml is
+generated from it (rumistack.compose); nothing else describes the stack.
+Names follow Docker Compose's (`<project>_<volume>`, `<project>_default`), and
+volumes and the network carry compose's labels too, so both ways of running
+the stack share them.
 """
 
 from __future__ import annotations
@@ -15,11 +19,15 @@ from .render import AUTH_DIR, CONF_DIR, HEALTH_PORT, MAIN_FILE
 LABEL_PROJECT = "rumistack.project"
 LABEL_SERVICE = "rumistack.service"
 LABEL_SPEC = "rumistack.spec"
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_VOLUME = "com.docker.compose.volume"
+COMPOSE_NETWORK = "com.docker.compose.network"
 
 CONFIG_VOLUME = "nginx-config"
 AUTH_VOLUME = "nginx-auth"
 
 NGINX_GID = 101  # the `nginx` group of the official images: its workers read the user file
+RESTART = "unless-stopped"  # every service's restart policy
 
 
 @dataclass(frozen=True)
@@ -145,3 +153,13 @@ def network_name(config: Config) -> str:
 
 def labels(config: Config, **extra: str) -> dict[str, str]:
     return {LABEL_PROJECT: config.project, **{f"rumistack.{k}": v for k, v in extra.items()}}
+
+
+def volume_labels(config: Config, volume: str) -> dict[str, str]:
+    """rumistack's label and compose's, so `docker compose up` takes the volume as its own."""
+    return {**labels(config), COMPOSE_PROJECT: config.project, COMPOSE_VOLUME: volume}
+
+
+def network_labels(config: Config) -> dict[str, str]:
+    """rumistack's label and compose's, so `docker compose up` takes the network as its own."""
+    return {**labels(config), COMPOSE_PROJECT: config.project, COMPOSE_NETWORK: "default"}

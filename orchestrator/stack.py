@@ -1,5 +1,5 @@
-"""The stack's lifecycle through the Docker SDK: up, down, status, and pushing
-the user file into a running stack.
+"""The stack's lifecycle through the Docker SDK: up, reload, down, status,
+logs, and the stack's volumes for `render` and user changes.
 
 Every object carries the label rumistack.project=<project>; down and status
 act on exactly those objects.
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound
 from docker.models.containers import Container
 from docker.types import Healthcheck
 from docker.utils import parse_repository_tag
@@ -22,6 +22,7 @@ from docker.types import Mount as DockerMount
 
 from .config import Config
 from .errors import DockerUnavailable, StackError, UserError
+from .publish import users_file
 from .render import CONF_DIR, HEALTH_PORT, MAIN_FILE, config_id, render
 from .secretstore import load_secrets
 from .spec import (
@@ -30,17 +31,19 @@ from .spec import (
     LABEL_PROJECT,
     LABEL_SERVICE,
     LABEL_SPEC,
-    NGINX_GID,
+    RESTART,
     Service,
     container_name,
     labels,
+    network_labels,
     network_name,
     services,
+    volume_labels,
     volume_name,
     volumes,
 )
 from .users import UserFile
-from .volumes import File, check_config, write_files
+from .volumes import EngineVolumes, File, check_config, write_files
 
 _NS = 1_000_000_000
 
@@ -82,26 +85,10 @@ def connect() -> docker.DockerClient:
     return client
 
 
-def _users_file(users: UserFile) -> File:
-    # the nginx workers (uid/gid 101) read it; nobody else in the container can
-    return File(users.content(), mode=0o640, uid=0, gid=NGINX_GID)
-
-
-def push_users(config: Config, users: UserFile) -> bool:
-    """Copy the user file into the auth volume if the stack has one; True if it did.
-
-    nginx opens the file on every request, so the change applies at once.
-    """
+def engine_volumes(config: Config, progress: Progress = Progress()) -> EngineVolumes:
+    """The project's volumes through the Docker engine; the nginx image is pulled when first needed."""
     client = connect()
-    try:
-        client.volumes.get(volume_name(config, AUTH_VOLUME))
-    except NotFound:
-        return False
-    _image(client, config.nginx_image, Progress())
-    with users.locked():
-        write_files(client, config.nginx_image, config.project,
-                    {volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)}})
-    return True
+    return EngineVolumes(client, config, prepare=lambda: _image(client, config.nginx_image, progress))
 
 
 def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
@@ -120,13 +107,13 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
 
     network = _network(client, config)
     for volume in volumes(stack):
-        _volume(client, config, volume)
+        EngineVolumes(client, config).ensure(volume)
     running_nginx = _running(client, config, "nginx")
     config_changed = running_nginx is None or _loaded_config(running_nginx) != config_id(config)
     with users.locked():
         write_files(client, config.nginx_image, config.project, {
             **({volume_name(config, CONFIG_VOLUME): _config_files(files)} if config_changed else {}),
-            volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)},
+            volume_name(config, AUTH_VOLUME): {"htpasswd": users_file(users)},
         })
     _remove_others(client, config, {s.name for s in stack}, progress)
 
@@ -230,15 +217,7 @@ def _network(client: docker.DockerClient, config: Config):
     found = client.networks.list(names=[name], filters={"label": f"{LABEL_PROJECT}={config.project}"})
     if found:
         return found[0]
-    return client.networks.create(name, driver="bridge", labels=labels(config))
-
-
-def _volume(client: docker.DockerClient, config: Config, volume: str) -> None:
-    name = volume_name(config, volume)
-    try:
-        client.volumes.get(name)
-    except NotFound:
-        client.volumes.create(name, labels=labels(config))
+    return client.networks.create(name, driver="bridge", labels=network_labels(config))
 
 
 def _find(client: docker.DockerClient, config: Config, service: str) -> Container | None:
@@ -281,7 +260,7 @@ def _ensure_container(client, config: Config, service: Service, network, progres
         ],
         ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
         stop_signal=service.stop_signal,
-        restart_policy={"Name": "unless-stopped"},
+        restart_policy={"Name": RESTART},
         network=network.name,
         # reachable by its service name on the network, as in docker compose
         networking_config={network.name: client.api.create_endpoint_config(aliases=[service.name])},

@@ -66,14 +66,15 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
     except ImageNotFound:
         nginx = pinned[images.NGINX]
     return {"nginx": nginx, "rumitalk": pinned[images.STUB], "mongodb": pinned[images.MONGO],
-            "meilisearch": pinned[images.MEILI]}
+            "meilisearch": pinned[images.MEILI], "python": pinned[images.PYTHON]}
 
 
 @pytest.fixture(scope="session")
 def image_env(test_images) -> dict[str, str]:
     """The config keys that point rumistack at the test images."""
     return {"RUMISTACK_NGINX_IMAGE": test_images["nginx"], "RUMITALK_IMAGE": test_images["rumitalk"],
-            "RUMISTACK_MONGO_IMAGE": test_images["mongodb"], "RUMISTACK_MEILI_IMAGE": test_images["meilisearch"]}
+            "RUMISTACK_MONGO_IMAGE": test_images["mongodb"], "RUMISTACK_MEILI_IMAGE": test_images["meilisearch"],
+            "RUMISTACK_TOOLS_BASE_IMAGE": test_images["python"]}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -6,6 +6,10 @@
 - rumistack-test/rumitalk-stub:local: the RumiTalk stand-in (tests/images/rumitalk-stub).
 - rumistack-test/mongo-stub:local, rumistack-test/meili-stub:local: stand-ins for
   RumiTalk's MongoDB and Meilisearch (tests/images/mongo-stub, meili-stub).
+- rumistack-test/python:local: a Debian-based Python like the official image
+  (tests/images/python), the base of the compose bundle's tools image. It
+  gets this machine's CA certificates, so pip in builds FROM it reaches PyPI
+  wherever the host's pip does (here, through a TLS-inspecting proxy).
 
 Each image carries a label with a hash of its recipe and is rebuilt only when
 the recipe changes. Run as a script to build what is missing.
@@ -30,9 +34,13 @@ BASE = "rumistack-test/debian:bookworm"
 BASE_PACKAGES = ("nginx-light", "python3", "wget")
 NGINX = "rumistack-test/nginx:local"
 STUB = "rumistack-test/rumitalk-stub:local"
+PYTHON = "rumistack-test/python:local"
 MONGO = "rumistack-test/mongo-stub:local"
 MEILI = "rumistack-test/meili-stub:local"
-_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", MONGO: HERE / "mongo-stub", MEILI: HERE / "meili-stub"}
+_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", MONGO: HERE / "mongo-stub", MEILI: HERE / "meili-stub",
+             PYTHON: HERE / "python"}
+# files of this machine that join an image's build context: {image: {name in the context: path}}
+_HOST_FILES = {PYTHON: {"host-ca-certificates.crt": Path("/etc/ssl/certs/ca-certificates.crt")}}
 
 
 def _debootstrap_args(target: Path) -> list[str]:
@@ -94,11 +102,16 @@ def ensure_images(client: docker.DockerClient | None = None, log=print) -> dict[
         _build_base(client, base_recipe, log)
     pinned = {}
     for name, context in _CONTEXTS.items():
-        recipe = _context_recipe(context)
-        pinned[name] = f"{name.rsplit(':', 1)[0]}:r-{recipe}"
-        if not _current(client, pinned[name], recipe):
-            log(f"building {name}")
-            client.images.build(path=str(context), tag=pinned[name], labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
+        with tempfile.TemporaryDirectory(prefix="rumistack-context-") as tmp:
+            staged = Path(tmp) / "context"
+            shutil.copytree(context, staged)
+            for target, source in _HOST_FILES.get(name, {}).items():
+                shutil.copyfile(source, staged / target)
+            recipe = _context_recipe(staged)
+            pinned[name] = f"{name.rsplit(':', 1)[0]}:r-{recipe}"
+            if not _current(client, pinned[name], recipe):
+                log(f"building {name}")
+                client.images.build(path=str(staged), tag=pinned[name], labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
         if not _current(client, name, recipe):
             client.images.get(pinned[name]).tag(name)
     return pinned

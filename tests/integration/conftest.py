@@ -1,52 +1,137 @@
-"""A real nginx running the rendered config in front of the RumiTalk stand-in,
-on a Docker network of its own, with the config and users in named volumes
-written by rumistack's own volume code."""
+"""The subjects of the auth tests: a real nginx running a config in front of
+the RumiTalk stand-in, on a Docker network of its own, with the config and
+users in named volumes written by rumistack's own volume code
+(testcontainers: rumistack's rendered config, or the seed config from
+RumiTalk's documentation); and the compose bundle, brought up by the
+README's "Docker Compose only" commands. `proxy` is both rumistack stacks."""
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import docker
 import pytest
+from bundle import Bundle, readme_blocks
+from clirun import PASSWORD as CLI_PASSWORD
+from clirun import Project, free_port, new_project_name, rumistack
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import HttpWaitStrategy
 
 from rumistack.config import load_config
+from rumistack.publish import users_file
 from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, render
-from rumistack.spec import NGINX_GID
+from rumistack.spec import COMPOSE_PROJECT
 from rumistack.users import UserFile
 from rumistack.volumes import File, write_files
-from clirun import PASSWORD as CLI_PASSWORD, Project, free_port, new_project_name, rumistack
-from testenv import TEST_LABELS
+from testenv import IN_CI, TEST_LABELS
 
 USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
 SEED = Path(__file__).parent.parent / "data" / "seed"
 
 
+class Proxy(Protocol):
+    """nginx with the rendered config, one user, in front of the stand-in."""
+
+    port: int
+    user: str
+    password: str
+    realm: str
+
+    def add_user(self, name: str, password: str) -> None: ...
+
+    def delete_user(self, name: str) -> None: ...
+
+    def nginx_started_at(self) -> str: ...
+
+
 @dataclass
-class Proxy:
+class ContainerProxy:
     port: int
     users: UserFile
     auth_volume: str
     nginx: DockerContainer
-    stub: DockerContainer
+    stub: DockerContainer  # its port 3080 is published too, to compare with RumiTalk's own answers
+    client: docker.DockerClient
     image: str
     user: str = USER
     password: str = PASSWORD
     realm: str = REALM
 
-    def push_users(self, client) -> None:
-        write_files(client, self.image, "test", {self.auth_volume: {
-            "htpasswd": File(self.users.content(), mode=0o640, gid=NGINX_GID)}})
+    def add_user(self, name: str, password: str) -> None:
+        self.users.add(name, password)
+        self._push()
+
+    def delete_user(self, name: str) -> None:
+        self.users.delete(name)
+        self._push()
+
+    def nginx_started_at(self) -> str:
+        container = self.nginx.get_wrapped_container()
+        container.reload()
+        return container.attrs["State"]["StartedAt"]
+
+    def _push(self) -> None:
+        write_files(self.client, self.image, "test", {self.auth_volume: {"htpasswd": users_file(self.users)}})
+
+
+@dataclass
+class ComposeProxy:
+    bundle: Bundle
+    client: docker.DockerClient
+    user: str = USER
+    password: str = PASSWORD
+    realm: str = REALM
+
+    @property
+    def port(self) -> int:
+        return self.bundle.port
+
+    def add_user(self, name: str, password: str) -> None:
+        self.bundle.compose("run", "--rm", "rumistack", "adduser", name, "--password-stdin", input=password + "\n")
+
+    def delete_user(self, name: str) -> None:
+        self.bundle.compose("run", "--rm", "rumistack", "deluser", name)
+
+    def nginx_started_at(self) -> str:
+        labels = [f"{COMPOSE_PROJECT}={self.bundle.project}", "com.docker.compose.service=nginx"]
+        (container,) = self.client.containers.list(filters={"label": labels})
+        return container.attrs["State"]["StartedAt"]
+
+
+@pytest.fixture(scope="session")
+def compose_plugin(docker_client) -> None:
+    """Docker Compose v2 as a docker CLI plugin."""
+    result = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if result.returncode != 0:
+        message = f"no Docker Compose v2 plugin ({result.stderr.strip()}); run scripts/test, which installs it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def compose_bundle(docker_client, image_env, compose_plugin, tmp_path_factory) -> Bundle:
+    """The bundle up by the README's "Docker Compose only" commands for hosts without Python, as written."""
+    (block,) = [b for b in readme_blocks() if "cp .env.example .env" in b]
+    bundle = Bundle.create(tmp_path_factory.mktemp("compose"), image_env, realm=REALM)
+    try:
+        for command in block:
+            bundle.sh(command, input=f"{PASSWORD}\n{PASSWORD}\n" if " adduser " in command else None)
+        yield bundle
+    finally:
+        bundle.remove(docker_client)
 
 
 @contextmanager
 def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str],
-                  user_file: File | None = None) -> Iterator[Proxy]:
+                  user_file: File | None = None) -> Iterator[ContainerProxy]:
     """nginx running `files` as its config directory, in front of the stand-in; the auth volume
     holds one user, or `user_file` if given."""
     suffix = uuid.uuid4().hex[:8]
@@ -56,7 +141,7 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
     auth_volume = docker_client.volumes.create(f"rumistack-test-auth-{suffix}", labels=TEST_LABELS).name
     write_files(docker_client, test_images["nginx"], "test", {
         conf_volume: {name: File(text.encode()) for name, text in files.items()},
-        auth_volume: {"htpasswd": user_file or File(users.content(), mode=0o640, gid=NGINX_GID)},
+        auth_volume: {"htpasswd": user_file or users_file(users)},
     })
     with Network(docker_network_kw={"labels": TEST_LABELS}) as network:
         stub = (
@@ -78,19 +163,32 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                 .waiting_for(HttpWaitStrategy(80, "/health").for_status_code(200))
             )
             with nginx:
-                yield Proxy(int(nginx.get_exposed_port(80)), users, auth_volume, nginx, stub, test_images["nginx"])
+                yield ContainerProxy(int(nginx.get_exposed_port(80)), users, auth_volume, nginx, stub,
+                                     docker_client, test_images["nginx"])
 
 
 @pytest.fixture(scope="module")
-def proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Proxy]:
-    """nginx with rumistack's rendered config (defaults but the realm)."""
+def containers_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
+    """nginx with rumistack's rendered config (defaults but the realm), started by testcontainers."""
     files = render(load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM}))
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
         yield running
 
 
+@pytest.fixture(scope="session")
+def compose_proxy(compose_bundle, docker_client) -> ComposeProxy:
+    """nginx with rumistack's rendered config (defaults but the realm), started by the compose bundle."""
+    return ComposeProxy(compose_bundle, docker_client)
+
+
+@pytest.fixture(scope="module", params=["containers", "compose"])
+def proxy(request) -> Proxy:
+    """The same tests against nginx started by testcontainers and by the compose bundle."""
+    return request.getfixturevalue(f"{request.param}_proxy")
+
+
 @pytest.fixture(scope="module")
-def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Proxy]:
+def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
     """nginx with the configuration RumiTalk's documentation gives (tests/data/seed)."""
     files = {p.name: p.read_text() for p in SEED.iterdir()}
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:

@@ -35,7 +35,8 @@ def _events(port: int, target: str, token: str) -> list[tuple[dict, float]]:
 
 
 @pytest.mark.parametrize("accel", ["", "&accel=no"], ids=["no X-Accel-Buffering", "X-Accel-Buffering: no"])
-def test_each_streamed_event_arrives_before_the_next_is_sent(proxy, accel):
+def test_each_streamed_event_arrives_before_the_next_is_sent(containers_proxy, accel):
+    proxy = containers_proxy  # the stack whose RumiTalk is reachable directly too
     token = login(proxy.port)
     target = f"/api/stream?events=4&gap=0.6{accel}"
     direct = int(proxy.stub.get_exposed_port(3080))
