@@ -41,7 +41,7 @@ import docker
 
 from rumistack import stack
 from rumistack.config import load_config
-from rumistack.spec import LABEL_PROJECT, container_name, labels, network_name
+from rumistack.spec import container_name, labels, network_name
 from rumistack.users import UserFile
 
 BENCH = Path(__file__).resolve().parent
@@ -198,13 +198,16 @@ def _ip(container, network: str) -> str:
 class Setups:
     """Everything the rows load, started once; `close` removes it all."""
 
-    def __init__(self, client: docker.DockerClient, workdir: Path, nginx_image: str, extra_labels: dict[str, str]) -> None:
+    def __init__(self, client: docker.DockerClient, workdir: Path, nginx_image: str, upstream_image: str,
+                 extra_labels: dict[str, str]) -> None:
         self.client, self.workdir = client, workdir
         self.caddy: subprocess.Popen | None = None
         self.config = load_config("/nonexistent", environ={
             "RUMISTACK_PROJECT": f"rumibench-{uuid.uuid4().hex[:8]}",
             "RUMISTACK_NGINX_IMAGE": nginx_image,
-            "RUMITALK_IMAGE": images.STATIC_UPSTREAM,
+            "RUMITALK_IMAGE": upstream_image,
+            # the static upstream needs no database: no MongoDB in the stack
+            "RUMISTACK_MONGO_URI": "mongodb://unused.invalid:27017/RumiTalk",
             "RUMISTACK_HTTP_PORT": str(_free_port()),
             "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
             "RUMISTACK_STATE_DIR": str(workdir / "state"),
@@ -263,9 +266,7 @@ class Setups:
         if self.caddy is not None:
             self.caddy.terminate()
             self.caddy.wait(timeout=10)
-        stack.down(self.config)
-        for volume in self.client.volumes.list(filters={"label": f"{LABEL_PROJECT}={self.config.project}"}):
-            volume.remove(force=True)
+        stack.down(self.config, remove_volumes=True)
 
 
 def _tar(files: dict[str, bytes]) -> bytes:
@@ -428,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BENCH / "results", help="where the table and the chart go")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                         help="an extra label on the Docker objects the benchmark creates itself")
-    parser.add_argument("--nginx-image", default=images.NGINX, help="the nginx image for rumistack and plain auth_basic")
+    parser.add_argument("--nginx-image", help=f"the nginx image for rumistack and plain auth_basic (default: {images.NGINX})")
+    parser.add_argument("--upstream-image", help=f"the static upstream in RumiTalk's place (default: {images.STATIC_UPSTREAM})")
     args = parser.parse_args(argv)
     plan = SMOKE if args.smoke else FULL
     extra_labels = dict(item.split("=", 1) for item in args.label)
@@ -437,10 +439,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {message}", file=sys.stderr, flush=True)
 
     client = docker.from_env()
-    images.ensure_images(client, log=log)
+    pinned = images.ensure_images(client, log=log)  # the images of this checkout's recipes
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="rumibench-") as tmp:
-        setups = Setups(client, Path(tmp), args.nginx_image, extra_labels)
+        setups = Setups(client, Path(tmp), args.nginx_image or pinned[images.NGINX],
+                        args.upstream_image or pinned[images.STATIC_UPSTREAM], extra_labels)
         try:
             setups.start(log)
             results = measure(setups, Wrk(Path(tmp)), plan, log)

@@ -17,6 +17,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from .errors import ConfigError
+from .exemptions import Exemption, exemptions, parse_extra
 
 # values that reach nginx.conf are checked against these: quotes, semicolons,
 # braces, `$`, whitespace and control characters can never get through
@@ -88,6 +89,32 @@ def _seconds(value: str) -> int:
     return int(value)
 
 
+def _size(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]{0,5}[kKmMgG]?", value):
+        raise ValueError("use a size such as 25m (a number, optionally followed by k, m or g)")
+    return value.lower()
+
+
+def _timeout(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 86400:
+        raise ValueError("use a whole number of seconds from 1 to 86400")
+    return int(value)
+
+
+def _mongo_uri(value: str) -> str:
+    if value and not re.fullmatch(r"mongodb(\+srv)?://\S+", value):
+        raise ValueError("use a MongoDB connection string such as mongodb://user:pass@db.example.com:27017/RumiTalk")
+    return value
+
+
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
 @dataclass(frozen=True)
 class Key:
     name: str
@@ -103,10 +130,19 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_BIND_ADDRESS", "bind_address", "0.0.0.0", _address),
     Key("RUMISTACK_NGINX_IMAGE", "nginx_image", "nginx:1.28.0-alpine", _image),
     Key("RUMITALK_IMAGE", "rumitalk_image", "ghcr.io/rumitalk/rumitalk:v0.8.0", _image),
+    Key("RUMISTACK_MONGO_IMAGE", "mongo_image", "mongo:8.0.4", _image),
+    Key("RUMISTACK_MONGO_URI", "mongo_uri", "", _mongo_uri),
+    Key("RUMISTACK_SEARCH", "search", "false", _flag),
+    Key("RUMISTACK_MEILI_IMAGE", "meili_image", "getmeili/meilisearch:v1.12.3", _image),
     Key("RUMISTACK_REALM", "realm", "RumiTalk", _realm),
     Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
     Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
     Key("RUMISTACK_AUTH_CACHE_SECONDS", "auth_cache_seconds", "300", _seconds),
+    Key("RUMISTACK_STREAM_TIMEOUT", "stream_timeout", "900", _timeout),
+    Key("RUMISTACK_MAX_UPLOAD", "max_upload", "25m", _size),
+    Key("RUMISTACK_EXEMPT_OAUTH", "exempt_oauth", "false", _flag),
+    Key("RUMISTACK_EXEMPT_PATHS", "exempt_paths", "", parse_extra),
+    Key("RUMISTACK_TOOLS_BASE_IMAGE", "tools_base_image", "python:3.12-slim-bookworm", _image),
 )
 
 
@@ -118,10 +154,23 @@ class Config:
     bind_address: str
     nginx_image: str
     rumitalk_image: str
+    mongo_image: str
+    mongo_uri: str
+    search: bool
+    meili_image: str
     realm: str
     state_dir: Path
     health_timeout: int
     auth_cache_seconds: int
+    stream_timeout: int
+    max_upload: str
+    exempt_oauth: bool
+    exempt_paths: tuple[Exemption, ...]
+    tools_base_image: str
+
+    @property
+    def exemptions(self) -> tuple[Exemption, ...]:
+        return exemptions(self.exempt_oauth, self.exempt_paths)
 
     @property
     def url(self) -> str:
@@ -148,4 +197,9 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
             values[key.field] = key.parse(raw)
         except ValueError as exc:
             raise ConfigError(f"{key.name}={raw!r} is not valid: {exc} (set it in .env or the environment)") from None
-    return Config(**values)  # type: ignore[arg-type]
+    config = Config(**values)  # type: ignore[arg-type]
+    try:
+        config.exemptions
+    except ValueError as exc:
+        raise ConfigError(f"RUMISTACK_EXEMPT_PATHS: {exc}; list each path once") from None
+    return config

@@ -1,13 +1,13 @@
 """Render the nginx configuration from the Jinja2 templates in nginx/.
 
-Output is deterministic: the same Config gives the same bytes, so a hash of
-the files tells whether anything changed.
+Output is deterministic: the same Config gives the same bytes. The config
+carries a hash of itself (config_id), which nginx reports on loopback, so
+rumistack can tell which config a running nginx has loaded.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from importlib import resources
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -28,25 +28,12 @@ HEALTH_PORT = 8081
 UPSTREAM = "rumitalk:3080"
 
 
-@dataclass(frozen=True)
-class Exemption:
-    path: str
-    exact: bool
-    why: str
-
-
-# the one list of paths that skip basic auth
-EXEMPTIONS: tuple[Exemption, ...] = (
-    Exemption("/api/", False, "rumitalk's api: its own bearer-token auth guards it"),
-    Exemption("/manifest.webmanifest", True, "browsers fetch the manifest without credentials"),
-    Exemption("/health", True, "health checks; safari re-prompts for credentials here"),
-)
-
 _TEMPLATES = {
     MAIN_FILE: "nginx.conf.j2",
     "snippets/basic-auth.conf": "snippets/basic-auth.conf.j2",
     "snippets/auth-verifier.conf": "snippets/auth-verifier.conf.j2",
     "snippets/proxy.conf": "snippets/proxy.conf.j2",
+    "snippets/streaming.conf": "snippets/streaming.conf.j2",
 }
 
 
@@ -62,7 +49,21 @@ def _environment() -> Environment:
 
 def render(config: Config) -> dict[str, str]:
     """The config files, by path relative to the config directory."""
+    return _render(config, config_id(config))
+
+
+def config_id(config: Config) -> str:
+    """A hash of the config rendered for `config`; nginx reports the one it has loaded."""
+    h = hashlib.sha256()
+    for name, text in sorted(_render(config, "").items()):
+        h.update(name.encode() + b"\0" + text.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _render(config: Config, config_id: str) -> dict[str, str]:
     env = _environment()
+    exempt = config.exemptions
+    exact = {e.path for e in exempt if e.exact}
     context = {
         "domain": config.domain,
         "realm": config.realm,
@@ -72,16 +73,11 @@ def render(config: Config) -> dict[str, str]:
         "user_file": f"{AUTH_DIR}/{USER_FILE}",
         "auth_tmpfs": AUTH_TMPFS,
         "auth_cache_seconds": config.auth_cache_seconds,
-        "exemptions": EXEMPTIONS,
+        "config_id": config_id,
+        "stream_timeout": config.stream_timeout,
+        "max_upload": config.max_upload,
+        "exemptions": exempt,
+        # a prefix exemption's path without its slash stays protected, unless exempted itself
+        "guarded": {e.path: e.path[:-1] not in exact for e in exempt if not e.exact},
     }
     return {name: env.get_template(template).render(context) for name, template in sorted(_TEMPLATES.items())}
-
-
-def digest(files: dict[str, str | bytes]) -> str:
-    """A short hash of a set of files, names included."""
-    h = hashlib.sha256()
-    for name in sorted(files):
-        content = files[name]
-        data = content.encode() if isinstance(content, str) else content
-        h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
-    return h.hexdigest()[:16]

@@ -1,5 +1,6 @@
 """Files into named volumes and config checks, through short-lived helper
-containers of the nginx image (already local: nothing extra is pulled).
+containers of the nginx image (no extra image: it is pulled only if missing,
+as `up` needs it anyway).
 
 Writes are atomic: files are staged inside the volume, then renamed into
 place, so nginx never reads a half-written file.
@@ -11,14 +12,17 @@ import hashlib
 import io
 import secrets
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import docker
+from docker.errors import NotFound
 from docker.types import Mount
 
+from .config import Config
 from .errors import StackError
 from .render import CONF_DIR, MAIN_FILE, UPSTREAM, USER_FILE
-from .spec import AUTH_TMPFS_MOUNT, LABEL_PROJECT
+from .spec import AUTH_TMPFS_MOUNT, LABEL_PROJECT, volume_labels, volume_name
 
 _STAGE = "/rumistack-stage"
 
@@ -31,7 +35,7 @@ class File:
     gid: int = 0
 
 
-def _tar(files: dict[str, File], prefix: str = "", links: dict[str, str] | None = None) -> bytes:
+def archive(files: dict[str, File], prefix: str = "", links: dict[str, str] | None = None) -> bytes:
     """A tar of `files` and symbolic `links` ({name: target}) under the
     directory `prefix`, with every parent directory."""
     paths = {f"{prefix}/{name}".strip("/"): file for name, file in files.items()}
@@ -71,18 +75,22 @@ def _run_helper(client: docker.DockerClient, image: str, project: str, command: 
 
 def check_config(client: docker.DockerClient, image: str, project: str, files: dict[str, str]) -> None:
     """Run `nginx -t` on the rendered files inside the nginx image; raise StackError if it refuses them."""
-    archive = _tar({name: File(text.encode()) for name, text in files.items()}, prefix=CONF_DIR)
+    config_archive = archive({name: File(text.encode()) for name, text in files.items()}, prefix=CONF_DIR)
     host = UPSTREAM.split(":")[0]
     code, output = _run_helper(
         client, image, project, ["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"],
-        archives=[("/", archive)],
+        archives=[("/", config_archive)],
         # the upstream name resolves on the stack's network; here any address will do
         extra_hosts={host: "127.0.0.1"},
         # nginx -t creates the cache directory, which needs the tmpfs nginx has
         tmpfs={AUTH_TMPFS_MOUNT.target: AUTH_TMPFS_MOUNT.options},
     )
     if code != 0:
-        raise StackError(f"nginx refused the rendered configuration, so nothing was changed: {output}")
+        raise config_refused(output)
+
+
+def config_refused(output: str) -> StackError:
+    return StackError(f"nginx refused the rendered configuration, so nothing was changed: {output}")
 
 
 def write_files(client: docker.DockerClient, image: str, project: str, volumes: dict[str, dict[str, File]]) -> None:
@@ -92,7 +100,7 @@ def write_files(client: docker.DockerClient, image: str, project: str, volumes: 
     for index, (volume, files) in enumerate(sorted(volumes.items())):
         target = f"/volumes/{index}"
         mounts.append(Mount(target, volume, type="volume", no_copy=True))
-        archives.append((target, _tar(files, prefix=stage)))
+        archives.append((target, archive(files, prefix=stage)))
         for path in sorted(files):
             moves += [f"{target}{stage}/{path}", f"{target}/{path}"]
     script = (
@@ -129,9 +137,47 @@ def publish_user_file(client: docker.DockerClient, image: str, project: str, vol
     )
     code, output = _run_helper(
         client, image, project, ["sh", "-c", script, "sh", target, stage.lstrip("/"), name, USER_FILE],
-        archives=[(target, _tar({name: file}, prefix=stage, links={USER_FILE: name}))],
+        archives=[(target, archive({name: file}, prefix=stage, links={USER_FILE: name}))],
         mounts=[Mount(target, volume, type="volume", no_copy=True)],
     )
     if code != 0:
         raise StackError(f"writing the user file into its volume failed: {output}")
     return name
+
+
+class EngineVolumes:
+    """The project's named volumes ({volume}: `<project>_{volume}`), reached through the Docker engine.
+    `prepare` runs before the helper containers: it makes sure the nginx image is here."""
+
+    def __init__(self, client: docker.DockerClient, config: Config, prepare: Callable[[], object] = lambda: None) -> None:
+        self._client = client
+        self._config = config
+        self._prepare = prepare
+
+    def exists(self, volume: str) -> bool:
+        try:
+            self._client.volumes.get(volume_name(self._config, volume))
+        except NotFound:
+            return False
+        return True
+
+    def ensure(self, volume: str) -> None:
+        """Create the volume (with rumistack's and compose's labels) unless it is there."""
+        if not self.exists(volume):
+            self._client.volumes.create(volume_name(self._config, volume), labels=volume_labels(self._config, volume))
+
+    def check(self, files: dict[str, str]) -> None:
+        self._prepare()
+        check_config(self._client, self._config.nginx_image, self._config.project, files)
+
+    def write(self, volumes: dict[str, dict[str, File]]) -> None:
+        self._prepare()
+        for volume in volumes:
+            self.ensure(volume)
+        write_files(self._client, self._config.nginx_image, self._config.project,
+                    {volume_name(self._config, volume): files for volume, files in volumes.items()})
+
+    def publish_user_file(self, volume: str, file: File) -> None:
+        self._prepare()
+        self.ensure(volume)
+        publish_user_file(self._client, self._config.nginx_image, self._config.project, volume_name(self._config, volume), file)

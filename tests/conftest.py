@@ -53,9 +53,10 @@ def docker_client() -> docker.DockerClient:
 
 @pytest.fixture(scope="session")
 def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    """{"nginx": ..., "rumitalk": ...}: the official nginx image when it is here, else the local one."""
+    """Image per service: the official nginx image when it is here, else the local one; stand-ins for the rest
+    (and the benchmark's static upstream)."""
     try:
-        images.ensure_images(docker_client)
+        pinned = images.ensure_images(docker_client)
     except Exception as exc:  # any failure to build means no images: never a silent skip in CI
         if IN_CI:
             pytest.fail(f"the local test images could not be built: {exc}")
@@ -64,8 +65,18 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
         docker_client.images.get(OFFICIAL_NGINX)
         nginx = OFFICIAL_NGINX
     except ImageNotFound:
-        nginx = images.NGINX
-    return {"nginx": nginx, "rumitalk": images.STUB}
+        nginx = pinned[images.NGINX]
+    return {"nginx": nginx, "rumitalk": pinned[images.STUB], "mongodb": pinned[images.MONGO],
+            "meilisearch": pinned[images.MEILI], "python": pinned[images.PYTHON],
+            "static-upstream": pinned[images.STATIC_UPSTREAM]}
+
+
+@pytest.fixture(scope="session")
+def image_env(test_images) -> dict[str, str]:
+    """The config keys that point rumistack at the test images."""
+    return {"RUMISTACK_NGINX_IMAGE": test_images["nginx"], "RUMITALK_IMAGE": test_images["rumitalk"],
+            "RUMISTACK_MONGO_IMAGE": test_images["mongodb"], "RUMISTACK_MEILI_IMAGE": test_images["meilisearch"],
+            "RUMISTACK_TOOLS_BASE_IMAGE": test_images["python"]}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

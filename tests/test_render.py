@@ -1,7 +1,9 @@
 import re
 
 from rumistack.config import load_config
-from rumistack.render import AUTH_TMPFS, EXEMPTIONS, render
+from rumistack.exemptions import BUILTIN as EXEMPTIONS
+from rumistack.render import AUTH_TMPFS, render
+from rumistack.secretstore import GENERATORS
 from rumistack.spec import services
 
 
@@ -80,7 +82,7 @@ def test_the_cache_and_its_temporary_files_live_on_the_nginx_containers_tmpfs():
     verifier = _conf()["snippets/auth-verifier.conf"]
     cache_path = re.search(r"proxy_cache_path (\S+) .*use_temp_path=off;", verifier)
     assert cache_path and cache_path[1].startswith(AUTH_TMPFS + "/")
-    nginx = next(s for s in services(load_config("/nonexistent", environ={}), "digest") if s.name == "nginx")
+    nginx = next(s for s in services(load_config("/nonexistent", environ={}), {name: "x" for name in GENERATORS}) if s.name == "nginx")
     assert [t.target for t in nginx.tmpfs] == [AUTH_TMPFS]
 
 
@@ -95,3 +97,12 @@ def test_verifications_are_limited_per_address_before_the_total():
     verifier = _conf()["snippets/auth-verifier.conf"]
     limits = re.findall(r"limit_req zone=(\w+)", verifier)
     assert limits == ["rumistack_verify_client", "rumistack_verify_all"]
+
+
+def test_the_config_reports_its_own_id_which_changes_with_the_config():
+    from rumistack.render import config_id
+
+    default = load_config("/nonexistent", environ={})
+    other = load_config("/nonexistent", environ={"RUMISTACK_REALM": "Other"})
+    assert config_id(default) != config_id(other)
+    assert f'return 200 "{config_id(default)}";' in render(default)["nginx.conf"]

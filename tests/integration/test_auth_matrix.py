@@ -1,5 +1,6 @@
 """The auth rules, proven against real nginx in front of the RumiTalk stand-in,
-with verified credentials answered from nginx's cache."""
+started by testcontainers and by the compose bundle (conftest.proxy), with
+verified credentials answered from nginx's cache."""
 
 import base64
 
@@ -108,21 +109,17 @@ def test_forwarding_headers_reach_rumitalk(proxy):
     assert answer.seen_header("X-Forwarded-For") == answer.seen_header("X-Real-IP")
 
 
-def test_user_changes_apply_to_cached_credentials_at_once_without_restarting_nginx(proxy, docker_client):
-    started = proxy.nginx.get_wrapped_container().attrs["State"]["StartedAt"]
+def test_user_changes_apply_to_cached_credentials_at_once_without_restarting_nginx(proxy):
+    started = proxy.nginx_started_at()
     old, new = {"Authorization": basic("bob", "bobs long password")}, {"Authorization": basic("bob", "bobs new password")}
-    proxy.users.add("bob", "bobs long password")
-    proxy.push_users(docker_client)
+    proxy.add_user("bob", "bobs long password")
     assert [send(proxy.port, "/", headers=old).status for _ in range(2)] == [200, 200]  # the second from the cache
 
-    proxy.users.set_password("bob", "bobs new password")
-    proxy.push_users(docker_client)
+    proxy.set_password("bob", "bobs new password")
     _refused_with_the_challenge(proxy, send(proxy.port, "/", headers=old))
     assert send(proxy.port, "/", headers=new).status == 200
 
-    proxy.users.delete("bob")
-    proxy.push_users(docker_client)
+    proxy.delete_user("bob")
     _refused_with_the_challenge(proxy, send(proxy.port, "/", headers=new))
     assert send(proxy.port, "/", headers={"Authorization": basic(proxy.user, proxy.password)}).status == 200
-    proxy.nginx.get_wrapped_container().reload()
-    assert proxy.nginx.get_wrapped_container().attrs["State"]["StartedAt"] == started
+    assert proxy.nginx_started_at() == started

@@ -1,7 +1,8 @@
 """Failed verifications are rate-limited: a burst of wrong passwords gets
 429 while a cached user keeps getting in, and the failures are logged in the
-form the README's fail2ban filter reads. Its own nginx (the `proxy` fixture
-is per module), so no other test's failures count here."""
+form the README's fail2ban filter reads. Its own nginx (`containers_proxy`
+is per module, and its logs can be read), so no other test's failures count
+here."""
 
 import re
 from collections import Counter
@@ -19,7 +20,8 @@ def _failregex() -> re.Pattern:
     return re.compile(line.removeprefix("failregex = ").replace("<HOST>", r"(?P<host>\S+)"))
 
 
-def test_a_burst_of_wrong_passwords_is_throttled_while_a_cached_user_gets_in(proxy):
+def test_a_burst_of_wrong_passwords_is_throttled_while_a_cached_user_gets_in(containers_proxy):
+    proxy = containers_proxy  # the stack whose nginx logs the tests read
     alice = {"Authorization": basic(proxy.user, proxy.password)}
     assert send(proxy.port, "/", headers=alice).status == 200  # verified once, cached from now on
 
@@ -40,7 +42,8 @@ def test_a_burst_of_wrong_passwords_is_throttled_while_a_cached_user_gets_in(pro
     assert [send(proxy.port, "/", headers=alice).status for _ in range(5)] == [200] * 5
 
 
-def test_failures_are_logged_with_the_clients_address_for_fail2ban(proxy):
+def test_failures_are_logged_with_the_clients_address_for_fail2ban(containers_proxy):
+    proxy = containers_proxy  # the stack whose nginx logs the tests read
     send(proxy.port, "/", headers={"Authorization": basic(proxy.user, "not the password")})
     send(proxy.port, "/", headers={"Authorization": basic("mallory", "whatever")})
     lines = proxy.logs().splitlines()

@@ -1,14 +1,16 @@
 """The hop to the verifier carries the credential and nothing a client can
 shape: no request body or its length (the connection to the verifier stays
 open, so a length without a body would eat the next check), and none of the
-verifier's own headers. Its own nginx (the `proxy` fixture is per module)."""
+verifier's own headers. Its own nginx (`containers_proxy` is per module,
+and its logs can be read)."""
 
 import re
 
 from web import basic, send
 
 
-def test_a_request_body_does_not_reach_the_verifier_or_spoil_the_next_check(proxy):
+def test_a_request_body_does_not_reach_the_verifier_or_spoil_the_next_check(containers_proxy):
+    proxy = containers_proxy  # the stack whose nginx logs the tests read
     for n in range(3):
         upload = send(proxy.port, "/c/new", "POST", headers={"Authorization": basic(proxy.user, f"wrong {n}")}, body=b"x" * 64)
         assert upload.status == 401
@@ -18,7 +20,8 @@ def test_a_request_body_does_not_reach_the_verifier_or_spoil_the_next_check(prox
     assert answer.seen["method"] == "POST"
 
 
-def test_a_client_cannot_set_the_verifiers_own_headers(proxy):
+def test_a_client_cannot_set_the_verifiers_own_headers(containers_proxy):
+    proxy = containers_proxy  # the stack whose nginx logs the tests read
     spoofed = {"X-Rumistack-Client": "198.51.100.7", "X-Rumistack-User-File": "/etc/passwd"}
     assert send(proxy.port, "/", headers={**spoofed, "Authorization": basic(proxy.user, "a wrong one")}).status == 401
     assert send(proxy.port, "/", headers={**spoofed, "Authorization": basic(proxy.user, proxy.password)}).status == 200

@@ -12,7 +12,8 @@ ROOT = Path(__file__).parents[2]
 
 def test_the_benchmark_runs_every_row_and_writes_the_table_and_chart(docker_client, test_images, tmp_path):
     result = subprocess.run(
-        [str(ROOT / "bench" / "run"), "--smoke", "--out", str(tmp_path), "--label", f"{TEST_LABEL}={TEST_LABELS[TEST_LABEL]}"],
+        [str(ROOT / "bench" / "run"), "--smoke", "--out", str(tmp_path), "--label", f"{TEST_LABEL}={TEST_LABELS[TEST_LABEL]}",
+         "--upstream-image", test_images["static-upstream"]],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr

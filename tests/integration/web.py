@@ -1,18 +1,20 @@
-"""A small HTTP client for tests: sends the request path exactly as given
-(no normalisation) and decodes the stand-in's record of what reached it."""
+"""Test helpers over rumistack.probe: answers with the stand-in's record of
+what reached it decoded."""
 
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 from dataclasses import dataclass
+from email.message import Message
+
+from rumistack.probe import request
 
 
 @dataclass
 class Answer:
     status: int
-    headers: http.client.HTTPMessage
+    headers: Message
     body: bytes
     seen: dict | None  # what the RumiTalk stand-in received, None if the request never reached it
 
@@ -28,23 +30,12 @@ def basic(user: str, password: str) -> str:
 
 
 def send(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
-         body: bytes | None = None, host: str = "127.0.0.1") -> Answer:
-    connection = http.client.HTTPConnection(host, port, timeout=30)
-    try:
-        headers = headers or {}
-        connection.putrequest(method, path, skip_host="Host" in headers, skip_accept_encoding=True)
-        for key, value in headers.items():
-            connection.putheader(key, value)
-        if body is not None:
-            connection.putheader("Content-Length", str(len(body)))
-        connection.endheaders(body)
-        response = connection.getresponse()
-        data = response.read()
-        record = response.headers.get("X-Stub-Request")
-        seen = json.loads(base64.b64decode(record)) if record else None
-        return Answer(response.status, response.headers, data, seen)
-    finally:
-        connection.close()
+         body: bytes = b"") -> Answer:
+    """One request to 127.0.0.1:`port` with `path` sent verbatim."""
+    response = request(f"http://127.0.0.1:{port}", path, method, headers, body)
+    record = response.headers.get("X-Stub-Request")
+    seen = json.loads(base64.b64decode(record)) if record else None
+    return Answer(response.status, response.headers, response.body, seen)
 
 
 def login(port: int, email: str = "user@rumi.test", password: str = "stub-password") -> str:

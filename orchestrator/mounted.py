@@ -1,0 +1,79 @@
+"""The stack's volumes mounted in this container at <root>/<volume>: the
+compose bundle's `rumistack` tools service, which has no Docker engine.
+Files are written into them directly, and the configuration is checked with
+the nginx installed beside rumistack in that image.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import StackError
+from .files import replace_atomically, sync_directory
+from .render import AUTH_TMPFS, CONF_DIR, MAIN_FILE, USER_FILE
+from .volumes import File, config_refused, user_file_name
+
+# the environment variable that tells the CLI where the volumes are mounted
+VOLUMES_DIR_ENV = "RUMISTACK_VOLUMES_DIR"
+
+
+class MountedVolumes:
+    """Volumes mounted at `root`/<volume>."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def exists(self, volume: str) -> bool:
+        return (self.root / volume).is_dir()
+
+    def check(self, files: dict[str, str]) -> None:
+        """`nginx -t` on the files, placed where nginx.conf includes them from (CONF_DIR in this container)."""
+        nginx = shutil.which("nginx")
+        if nginx is None:
+            raise StackError("nginx is not installed here, so the configuration cannot be checked: "
+                             "run this in the compose bundle's rumistack service")
+        for name, text in files.items():
+            path = Path(CONF_DIR) / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        # nginx -t creates the cache directory inside the tmpfs the nginx container has
+        Path(AUTH_TMPFS).mkdir(parents=True, exist_ok=True)
+        result = subprocess.run([nginx, "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise config_refused((result.stderr + result.stdout).strip())
+
+    def _mounted(self, volume: str) -> Path:
+        root = self.root / volume
+        if not root.is_dir():
+            raise StackError(f"the volume {volume} is not mounted at {root}")
+        return root
+
+    def write(self, volumes: dict[str, dict[str, File]]) -> None:
+        """Each file replaced atomically, with its mode and owner."""
+        for volume, files in sorted(volumes.items()):
+            root = self._mounted(volume)
+            for name, file in sorted(files.items()):
+                path = root / name
+                path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                replace_atomically(path, file.data, file.mode, file.uid, file.gid)
+
+    def publish_user_file(self, volume: str, file: File) -> None:
+        """The same layout as volumes.publish_user_file: the content as
+        htpasswd-<hash>, then the link `htpasswd` switched to it in one
+        rename; the file before it stays, older ones go."""
+        root = self._mounted(volume)
+        name = user_file_name(file.data)
+        replace_atomically(root / name, file.data, file.mode, file.uid, file.gid)
+        link = root / USER_FILE
+        previous = os.readlink(link) if link.is_symlink() else None
+        staged = root / f".{USER_FILE}.{secrets.token_hex(4)}"
+        os.symlink(name, staged)
+        os.replace(staged, link)
+        for old in root.glob(f"{USER_FILE}-*"):
+            if old.name not in (name, previous):
+                old.unlink()
+        sync_directory(root)

@@ -1,0 +1,99 @@
+"""Fail closed: whatever is wrong with the users, the user file link or the
+config, nginx never serves protected content; without the tmpfs for its
+cache of verified credentials it does not start; and a config nginx refuses
+never replaces a good one."""
+
+from __future__ import annotations
+
+import pytest
+from clirun import PASSWORD, rumistack
+from conftest import running_proxy
+from web import basic, send
+
+from rumistack import stack
+from rumistack.config import load_config
+from rumistack.render import AUTH_DIR, AUTH_TMPFS, CONF_DIR, MAIN_FILE, render
+from rumistack.spec import NGINX_GID
+from rumistack.users import UserFile
+from rumistack.volumes import File
+from testenv import TEST_LABELS
+
+PROTECTED = ["/", "/assets/index.js", "/healthz"]
+
+
+@pytest.mark.parametrize("case, user_file", [
+    ("no users", File(b"", mode=0o640, gid=NGINX_GID)),
+    ("unreadable by nginx", None),  # filled in below: the right content, but root-only
+    ("not a user file", File(b"<html>oops</html>\n", mode=0o640, gid=NGINX_GID)),
+])
+def test_protected_paths_are_never_served_when_the_user_file_is_unusable(docker_client, test_images, tmp_path,
+                                                                          case, user_file):
+    files = render(load_config("/nonexistent", environ={}))
+    if user_file is None:
+        users = UserFile(tmp_path / "probe")
+        users.add("alice", "correct horse battery")
+        user_file = File(users.content(), mode=0o600, uid=0, gid=0)
+    with running_proxy(docker_client, test_images, tmp_path, files, user_file=user_file) as proxy:
+        for path in PROTECTED:
+            for headers in ({}, {"Authorization": basic("alice", "correct horse battery")}):
+                answer = send(proxy.port, path, headers=headers)
+                assert answer.seen is None, (case, path)
+                assert answer.status in (401, 403, 500), (case, path, answer.status)
+        assert send(proxy.port, "/health").status == 200  # exemptions still work
+
+
+@pytest.mark.parametrize("case, damage", [
+    # the auth volume is read-only in nginx: a helper that mounts it read-write damages it
+    ("no link", "rm htpasswd"),
+    ("a link to a file that is gone", 'rm "$(readlink htpasswd)"'),
+    ("never published: an empty volume", "rm htpasswd*"),
+    ("a link out of the volume", "ln -sfn /etc/passwd htpasswd"),
+    ("a link to a file of another name", 'cp -p "$(readlink htpasswd)" users && ln -sfn users htpasswd'),
+])
+def test_a_missing_or_misplaced_user_file_serves_nothing_protected(docker_client, test_images, tmp_path, case, damage):
+    files = render(load_config("/nonexistent", environ={}))
+    with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
+        docker_client.containers.run(proxy.image, ["sh", "-ec", f"cd /v && {damage}"], remove=True,
+                                      volumes={proxy.auth_volume: {"bind": "/v", "mode": "rw"}},
+                                      labels=TEST_LABELS)
+        for path in PROTECTED:
+            challenged = send(proxy.port, path)
+            assert challenged.status == 401 and challenged.seen is None, (case, path)
+            answer = send(proxy.port, path, headers={"Authorization": basic(proxy.user, proxy.password)})
+            assert answer.status in (403, 500) and answer.seen is None, (case, path, answer.status)
+        assert send(proxy.port, "/health").status == 200  # exemptions still work
+
+
+def test_nginx_without_the_cache_tmpfs_does_not_start(docker_client, test_images, tmp_path):
+    files = render(load_config("/nonexistent", environ={}))
+    with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
+        container = proxy.nginx.get_wrapped_container()
+        volumes = {m["Name"]: {"bind": m["Destination"], "mode": "ro"} for m in container.attrs["Mounts"] if m["Type"] == "volume"}
+        assert {v["bind"] for v in volumes.values()} == {CONF_DIR, AUTH_DIR}
+        without = docker_client.containers.run(
+            proxy.image, ["nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"], volumes=volumes,
+            extra_hosts={"rumitalk": "127.0.0.1"}, labels=TEST_LABELS, detach=True,
+        )
+        assert without.wait(timeout=30)["StatusCode"] != 0
+        assert f"{AUTH_TMPFS}/cache" in without.logs().decode()
+
+
+def test_a_config_nginx_refuses_never_replaces_the_running_one(running_project, monkeypatch):
+    port = running_project.port
+    ids = running_project.container_ids()
+
+    def broken(config):
+        files = render(config)
+        files["nginx.conf"] = files["nginx.conf"].replace("auth_request off;", "auth_request off", 1)
+        return files
+
+    monkeypatch.setattr(stack, "render", broken)
+    monkeypatch.setenv("RUMISTACK_REALM", "Changed")
+    result = rumistack("up")
+    assert result.exit_code == 4
+    assert "error: nginx refused the rendered configuration, so nothing was changed" in result.output
+
+    assert running_project.container_ids() == ids
+    answer = send(port, "/")
+    assert answer.status == 401 and 'realm="RumiTalk"' in answer.headers["WWW-Authenticate"]
+    assert send(port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200

@@ -1,0 +1,135 @@
+"""Config and users into the volumes: the shared function, the volumes
+mounted in the compose bundle's tools container, and what `render` adds for
+the bundle."""
+
+import os
+import stat
+
+import pytest
+from dotenv import dotenv_values
+
+from rumistack.compose import render_bundle
+from rumistack.config import load_config
+from rumistack.errors import ConfigError, StackError, UserError
+from rumistack.mounted import MountedVolumes
+from rumistack.publish import publish, push_users
+from rumistack.render import render
+from rumistack.secretstore import load_secrets
+from rumistack.spec import NGINX_GID, services
+from rumistack.users import UserFile
+from rumistack.volumes import File, user_file_name
+
+GOOD = "correct horse battery"
+
+
+class RecordingVolumes:
+    """Volumes that keep what is written, and a check that accepts everything."""
+
+    def __init__(self, existing=("nginx-config", "nginx-auth")):
+        self.existing = set(existing)
+        self.checked, self.written, self.user_files = [], {}, {}
+
+    def exists(self, volume):
+        return volume in self.existing
+
+    def check(self, files):
+        self.checked.append(files)
+
+    def write(self, volumes):
+        self.written.update(volumes)
+
+    def publish_user_file(self, volume, file):
+        self.user_files[volume] = file
+
+
+@pytest.fixture
+def users(tmp_path):
+    users = UserFile(tmp_path / "state" / "htpasswd")
+    users.add("alice", GOOD)
+    return users
+
+
+def test_publish_checks_the_rendered_config_then_writes_it_and_the_users(users):
+    config = load_config("/nonexistent", environ={})
+    volumes = RecordingVolumes()
+    publish(config, users, volumes)
+    assert volumes.checked == [render(config)]
+    assert {name: f.data.decode() for name, f in volumes.written["nginx-config"].items()} == render(config)
+    assert list(volumes.written) == ["nginx-config"]
+    htpasswd = volumes.user_files["nginx-auth"]
+    assert (htpasswd.data, htpasswd.mode, htpasswd.uid, htpasswd.gid) == (users.content(), 0o640, 0, NGINX_GID)
+
+
+def test_publish_refuses_when_no_one_could_log_in(tmp_path):
+    volumes = RecordingVolumes()
+    with pytest.raises(UserError, match="rumistack adduser NAME"):
+        publish(load_config("/nonexistent", environ={}), UserFile(tmp_path / "htpasswd"), volumes)
+    assert volumes.written == {} and volumes.user_files == {}
+
+
+def test_push_users_writes_only_when_the_auth_volume_exists(users):
+    assert push_users(users, RecordingVolumes(existing=())) is False
+    volumes = RecordingVolumes()
+    assert push_users(users, volumes) is True
+    assert list(volumes.user_files) == ["nginx-auth"] and volumes.written == {}
+
+
+def test_mounted_volumes_get_each_file_with_its_mode_and_owner(tmp_path):
+    (tmp_path / "nginx-config").mkdir()
+    MountedVolumes(tmp_path).write({"nginx-config": {"snippets/a.conf": File(b"a\n", mode=0o640, gid=NGINX_GID)}})
+    written = tmp_path / "nginx-config" / "snippets" / "a.conf"
+    info = os.stat(written)
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o640, 0, NGINX_GID)
+    assert written.read_bytes() == b"a\n"
+    assert os.listdir(written.parent) == ["a.conf"]  # nothing staged is left behind
+
+
+def test_mounted_volumes_get_the_users_behind_the_link_with_its_mode_and_owner(tmp_path, users):
+    auth = tmp_path / "nginx-auth"
+    auth.mkdir()
+    (auth / "htpasswd").write_text("old\n")  # a plain file, as rumistack wrote it before the link
+    assert push_users(users, MountedVolumes(tmp_path)) is True
+    name = user_file_name(users.content())
+    assert os.readlink(auth / "htpasswd") == name
+    info = os.stat(auth / name)
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o640, 0, NGINX_GID)
+    assert (auth / "htpasswd").read_bytes() == users.content()
+    assert sorted(os.listdir(auth)) == ["htpasswd", name]  # nothing staged is left behind
+
+
+def test_mounted_volumes_keep_the_user_file_before_the_current_one_and_no_older(tmp_path):
+    auth = tmp_path / "nginx-auth"
+    auth.mkdir()
+    contents = [b"alice:$2y$12$a\n", b"alice:$2y$12$b\n", b"alice:$2y$12$c\n"]
+    for data in contents:
+        MountedVolumes(tmp_path).publish_user_file("nginx-auth", File(data, mode=0o640, gid=NGINX_GID))
+    _, previous, current = (user_file_name(data) for data in contents)
+    assert os.readlink(auth / "htpasswd") == current
+    assert sorted(os.listdir(auth)) == sorted(["htpasswd", previous, current])
+
+
+def test_mounted_volume_that_is_not_there_is_an_error(tmp_path, users):
+    volumes = MountedVolumes(tmp_path)
+    assert not volumes.exists("nginx-auth")
+    with pytest.raises(StackError, match="nginx-auth is not mounted"):
+        volumes.write({"nginx-auth": {}})
+
+
+def test_render_bundle_writes_each_services_environment_as_up_gives_it(tmp_path, users):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
+    volumes = RecordingVolumes()
+    render_bundle(config, users, volumes)
+    assert set(volumes.written) == {"nginx-config"} and set(volumes.user_files) == {"nginx-auth"}
+    for service in services(config, load_secrets(config.state_dir)):
+        written = config.state_dir / "compose" / f"{service.name}.env"
+        assert dotenv_values(written) == dict(service.environment)
+        assert stat.S_IMODE(os.stat(written).st_mode) == 0o600
+    assert "JWT_SECRET" in (config.state_dir / "compose" / "rumitalk.env").read_text()
+
+
+def test_render_bundle_refuses_a_stack_the_compose_file_does_not_run(tmp_path, users):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_SEARCH": "true"})
+    volumes = RecordingVolumes()
+    with pytest.raises(ConfigError, match="meilisearch.*use `rumistack up`"):
+        render_bundle(config, users, volumes)
+    assert volumes.written == {} and volumes.user_files == {} and not (tmp_path / "state" / "compose").exists()
