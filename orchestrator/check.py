@@ -13,6 +13,12 @@ Each case is a request target, a credential form and an expectation:
 Every request that carries the right Basic credentials is also checked for
 a leak: if the answer shows the credentials (as an echoing upstream such as
 rumistack's RumiTalk stand-in does), the proxy forwarded them.
+
+RumiTalk answers some API routes without any token (login, registration,
+password reset, its config, banner and shared links). The audit reports
+which of them answer without credentials; with `strict` (rumistack's strict
+API mode) they must be stopped, and /api/ needs credentials, while token
+refresh and logout stay reachable.
 """
 
 from __future__ import annotations
@@ -32,7 +38,16 @@ class Case:
     group: str
     target: str
     credentials: str
-    expect: str  # "challenge", "served", "exempt", or "same-as:<path>"
+    expect: str  # "challenge", "served", "exempt", "report", or "same-as:<path>"
+    method: str = "GET"
+
+
+# api routes rumitalk answers without a token
+OPEN_API_ROUTES = (("POST", "/api/auth/login"), ("POST", "/api/auth/register"),
+                   ("POST", "/api/auth/requestPasswordReset"), ("GET", "/api/config"), ("GET", "/api/banner"),
+                   ("GET", "/api/share/rumistack-check"))
+# what strict mode leaves open
+STRICT_OPEN_ROUTES = (("POST", "/api/auth/refresh"), ("POST", "/api/auth/logout"))
 
 
 @dataclass(frozen=True)
@@ -47,7 +62,7 @@ class CheckError(RumistackError):
     """The deployment could not be audited."""
 
 
-def cases() -> list[Case]:
+def cases(strict: bool = False) -> list[Case]:
     out = []
     for target in ("/", "/c/new", "/assets/index.js", "/index.html", "/robots.txt"):
         out.append(Case("protected", target, "none", "challenge"))
@@ -55,8 +70,14 @@ def cases() -> list[Case]:
                    "/manifest.webmanifest.bak", "/manifest.webmanifest/", "/manifest.webmanifestx",
                    "/apix", "/api", "/x/api/", "/x/api/convos"):
         out.append(Case("near-miss", target, "none", "challenge"))
-    for target in ("/health", "/health?probe=1", "/manifest.webmanifest", "/api/convos", "/api/"):
+    for target in ("/health", "/health?probe=1", "/manifest.webmanifest"):
         out.append(Case("exempt", target, "none", "exempt"))
+    for target in ("/api/convos", "/api/"):
+        out.append(Case("api", target, "none", "challenge" if strict else "exempt"))
+    for method, target in OPEN_API_ROUTES:
+        out.append(Case("api-open", target, "none", "challenge" if strict else "report", method))
+    if strict:
+        out += [Case("api-open", target, "none", "exempt", method) for method, target in STRICT_OPEN_ROUTES]
     spellings = {
         "/health": ("/%68ealth", "/%68%65%61%6c%74%68", "//health", "/./health", "/x/../health", "/api/../health",
                     "/health;x", "/health%00", "/health%20", "/health%3Fx", "/health/.", "/health%2F", "/HEALTH",
@@ -140,6 +161,8 @@ def _judge(case: Case, response: Response, canonical: dict[str, Response], token
         if _stopped(response) or response.status >= 500:
             return Result(case, observed, False, "right credentials did not get through")
         return Result(case, observed, True)
+    if case.expect == "report":
+        return Result(case, observed, True, "" if _stopped(response) else "answers without credentials")
     if case.expect == "exempt":
         if _challenged(response):
             return Result(case, observed, False, "exempt path asks for Basic credentials (RumiTalk breaks)")
@@ -152,15 +175,18 @@ def _judge(case: Case, response: Response, canonical: dict[str, Response], token
     return Result(case, observed, False, f"bypass: let through as {path}, answered as something else")
 
 
-def audit(base_url: str, user: str, password: str) -> list[Result]:
-    """Run every case against the deployment at `base_url`."""
+def audit(base_url: str, user: str, password: str, strict: bool = False) -> list[Result]:
+    """Run every case against the deployment at `base_url`; `strict`: expect strict API mode."""
     base_url = base_url.rstrip("/")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     try:
         canonical = {p: request(base_url, p) for p in ("/health", "/manifest.webmanifest", "/api/convos")}
         results = []
-        for case in cases():
-            response = request(base_url, case.target, headers=_authorization(case.credentials, user, password))
+        for case in cases(strict):
+            headers = _authorization(case.credentials, user, password)
+            if case.method == "POST":
+                headers["Content-Type"] = "application/json"
+            response = request(base_url, case.target, case.method, headers, b"{}" if case.method == "POST" else b"")
             results.append(_judge(case, response, canonical, token))
     except ProbeError as exc:
         raise CheckError(str(exc)) from None

@@ -288,7 +288,8 @@ def logs(service: str | None, follow: bool, tail: int) -> None:
 @click.argument("url", required=False)
 @click.option("--user", prompt="Basic Auth user", help="A user of the deployment, for the credential checks.")
 @_password_stdin
-def check(url: str | None, user: str, password_stdin: bool) -> None:
+@click.option("--strict", is_flag=True, help="Expect strict API mode: /api/ needs credentials too.")
+def check(url: str | None, user: str, password_stdin: bool, strict: bool) -> None:
     """Audit a running deployment from outside (default: this one's URL).
 
     Sends real requests for every path class (protected, exempt, near
@@ -299,12 +300,17 @@ def check(url: str | None, user: str, password_stdin: bool) -> None:
     url = url or _config().url
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else click.prompt(
         "Password", hide_input=True, err=True)
-    results = checks.audit(url, user, password)
+    results = checks.audit(url, user, password, strict)
     for r in results:
         mark = "ok  " if r.ok else "FAIL"
         expect = r.case.expect
-        click.echo(f"{mark} {r.case.group:<11} {r.case.target:<36} {r.case.credentials:<9} "
+        target = f"{r.case.method} {r.case.target}" if r.case.method != "GET" else r.case.target
+        click.echo(f"{mark} {r.case.group:<11} {target:<36} {r.case.credentials:<9} "
                    f"expected {expect:<30} got {r.observed}{'  ' + r.note if r.note else ''}")
+    open_routes = [r.case.target for r in results if r.note == "answers without credentials"]
+    if open_routes:
+        click.echo(f"{len(open_routes)} /api/ routes answer without credentials: {', '.join(open_routes)} "
+                   "(strict API mode closes them)")
     failed = sum(not r.ok for r in results)
     click.echo(f"{len(results)} checks against {url}: {failed} failed")
     if failed:

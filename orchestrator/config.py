@@ -138,6 +138,8 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
     Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
     Key("RUMISTACK_AUTH_CACHE_SECONDS", "auth_cache_seconds", "300", _seconds),
+    Key("RUMISTACK_STRICT_API", "strict_api", "false", _flag),
+    Key("RUMISTACK_TOKEN_CACHE_SECONDS", "token_cache_seconds", "30", _seconds),
     Key("RUMISTACK_STREAM_TIMEOUT", "stream_timeout", "900", _timeout),
     Key("RUMISTACK_MAX_UPLOAD", "max_upload", "25m", _size),
     Key("RUMISTACK_EXEMPT_OAUTH", "exempt_oauth", "false", _flag),
@@ -162,6 +164,8 @@ class Config:
     state_dir: Path
     health_timeout: int
     auth_cache_seconds: int
+    strict_api: bool
+    token_cache_seconds: int
     stream_timeout: int
     max_upload: str
     exempt_oauth: bool
@@ -170,7 +174,7 @@ class Config:
 
     @property
     def exemptions(self) -> tuple[Exemption, ...]:
-        return exemptions(self.exempt_oauth, self.exempt_paths)
+        return exemptions(self.exempt_oauth, self.exempt_paths, self.strict_api)
 
     @property
     def url(self) -> str:

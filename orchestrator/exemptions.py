@@ -1,6 +1,10 @@
 """The paths that skip Basic Auth: the built-in ones, the optional ones, and
 the self-hoster's own. This is the one list; nginx.conf renders a commented
-location for each."""
+location for each.
+
+In strict API mode (RUMISTACK_STRICT_API) /api/ is no longer exempt: it
+needs Basic credentials or a Bearer token that RumiTalk itself confirms
+(`token`), and only the routes in STRICT_OPEN stay open."""
 
 from __future__ import annotations
 
@@ -14,12 +18,23 @@ class Exemption:
     exact: bool
     why: str
     streams: bool = False  # answers may be long-lived streams (server-sent events)
+    token: bool = False  # strict mode: basic credentials, or a bearer token rumitalk confirms
 
 
 BUILTIN: tuple[Exemption, ...] = (
     Exemption("/api/", False, "rumitalk's api: its own bearer-token auth guards it", streams=True),
     Exemption("/manifest.webmanifest", True, "browsers fetch the manifest without credentials"),
     Exemption("/health", True, "health checks; safari re-prompts for credentials here"),
+)
+STRICT_API = Exemption(
+    "/api/", False, "rumitalk's api, strict mode: basic credentials, or a bearer token rumitalk confirms",
+    streams=True, token=True)
+# the api routes strict mode leaves open, each with its reason
+STRICT_OPEN: tuple[Exemption, ...] = (
+    Exemption("/api/auth/refresh", True,
+              "token refresh: rumitalk's httponly refresh cookie guards it, and an expired bearer token "
+              "must not lock the user out"),
+    Exemption("/api/auth/logout", True, "logout: ending a session never needs more than the session"),
 )
 OAUTH = Exemption("/oauth/", False, "social login: the provider redirects here without basic credentials (RUMISTACK_EXEMPT_OAUTH)")
 
@@ -48,9 +63,10 @@ def parse_extra(value: str) -> tuple[Exemption, ...]:
     return tuple(result)
 
 
-def exemptions(oauth: bool, extra: tuple[Exemption, ...]) -> tuple[Exemption, ...]:
+def exemptions(oauth: bool, extra: tuple[Exemption, ...], strict_api: bool = False) -> tuple[Exemption, ...]:
     """Every exemption in force; raises ValueError on a path listed twice."""
-    chosen = BUILTIN + ((OAUTH,) if oauth else ()) + extra
+    builtin = tuple(STRICT_API if e.path == "/api/" else e for e in BUILTIN) + STRICT_OPEN if strict_api else BUILTIN
+    chosen = builtin + ((OAUTH,) if oauth else ()) + extra
     seen: set[str] = set()
     for exemption in chosen:
         if exemption.path in seen:

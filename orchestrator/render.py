@@ -35,6 +35,8 @@ _TEMPLATES = {
     "snippets/proxy.conf": "snippets/proxy.conf.j2",
     "snippets/streaming.conf": "snippets/streaming.conf.j2",
 }
+_STRICT_TEMPLATES = {"snippets/strict-api.conf": "snippets/strict-api.conf.j2"}
+CURRENT_USER_PATH = "/api/user"  # rumitalk's current-user endpoint: 200 for a valid bearer token
 
 
 def _environment() -> Environment:
@@ -73,6 +75,9 @@ def _render(config: Config, config_id: str) -> dict[str, str]:
         "user_file": f"{AUTH_DIR}/{USER_FILE}",
         "auth_tmpfs": AUTH_TMPFS,
         "auth_cache_seconds": config.auth_cache_seconds,
+        "strict_api": config.strict_api,
+        "token_cache_seconds": config.token_cache_seconds,
+        "current_user_path": CURRENT_USER_PATH,
         "config_id": config_id,
         "stream_timeout": config.stream_timeout,
         "max_upload": config.max_upload,
@@ -80,4 +85,5 @@ def _render(config: Config, config_id: str) -> dict[str, str]:
         # a prefix exemption's path without its slash stays protected, unless exempted itself
         "guarded": {e.path: e.path[:-1] not in exact for e in exempt if not e.exact},
     }
-    return {name: env.get_template(template).render(context) for name, template in sorted(_TEMPLATES.items())}
+    templates = _TEMPLATES | (_STRICT_TEMPLATES if config.strict_api else {})
+    return {name: env.get_template(template).render(context) for name, template in sorted(templates.items())}
