@@ -211,6 +211,8 @@ class Setups:
             "RUMISTACK_HTTP_PORT": str(_free_port()),
             "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
             "RUMISTACK_STATE_DIR": str(workdir / "state"),
+            # /api/ takes a bearer token the upstream confirms (it answers 200 to every path)
+            "RUMISTACK_STRICT_API": "true",
         })
         self.labels = {**labels(self.config), **extra_labels}
         self.users = UserFile(self.config.users_file)
@@ -290,6 +292,8 @@ def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Resu
     good = {"Authorization": basic(USER, PASSWORD)}
     for url in (s.rumistack_url + "/", s.caddy_auth_url):  # each verifies the credential once, then has it cached
         assert _status(url, good["Authorization"]) == 200, url
+    bearer = {"Authorization": "Bearer bench-token"}
+    assert _status(s.rumistack_url + "/api" + ASSET, bearer["Authorization"]) == 200  # confirmed once, then cached
 
     def load(url: str, cpu: Callable[[], float], headers: dict[str, str] | None = None,
              connections: int | None = None) -> Callable[[Plan], Run]:
@@ -316,23 +320,26 @@ def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Resu
     no_auth = Row("nginx, no auth (the same nginx, an exempt path)")
     plain = Row("nginx auth_basic, bcrypt cost 12", "bcrypt on every request; 2 connections, one per worker")
     cached = Row("rumistack auth (cached), bcrypt cost 12")
+    strict = Row("rumistack strict API mode, cached Bearer token", "/api/ with a token the upstream confirmed once")
     flooded = Row("rumistack auth during a wrong-password flood")
     caddy = Row("Caddy, no auth")
     caddy_auth = Row("Caddy basic_auth (cached), bcrypt cost 12")
     loads = [(upstream, load(s.upstream_url, s.upstream_cpu)),
              (no_auth, load(s.rumistack_url + "/manifest.webmanifest", s.nginx_cpu)),
              (cached, load(s.rumistack_url + "/", s.nginx_cpu, good)),
+             (strict, load(s.rumistack_url + "/api" + ASSET, s.nginx_cpu, bearer)),
              (caddy, load(s.caddy_noauth_url, s.caddy_cpu)), (caddy_auth, load(s.caddy_auth_url, s.caddy_cpu, good)),
              (plain, plain_auth_basic)]
 
     # every row once a round, the order reversed every other round, so no
     # auth and cached auth always run next to each other
-    auth_ratios = []
+    auth_ratios, strict_ratios = [], []
     for number in range(plan.rounds):
         log(f"round {number + 1} of {plan.rounds}")
         for row, run in loads if number % 2 == 0 else loads[::-1]:
             row.runs.append(run(plan))
         auth_ratios.append(cached.runs[-1].rate / no_auth.runs[-1].rate)
+        strict_ratios.append(strict.runs[-1].rate / no_auth.runs[-1].rate)
 
     # a sustained flood from another address: after its first seconds (the
     # burst of verifications the limits allow at once) it gets one a 6 s.
@@ -362,11 +369,12 @@ def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Resu
 
     extra = statistics.median(c.cpu_us - n.cpu_us for c, n in zip(cached.runs, no_auth.runs))
     return Results(
-        rows=[upstream, no_auth, plain, cached, flooded, caddy, caddy_auth],
+        rows=[upstream, no_auth, plain, cached, strict, flooded, caddy, caddy_auth],
         no_auth=no_auth,
         verdicts=[
             f"authenticated at {statistics.median(auth_ratios):.0%} of no auth through the same nginx, "
             "the median of the rounds (goal: at least 80%)",
+            f"strict API mode, cached Bearer tokens at {statistics.median(strict_ratios):.0%} of no auth",
             f"the cached check costs nginx {extra:.1f} µs of CPU a request (median of the rounds' "
             f"differences), on {no_auth.median().cpu_us:.1f} µs without auth",
             f"the cached user keeps {kept:.0%} of its throughput during the flood (goal: at least 50%)",
