@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ssl
 from dataclasses import dataclass
 
 from .errors import RumistackError
@@ -152,15 +153,15 @@ def _judge(case: Case, response: Response, canonical: dict[str, Response], token
     return Result(case, observed, False, f"bypass: let through as {path}, answered as something else")
 
 
-def audit(base_url: str, user: str, password: str) -> list[Result]:
-    """Run every case against the deployment at `base_url`."""
+def audit(base_url: str, user: str, password: str, tls: ssl.SSLContext | None = None) -> list[Result]:
+    """Run every case against the deployment at `base_url` (over HTTPS with `tls`, or the default context)."""
     base_url = base_url.rstrip("/")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     try:
-        canonical = {p: request(base_url, p) for p in ("/health", "/manifest.webmanifest", "/api/convos")}
+        canonical = {p: request(base_url, p, tls=tls) for p in ("/health", "/manifest.webmanifest", "/api/convos")}
         results = []
         for case in cases():
-            response = request(base_url, case.target, headers=_authorization(case.credentials, user, password))
+            response = request(base_url, case.target, headers=_authorization(case.credentials, user, password), tls=tls)
             results.append(_judge(case, response, canonical, token))
     except ProbeError as exc:
         raise CheckError(str(exc)) from None

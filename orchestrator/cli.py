@@ -11,9 +11,11 @@ import click
 from rich.console import Console
 
 from . import check as checks
-from . import stack
+from . import stack, tls
 from .config import Config, load_config
 from .errors import DockerUnavailable, RumistackError
+from .probe import tls_context
+from .tls import SELF_SIGNED_CERT, Certificate
 from .users import UserFile, WeakPassword
 
 _err = Console(stderr=True, highlight=False)
@@ -155,12 +157,28 @@ def list_users() -> None:
 
 
 @cli.command()
-def up() -> None:
+@click.option("--yes", "-y", is_flag=True,
+              help="Start over plain HTTP (RUMISTACK_TLS=off) on a network address without asking.")
+def up(yes: bool) -> None:
     """Render the config, write it and the users into volumes, start nginx and
     RumiTalk, and wait until both are healthy. Changes only what changed."""
     config = _config()
+    if not config.https:
+        _confirm_plain_http(config, yes)
     url = stack.up(config, UserFile(config.users_file), _ConsoleProgress())
     click.echo(f"RumiTalk is up at {url}")
+
+
+def _confirm_plain_http(config: Config, yes: bool) -> None:
+    if config.loopback_only:
+        click.echo(f"note: HTTPS is off (RUMISTACK_TLS=off); bound to {config.bind_address}, "
+                   "so passwords never leave this machine", err=True)
+        return
+    click.echo(f"warning: HTTPS is off (RUMISTACK_TLS=off) and nginx listens on {config.bind_address}: Basic Auth "
+               "passwords, and the chats, cross the network readable by anyone on the path. Use "
+               "RUMISTACK_TLS=self-signed, acme or files, or RUMISTACK_BIND_ADDRESS=127.0.0.1.", err=True)
+    if not yes:
+        click.confirm("Start without HTTPS anyway?", abort=True, err=True)
 
 
 @cli.command()
@@ -181,13 +199,38 @@ def status() -> None:
         click.echo("not running (start it with `rumistack up`)")
     click.echo(f"url: {config.url}")
     click.echo(f"users: {len(UserFile(config.users_file).names())}")
+    for line in _https_lines(config, stack.certificate(config) if config.https else None):
+        click.echo(line)
+
+
+def _https_lines(config: Config, certificate: Certificate | None) -> list[str]:
+    if not config.https:
+        where = ("bound to this machine only" if config.loopback_only
+                 else "Basic Auth passwords cross the network readable")
+        return [f"https: off ({where})"]
+    if certificate is None:
+        return [f"https: {config.tls}, no certificate yet (run `rumistack up`)"]
+    days = (certificate.not_after - tls.now()).days
+    lines = [f"https: {config.tls}",
+             f"certificate: for {', '.join(certificate.names)}, issued by {certificate.issuer}, "
+             f"expires {certificate.not_after:%Y-%m-%d} ({'in ' + str(days) + ' days' if days >= 0 else 'EXPIRED'})"]
+    if certificate.placeholder:
+        lines.append("  a placeholder until the ACME server issues one: `rumistack up` asks again")
+    elif certificate.self_signed:
+        lines.append(f"  self-signed: browsers will warn until you trust {config.self_signed_dir / SELF_SIGNED_CERT}"
+                     " on each device")
+    return lines
 
 
 @cli.command()
 @click.argument("url", required=False)
 @click.option("--user", prompt="Basic Auth user", help="A user of the deployment, for the credential checks.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
-def check(url: str | None, user: str, password_stdin: bool) -> None:
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Trust this CA (PEM) for HTTPS, e.g. a self-signed certificate. Default: the system's; for this "
+                   "deployment with RUMISTACK_TLS=self-signed, its certificate.")
+@click.option("--insecure", is_flag=True, help="Do not verify the HTTPS certificate at all.")
+def check(url: str | None, user: str, password_stdin: bool, ca_file: Path | None, insecure: bool) -> None:
     """Audit a running deployment from outside (default: this one's URL).
 
     Sends real requests for every path class (protected, exempt, near
@@ -195,10 +238,15 @@ def check(url: str | None, user: str, password_stdin: bool) -> None:
     was expected and what came back, and exits with 1 on any failure.
     Works against any Basic Auth proxy in front of RumiTalk.
     """
-    url = url or _config().url
+    if url is None:
+        config = _config()
+        url = config.url
+        kept = config.self_signed_dir / SELF_SIGNED_CERT
+        if ca_file is None and config.tls == "self-signed" and kept.is_file():
+            ca_file = kept
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else click.prompt(
         "Password", hide_input=True, err=True)
-    results = checks.audit(url, user, password)
+    results = checks.audit(url, user, password, tls_context(ca_file, verify=not insecure))
     for r in results:
         mark = "ok  " if r.ok else "FAIL"
         expect = r.case.expect

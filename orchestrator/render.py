@@ -11,7 +11,9 @@ from importlib import resources
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from . import acme
 from .config import Config
+from .tls import TLS_DIR
 
 CONF_DIR = "/etc/rumistack/nginx"  # the config volume, mounted read-only in nginx
 AUTH_DIR = "/etc/rumistack/auth"  # the auth volume, likewise
@@ -25,6 +27,12 @@ _TEMPLATES = {
     "snippets/basic-auth.conf": "snippets/basic-auth.conf.j2",
     "snippets/proxy.conf": "snippets/proxy.conf.j2",
 }
+_TLS_TEMPLATES = {"snippets/tls.conf": "snippets/tls.conf.j2"}
+_ACME_TEMPLATES = {"snippets/acme-challenge.conf": "snippets/acme-challenge.conf.j2"}
+
+# nginx 1.25.1 made http/2 a directive of its own (`http2 on;`) and deprecated
+# `listen ... http2`, which older ones need
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
 
 
 def _environment() -> Environment:
@@ -37,8 +45,13 @@ def _environment() -> Environment:
     )
 
 
-def render(config: Config) -> dict[str, str]:
-    """The config files, by path relative to the config directory."""
+def render(config: Config, *, hsts: bool = False, nginx_version: tuple[int, ...] | None = None) -> dict[str, str]:
+    """The config files, by path relative to the config directory.
+
+    `hsts`: the certificate is publicly trusted (see tls.publicly_trusted).
+    `nginx_version`: of the image that runs the config; unknown, http/2 is
+    switched on the way every version understands (1.25.1 and later warn).
+    """
     env = _environment()
     exempt = config.exemptions
     exact = {e.path for e in exempt if e.exact}
@@ -52,8 +65,20 @@ def render(config: Config) -> dict[str, str]:
         "exemptions": exempt,
         # a prefix exemption's path without its slash stays protected, unless exempted itself
         "guarded": {e.path: e.path[:-1] not in exact for e in exempt if not e.exact},
+        "tls": config.https,
+        "acme": config.tls == "acme",
+        "tls_dir": TLS_DIR,
+        "webroot": acme.WEBROOT,
+        "hsts": hsts,
+        "http2_directive": nginx_version is not None and tuple(nginx_version) >= HTTP2_DIRECTIVE_SINCE,
+        "https_port_suffix": "" if config.https_port == 443 else f":{config.https_port}",
     }
-    return {name: env.get_template(template).render(context) for name, template in sorted(_TEMPLATES.items())}
+    templates = dict(_TEMPLATES)
+    if config.https:
+        templates.update(_TLS_TEMPLATES)
+    if config.tls == "acme":
+        templates.update(_ACME_TEMPLATES)
+    return {name: env.get_template(template).render(context) for name, template in sorted(templates.items())}
 
 
 def digest(files: dict[str, str | bytes]) -> str:

@@ -16,6 +16,7 @@ from docker.models.containers import Container
 from docker.types import Healthcheck
 from docker.types import Mount as DockerMount
 
+from . import https, tls
 from .config import Config
 from .errors import DockerUnavailable, StackError, UserError
 from .render import digest, render
@@ -27,13 +28,13 @@ from .spec import (
     LABEL_SPEC,
     NGINX_GID,
     NGINX_UID,
-    VOLUMES,
     Service,
     container_name,
     labels,
     network_name,
     services,
     volume_name,
+    volumes,
 )
 from .users import UserFile
 from .volumes import File, check_config, write_files
@@ -97,22 +98,26 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     """Bring the stack to its desired state and wait until it is healthy; return the URL."""
     if not users.names():
         raise UserError("there are no users yet, so no one could log in: add one with `rumistack adduser NAME`")
+    now = tls.now()
+    certificate = https.local(config, now)
     client = connect()
-    for image in (config.rumitalk_image, config.nginx_image):
+    for image in (config.rumitalk_image, config.nginx_image) + ((config.certbot_image,) if config.tls == "acme" else ()):
         _image(client, image, progress)
 
-    files = render(config)
+    served = https.prepare(client, config, certificate, now)
+    files = render(config, hsts=served.hsts, nginx_version=served.nginx_version)
     progress.step("checking the nginx configuration with nginx -t")
-    check_config(client, config.nginx_image, config.project, files)
+    check_config(client, config.nginx_image, config.project, files, served.check_files())
 
     network = _network(client, config)
-    for volume in VOLUMES:
+    for volume in volumes(config):
         _volume(client, config, volume)
     progress.step("writing the configuration and the users into their volumes")
     with users.locked():
         write_files(client, config.nginx_image, config.project, {
             volume_name(config, CONFIG_VOLUME): {name: File(text.encode()) for name, text in files.items()},
             volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)},
+            **served.volume_files(config),
         })
 
     recreated = set()
@@ -121,10 +126,14 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
         containers[service.name], changed = _ensure_container(client, config, service, network, progress)
         if changed:
             recreated.add(service.name)
-    if "rumitalk" in recreated and "nginx" not in recreated:
-        # nginx resolved RumiTalk's address at start; a reload resolves the new one
+    if ("rumitalk" in recreated or served.changed) and "nginx" not in recreated:
+        # nginx resolved RumiTalk's address and read the certificate at start; a reload does both anew
         containers["nginx"].kill(signal="SIGHUP")
+    if "nginx" in recreated and "certbot" in containers and "certbot" not in recreated:
+        containers["certbot"].restart()  # it lives in nginx's process namespace, gone with the old nginx
     _wait_healthy(config, containers, progress)
+    if https.obtain(client, config, containers.get("certbot"), served, now, progress):
+        return up(config, users, progress)  # once more with the issued certificate (it may turn hsts on)
     return config.url
 
 
@@ -185,6 +194,8 @@ def _ensure_container(client, config: Config, service: Service, network, progres
         service.image,
         name=container_name(config, service.name),
         command=list(service.command) if service.command else None,
+        entrypoint=list(service.entrypoint) if service.entrypoint else None,
+        pid_mode=f"container:{container_name(config, service.pid_namespace)}" if service.pid_namespace else None,
         environment=dict(service.environment),
         labels=labels(config, service=service.name, spec=spec),
         healthcheck=Healthcheck(
@@ -216,10 +227,11 @@ def _start(container: Container, service: Service, config: Config) -> None:
         container.remove(force=True)
         reason = _reason(exc)
         if "already allocated" in reason or "address already in use" in reason:
-            port = service.ports[0]
+            port = next((p for p in service.ports if f":{p.host_port}" in reason), service.ports[0])
+            key = "RUMISTACK_HTTPS_PORT" if port.container_port == 443 else "RUMISTACK_HTTP_PORT"
             raise StackError(
                 f"port {port.host_port} on {port.host_ip} is already in use by another program: "
-                "choose a free one with RUMISTACK_HTTP_PORT in .env"
+                f"choose a free one with {key} in .env"
             ) from None
         raise StackError(f"{service.name} could not start: {reason}") from None
 
@@ -266,6 +278,11 @@ def down(config: Config, progress: Progress = Progress()) -> int:
         progress.step(f"removing network {network.name}")
         network.remove()
     return len(containers)
+
+
+def certificate(config: Config) -> tls.Certificate | None:
+    """The certificate nginx serves (None: TLS is off, or there is none yet)."""
+    return https.in_use(connect(), config)
 
 
 def status(config: Config) -> list[ServiceStatus]:

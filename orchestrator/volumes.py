@@ -9,11 +9,13 @@ half-written file.
 from __future__ import annotations
 
 import io
+import re
 import secrets
 import tarfile
 from dataclasses import dataclass
 
 import docker
+from docker.errors import NotFound
 from docker.types import Mount
 
 from .errors import StackError
@@ -64,13 +66,16 @@ def _run_helper(client: docker.DockerClient, image: str, project: str, command: 
         container.remove(force=True)
 
 
-def check_config(client: docker.DockerClient, image: str, project: str, files: dict[str, str]) -> None:
-    """Run `nginx -t` on the rendered files inside the nginx image; raise StackError if it refuses them."""
+def check_config(client: docker.DockerClient, image: str, project: str, files: dict[str, str],
+                 others: dict[str, File] | None = None) -> None:
+    """Run `nginx -t` on the rendered files inside the nginx image, with `others` (absolute paths: the
+    certificate) in place; raise StackError if it refuses them."""
     config_archive = archive({name: File(text.encode()) for name, text in files.items()}, prefix=CONF_DIR)
+    others_archive = archive({path.lstrip("/"): file for path, file in (others or {}).items()})
     host = UPSTREAM.split(":")[0]
     code, output = _run_helper(
         client, image, project, ["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"],
-        archives=[("/", config_archive)],
+        archives=[("/", config_archive), ("/", others_archive)],
         # the upstream name resolves on the stack's network; here any address will do
         extra_hosts={host: "127.0.0.1"},
     )
@@ -95,3 +100,45 @@ def write_files(client: docker.DockerClient, image: str, project: str, volumes: 
     code, output = _run_helper(client, image, project, ["sh", "-c", script, "sh", *moves], archives=archives, mounts=mounts)
     if code != 0:
         raise StackError(f"writing into the volumes failed: {output}")
+
+
+def read_files(client: docker.DockerClient, image: str, project: str,
+               wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, bytes]]:
+    """Files from named volumes, {volume: {path: content}}, for those that exist: a helper container is
+    created, never started, and read with get_archive. A volume that does not exist is not created."""
+    mounts, where = [], {}
+    for index, volume in enumerate(sorted(wanted)):
+        try:
+            client.volumes.get(volume)
+        except NotFound:
+            continue
+        mounts.append(Mount(f"/volumes/{index}", volume, type="volume", read_only=True, no_copy=True))
+        where[volume] = f"/volumes/{index}"
+    found: dict[str, dict[str, bytes]] = {volume: {} for volume in where}
+    if not mounts:
+        return found
+    container = client.containers.create(image, command=["true"], entrypoint=[], mounts=mounts,
+                                         labels={LABEL_PROJECT: project, "rumistack.role": "helper"},
+                                         network_mode="none")
+    try:
+        for volume, target in where.items():
+            for path in wanted[volume]:
+                try:
+                    stream, _ = container.get_archive(f"{target}/{path}")
+                except NotFound:
+                    continue
+                with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                    member = tar.next()
+                    extracted = tar.extractfile(member) if member is not None else None
+                    if extracted is not None:
+                        found[volume][path] = extracted.read()
+    finally:
+        container.remove(force=True)
+    return found
+
+
+def nginx_version(client: docker.DockerClient, image: str, project: str) -> tuple[int, int, int] | None:
+    """The version of nginx in `image` (from `nginx -v`), None if it does not say."""
+    _, output = _run_helper(client, image, project, ["nginx", "-v"])
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", output)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None

@@ -19,6 +19,7 @@ from testenv import IN_CI, TEST_LABEL, TEST_LABELS
 OFFICIAL_NGINX = next(k.default for k in KEYS if k.name == "RUMISTACK_NGINX_IMAGE")
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image cannot be pulled here
+os.environ.setdefault("TC_HOST", "127.0.0.1")  # wait strategies knock on loopback, never on the gateway's address
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,7 +54,8 @@ def docker_client() -> docker.DockerClient:
 
 @pytest.fixture(scope="session")
 def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    """{"nginx": ..., "rumitalk": ...}: the official nginx image when it is here, else the local one."""
+    """{"nginx": ..., "rumitalk": ..., ...}: the official nginx image when it is here, else the local one;
+    certbot, pebble, and nginx-trixie (a newer nginx) for the HTTPS tests."""
     try:
         images.ensure_images(docker_client)
     except Exception as exc:  # any failure to build means no images: never a silent skip in CI
@@ -65,7 +67,8 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
         nginx = OFFICIAL_NGINX
     except ImageNotFound:
         nginx = images.NGINX
-    return {"nginx": nginx, "rumitalk": images.STUB}
+    return {"nginx": nginx, "rumitalk": images.STUB, "certbot": images.CERTBOT, "pebble": images.PEBBLE,
+            "nginx-trixie": images.NGINX_TRIXIE}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

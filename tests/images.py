@@ -4,6 +4,11 @@
   nginx-light, python3 and wget.
 - rumistack-test/nginx:local: nginx from that base (tests/images/nginx).
 - rumistack-test/rumitalk-stub:local: the RumiTalk stand-in (tests/images/rumitalk-stub).
+- rumistack-test/certbot:local: certbot from Debian, for RUMISTACK_CERTBOT_IMAGE (tests/images/certbot).
+- rumistack-test/pebble:local: Let's Encrypt's ACME test server and its DNS
+  test server (tests/images/pebble).
+- rumistack-test/nginx-trixie:local: nginx 1.26 from Debian 13, the newer
+  config syntax (tests/images/nginx-trixie).
 
 Each image carries a label with a hash of its recipe and is rebuilt only when
 the recipe changes. Run as a script to build what is missing.
@@ -28,7 +33,11 @@ BASE = "rumistack-test/debian:bookworm"
 BASE_PACKAGES = ("nginx-light", "python3", "wget")
 NGINX = "rumistack-test/nginx:local"
 STUB = "rumistack-test/rumitalk-stub:local"
-_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub"}
+CERTBOT = "rumistack-test/certbot:local"
+PEBBLE = "rumistack-test/pebble:local"
+NGINX_TRIXIE = "rumistack-test/nginx-trixie:local"
+_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", CERTBOT: HERE / "certbot", PEBBLE: HERE / "pebble",
+             NGINX_TRIXIE: HERE / "nginx-trixie"}
 
 
 def _debootstrap_args(target: Path) -> list[str]:

@@ -1,5 +1,7 @@
 import re
 
+import pytest
+
 from rumistack.config import load_config
 from rumistack.exemptions import BUILTIN as EXEMPTIONS
 from rumistack.render import render
@@ -52,3 +54,70 @@ def test_basic_credentials_are_not_forwarded():
     files = _conf()
     assert "proxy_set_header Authorization $rumitalk_authorization;" in files["snippets/proxy.conf"]
     assert '"~*^bearer " $http_authorization;' in files["nginx.conf"]
+
+
+def _server(conf: str, listen: str) -> str:
+    """The server block whose first listen directive starts with `listen`."""
+    start = conf.index(f"listen {listen}")
+    return conf[conf.rindex("server {", 0, start):conf.index("\n    }\n", start)]
+
+
+def test_plain_http_serves_rumitalk_on_port_80_without_any_tls():
+    files = _conf(RUMISTACK_TLS="off")
+    assert "ssl" not in files["nginx.conf"] and "snippets/tls.conf" not in files
+    assert "proxy_pass http://rumitalk;" in _server(files["nginx.conf"], "80 default_server")
+
+
+@pytest.mark.parametrize("mode, env", [("self-signed", {}), ("files", {"RUMISTACK_TLS_CERT_FILE": "/c.pem",
+                                                                       "RUMISTACK_TLS_KEY_FILE": "/k.pem"}),
+                                       ("acme", {"RUMISTACK_DOMAIN": "chat.example.com"})])
+def test_with_tls_rumitalk_is_behind_443_and_port_80_only_redirects(mode, env):
+    conf = _conf(RUMISTACK_TLS=mode, **env)["nginx.conf"]
+    https = _server(conf, "443")
+    assert "include /etc/rumistack/nginx/snippets/tls.conf;" in https
+    assert "proxy_pass http://rumitalk;" in https and "basic-auth.conf" in https
+    plain = _server(conf, "80 default_server")
+    assert "return 301 https://$host:8443$request_uri;" in plain
+    assert "proxy_pass" not in plain and "auth_basic" not in plain
+
+
+def test_the_redirect_leaves_out_port_443():
+    conf = _conf(RUMISTACK_HTTPS_PORT="443")["nginx.conf"]
+    assert "return 301 https://$host$request_uri;" in conf
+
+
+def test_acme_challenges_are_answered_from_the_webroot_on_port_80_only():
+    files = _conf(RUMISTACK_TLS="acme", RUMISTACK_DOMAIN="chat.example.com")
+    assert "snippets/acme-challenge.conf" in _server(files["nginx.conf"], "80 default_server")
+    assert files["nginx.conf"].count("acme-challenge.conf") == 1
+    challenge = files["snippets/acme-challenge.conf"]
+    assert "location ^~ /.well-known/acme-challenge/ {" in challenge
+    assert "root /var/lib/rumistack/acme-webroot;" in challenge and "proxy_pass" not in challenge
+    assert "snippets/acme-challenge.conf" not in _conf()  # self-signed: no challenges
+
+
+def test_tls_settings_follow_mozillas_intermediate_profile():
+    snippet = _conf()["snippets/tls.conf"]
+    assert "ssl_protocols TLSv1.2 TLSv1.3;\n" in snippet
+    assert ("ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+            "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;\n") in snippet
+    assert "ssl_prefer_server_ciphers off;\n" in snippet
+    assert "ssl_session_tickets off;\n" in snippet
+
+
+def test_hsts_is_sent_only_for_a_publicly_trusted_certificate():
+    config = load_config("/nonexistent", environ={})
+    assert "Strict-Transport-Security" not in render(config)["snippets/tls.conf"]
+    assert 'add_header Strict-Transport-Security "max-age=63072000" always;' in render(config, hsts=True)["snippets/tls.conf"]
+
+
+@pytest.mark.parametrize("version, listen, directive", [
+    (None, "listen 443 ssl http2 default_server;", False),  # unknown: the form every version reads
+    ((1, 22, 1), "listen 443 ssl http2 default_server;", False),
+    ((1, 25, 1), "listen 443 ssl default_server;", True),
+    ((1, 28, 0), "listen 443 ssl default_server;", True),
+])
+def test_http2_is_switched_on_the_way_the_nginx_version_reads(version, listen, directive):
+    conf = render(load_config("/nonexistent", environ={}), nginx_version=version)["nginx.conf"]
+    assert listen in conf
+    assert ("http2 on;" in conf) is directive

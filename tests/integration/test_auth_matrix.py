@@ -1,4 +1,5 @@
-"""The auth rules, proven against real nginx in front of the RumiTalk stand-in."""
+"""The auth rules, proven against real nginx in front of the RumiTalk stand-in,
+over plain HTTP and over HTTPS (conftest.proxy)."""
 
 import pytest
 from web import basic, login, send
@@ -72,7 +73,7 @@ def test_health_and_manifest_answer_without_credentials(proxy, path, body):
 def test_forwarding_headers_reach_rumitalk(proxy):
     answer = send(proxy.port, "/health", headers={"Host": "chat.example.com"})
     assert answer.seen_header("Host") == "chat.example.com"
-    assert answer.seen_header("X-Forwarded-Proto") == "http"
+    assert answer.seen_header("X-Forwarded-Proto") == proxy.scheme
     assert answer.seen_header("X-Real-IP")
     assert answer.seen_header("X-Forwarded-For") == answer.seen_header("X-Real-IP")
 

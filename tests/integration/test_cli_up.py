@@ -4,47 +4,13 @@ an idempotent second up, down; and the errors a self-hoster meets."""
 from __future__ import annotations
 
 import socket
-import uuid
 
-import pytest
-from click.testing import CliRunner
+from conftest import rumistack
 from web import basic, send
 
-from rumistack.cli import cli
 from rumistack.spec import LABEL_PROJECT
 
 PASSWORD = "correct horse battery"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def stack_env(docker_client, test_images, tmp_path, monkeypatch):
-    """A working directory and an environment for one project of its own; removed afterwards."""
-    project = f"rumistack-e2e-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
-    monkeypatch.chdir(tmp_path)
-    env = {
-        "RUMISTACK_PROJECT": project,
-        "RUMISTACK_NGINX_IMAGE": test_images["nginx"],
-        "RUMITALK_IMAGE": test_images["rumitalk"],
-        "RUMISTACK_HTTP_PORT": str(port),
-        "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    yield project, port
-    CliRunner().invoke(cli, ["down"])
-    for volume in docker_client.volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
-        volume.remove(force=True)
-
-
-def rumistack(*args: str, input: str | None = None):
-    return CliRunner().invoke(cli, list(args), input=input)
 
 
 def _ids(client, project: str) -> dict[str, str]:

@@ -29,7 +29,7 @@ PROTECTED = ["/", "/assets/index.js", "/healthz"]
 ])
 def test_protected_paths_are_never_served_when_the_user_file_is_unusable(docker_client, test_images, tmp_path,
                                                                           case, user_file):
-    files = render(load_config("/nonexistent", environ={}))
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
     if user_file is None:
         users = UserFile(tmp_path / "probe")
         users.add("alice", "correct horse battery")
@@ -44,7 +44,7 @@ def test_protected_paths_are_never_served_when_the_user_file_is_unusable(docker_
 
 
 def test_a_missing_user_file_serves_nothing_protected(docker_client, test_images, tmp_path):
-    files = render(load_config("/nonexistent", environ={}))
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
     with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
         # the auth volume is read-only in nginx: empty it through a helper that mounts it read-write
         docker_client.containers.run(proxy.image, ["rm", "/v/htpasswd"], remove=True,
@@ -62,7 +62,7 @@ def running_stack(docker_client, test_images, tmp_path, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     for key, value in {"RUMISTACK_PROJECT": project, "RUMISTACK_NGINX_IMAGE": test_images["nginx"],
-                       "RUMITALK_IMAGE": test_images["rumitalk"], "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
+                       "RUMITALK_IMAGE": test_images["rumitalk"], "RUMISTACK_BIND_ADDRESS": "127.0.0.1", "RUMISTACK_TLS": "off",
                        "RUMISTACK_HTTP_PORT": str(port)}.items():
         monkeypatch.setenv(key, value)
     runner = CliRunner()
