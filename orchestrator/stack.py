@@ -8,7 +8,7 @@ act on exactly those objects.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -123,14 +123,15 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     recreated = set()
     containers = {}
     for service in services(config, digest(files)):
+        if service.pid_namespace:
+            # docker binds the container to that container's id: a new one needs a new container
+            service = replace(service, inputs=service.inputs + (("pid", containers[service.pid_namespace].id),))
         containers[service.name], changed = _ensure_container(client, config, service, network, progress)
         if changed:
             recreated.add(service.name)
     if ("rumitalk" in recreated or served.changed) and "nginx" not in recreated:
         # nginx resolved RumiTalk's address and read the certificate at start; a reload does both anew
         containers["nginx"].kill(signal="SIGHUP")
-    if "nginx" in recreated and "certbot" in containers and "certbot" not in recreated:
-        containers["certbot"].restart()  # it lives in nginx's process namespace, gone with the old nginx
     _wait_healthy(config, containers, progress)
     if https.obtain(client, config, containers.get("certbot"), served, now, progress):
         return up(config, users, progress)  # once more with the issued certificate (it may turn hsts on)

@@ -334,6 +334,20 @@ def test_the_account_and_the_certificate_survive_down_and_up_without_asking_agai
     assert code == 0 and b"nginx" in listing  # the account kept, and certbot in nginx's process namespace
 
 
+def test_certbot_follows_a_replaced_nginx_and_still_reloads_it(acme_stack, monkeypatch):
+    nginx = acme_stack.container("nginx")
+    monkeypatch.setenv("RUMISTACK_REALM", "RumiTalk Renewed")  # a new config: nginx is replaced
+    acme_stack.up()
+    assert acme_stack.container("nginx").id != nginx.id
+    before = acme_stack.served().serial_number
+    code, output = acme_stack.container("certbot").exec_run([*acme.RENEW, "--force-renewal", "--no-random-sleep-on-renew"])
+    assert code == 0 and b"nginx reloads" in output, output.decode()
+    deadline = time.monotonic() + 5
+    while acme_stack.served().serial_number == before:
+        assert time.monotonic() < deadline, "the new nginx never served the renewed certificate"
+        time.sleep(0.05)
+
+
 def test_a_new_acme_server_gets_a_new_certificate(acme_stack, monkeypatch):
     before = acme_stack.served()
     monkeypatch.setenv("RUMISTACK_ACME_DIRECTORY", "https://pebble-two:14000/dir")
