@@ -79,8 +79,8 @@ def test_a_config_nginx_refuses_never_replaces_the_running_one(running_stack, do
     project, port = running_stack
     ids = {c.name: c.id for c in docker_client.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"})}
 
-    def broken(config):
-        files = render(config)
+    def broken(config, **options):
+        files = render(config, **options)
         files["nginx.conf"] = files["nginx.conf"].replace("auth_basic off;", "auth_basic off", 1)
         return files
 
