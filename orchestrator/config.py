@@ -215,9 +215,10 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
     env_file = Path(env_file)
     from_file = dotenv_values(env_file) if env_file.is_file() else {}
     values: dict[str, object] = {}
+    raws: dict[str, str] = {}
     for key in KEYS:
         raw = environ.get(key.name, from_file.get(key.name))
-        raw = key.default if raw is None or raw == "" else raw
+        raw = raws[key.name] = key.default if raw is None or raw == "" else raw
         try:
             values[key.field] = key.parse(raw)
         except ValueError as exc:
@@ -226,7 +227,8 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
     try:
         config.exemptions
     except ValueError as exc:
-        raise ConfigError(f"RUMISTACK_EXEMPT_PATHS: {exc}; list each path once") from None
+        raise ConfigError(f"RUMISTACK_EXEMPT_PATHS={raws['RUMISTACK_EXEMPT_PATHS']!r} is not valid: {exc}; "
+                          "list each path once") from None
     _check_tls(config)
     return config
 

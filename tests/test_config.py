@@ -100,3 +100,8 @@ def test_loopback_only_is_true_for_any_loopback_address():
 def test_invalid_value_is_refused_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=key):
         load_config("/nonexistent", environ={key: value})
+
+
+def test_a_path_exempted_twice_is_refused_naming_the_key_like_every_other_error():
+    with pytest.raises(ConfigError, match=r"^RUMISTACK_EXEMPT_PATHS='/0,/0' is not valid: /0 is exempt already"):
+        load_config("/nonexistent", environ={"RUMISTACK_EXEMPT_PATHS": "/0,/0"})
