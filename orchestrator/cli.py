@@ -3,18 +3,24 @@ function, and turns named errors into one line and an exit code."""
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 
 from . import check as checks
 from . import stack, tls
+from .compose import render_bundle
 from .config import Config, load_config
 from .errors import DockerUnavailable, RumistackError
+from .mounted import VOLUMES_DIR_ENV, MountedVolumes
 from .probe import tls_context
+from .publish import Volumes, push_users
 from .tls import SELF_SIGNED_CERT, Certificate
 from .users import UserFile, WeakPassword
 
@@ -31,15 +37,38 @@ class _Group(click.Group):
 
 
 class _ConsoleProgress(stack.Progress):
-    """Steps as lines; the wait for health as one live line on a terminal,
-    and as a line per change of state elsewhere (CI, pipes)."""
+    """On a terminal: a progress bar per layer while pulling, and one live
+    line while waiting for health. Elsewhere (CI, pipes): plain lines, one
+    per change of state."""
 
     def __init__(self) -> None:
         self._status = None
         self._last: str | None = None
+        self._bars: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+        self._layer_states: dict[str, str] = {}
 
     def step(self, message: str) -> None:
+        self._stop()
         click.echo(f"- {message}", err=True)
+
+    def layer(self, image: str, layer: str, status: str, current: int | None, total: int | None) -> None:
+        if not _err.is_terminal:
+            if self._layer_states.get(layer) != status and not status.startswith(("Downloading", "Extracting")):
+                click.echo(f"  {layer}: {status}", err=True)
+            self._layer_states[layer] = status
+            return
+        if self._bars is None:
+            self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=_err)
+            self._bars.start()
+        if layer not in self._tasks:
+            self._tasks[layer] = self._bars.add_task(layer, total=None)
+        task = self._tasks[layer]
+        if current is not None:
+            self._bars.update(task, description=f"{layer} {status}", completed=current, total=total)
+        else:  # a change of state; "... complete" fills the bar
+            done = self._bars.tasks[task].total if "complete" in status.lower() else None
+            self._bars.update(task, description=f"{layer} {status}", completed=done)
 
     def waiting(self, states: dict[str, str], elapsed: float) -> None:
         pending = ", ".join(f"{name} ({state})" for name, state in states.items() if state != "healthy")
@@ -61,17 +90,29 @@ class _ConsoleProgress(stack.Progress):
         if self._status is not None:
             self._status.stop()
             self._status = None
+        if self._bars is not None:
+            self._bars.stop()
+            self._bars, self._tasks = None, {}
 
     def __del__(self) -> None:
         self._stop()
 
 
+@dataclass(frozen=True)
+class _Options:
+    env_file: Path
+    volumes_dir: Path | None
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=".env", show_default=True,
               help="The configuration file; environment variables of the same names override it.")
+@click.option("--volumes-dir", type=click.Path(file_okay=False, path_type=Path), envvar=VOLUMES_DIR_ENV,
+              help="The stack's volumes are mounted at DIR/<volume> (the compose bundle's rumistack service): "
+                   "write there, without a Docker engine.")
 @click.version_option(package_name="rumistack")
 @click.pass_context
-def cli(ctx: click.Context, env_file: Path) -> None:
+def cli(ctx: click.Context, env_file: Path, volumes_dir: Path | None) -> None:
     """RumiTalk behind nginx with HTTP Basic Auth.
 
     Basic Auth guards everything except /api/ (RumiTalk's own auth guards it),
@@ -83,11 +124,27 @@ def cli(ctx: click.Context, env_file: Path) -> None:
       rumistack up
       rumistack status
     """
-    ctx.obj = env_file
+    ctx.obj = _Options(env_file, volumes_dir)
+
+
+def _options() -> _Options:
+    return click.get_current_context().obj
+
+
+_password_stdin = click.option("--password-stdin", is_flag=True,
+                               help="Read the password from the first line of standard input.")
 
 
 def _config() -> Config:
-    return load_config(click.get_current_context().obj)
+    return load_config(_options().env_file)
+
+
+def _volumes(config: Config, progress: stack.Progress) -> Volumes:
+    """The stack's volumes: mounted here (the compose tools container), or through the Docker engine."""
+    volumes_dir = _options().volumes_dir
+    if volumes_dir is not None:
+        return MountedVolumes(volumes_dir)
+    return stack.engine_volumes(config, progress)
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -99,7 +156,7 @@ def _read_password(from_stdin: bool) -> str:
 def _apply_users(config: Config, users: UserFile) -> None:
     """Copy the changed user file into a running stack's volume."""
     try:
-        pushed = stack.push_users(config, users)
+        pushed = push_users(users, _volumes(config, stack.Progress()))
     except DockerUnavailable:
         pushed = False
     if pushed:
@@ -116,7 +173,7 @@ def _set_password(users: UserFile, name: str, password: str, change) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@_password_stdin
 def adduser(name: str, password_stdin: bool) -> None:
     """Add a Basic Auth user (asks for the password twice, without echo)."""
     config = _config()
@@ -128,7 +185,7 @@ def adduser(name: str, password_stdin: bool) -> None:
 
 @cli.command()
 @click.argument("name")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@_password_stdin
 def passwd(name: str, password_stdin: bool) -> None:
     """Change a user's password."""
     config = _config()
@@ -182,24 +239,58 @@ def _confirm_plain_http(config: Config, yes: bool) -> None:
 
 
 @cli.command()
-def down() -> None:
-    """Remove the containers and the network; keep the volumes and the users."""
-    count = stack.down(_config(), _ConsoleProgress())
-    click.echo(f"removed {count} container(s); volumes and users are kept" if count else "nothing was running")
+@click.option("--volumes", "remove_volumes", is_flag=True,
+              help="Also remove the volumes: RumiTalk's database, uploads and search index. Asks first.")
+@click.option("--yes", is_flag=True, help="Do not ask before removing volumes.")
+def down(remove_volumes: bool, yes: bool) -> None:
+    """Remove the containers and the network; keep the volumes (RumiTalk's data) and the users."""
+    config = _config()
+    if remove_volumes and not yes:
+        click.confirm(f"Remove every volume of {config.project}, with RumiTalk's conversations and uploads?",
+                      abort=True, err=True)
+    count = stack.down(config, remove_volumes, _ConsoleProgress())
+    kept = "users are kept" if remove_volumes else "volumes and users are kept"
+    click.echo(f"removed {count} container(s); {kept}" if count else f"nothing was running; {kept}")
 
 
 @cli.command()
-def status() -> None:
-    """Show the containers, their health, the URL and the number of users."""
+def render() -> None:
+    """Write what `docker compose -f compose/docker-compose.yml up` needs: the
+    nginx config (checked with nginx -t), the certificate and the users into
+    the volumes, and each service's environment into the state directory.
+    After a change, a running nginx takes it on a reload (SIGHUP)."""
+    config = _config()
+    render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()))
+    click.echo(f"wrote the nginx configuration, the certificate, the users and the services' environment for "
+               f"{config.project}")
+
+
+@cli.command()
+def reload() -> None:
+    """Render the nginx config again, check it, and apply it by a graceful reload."""
+    stack.reload(_config(), _ConsoleProgress())
+    click.echo("nginx reloaded")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
+def status(as_json: bool) -> None:
+    """Show the containers, their health, the URL, the number of users, and the certificate."""
     config = _config()
     services = stack.status(config)
+    users = len(UserFile(config.users_file).names())
+    certificate = stack.certificate(config) if config.https else None
+    if as_json:
+        click.echo(json.dumps({"url": config.url, "users": users, "services": [s.as_dict() for s in services],
+                               "https": _https_json(config, certificate)}))
+        return
     for s in services:
-        click.echo(f"{s.service:<10} {s.container:<28} {s.state:<10} {s.health}")
+        click.echo(f"{s.service:<12} {s.container:<30} {s.state:<10} {s.health}")
     if not services:
         click.echo("not running (start it with `rumistack up`)")
     click.echo(f"url: {config.url}")
-    click.echo(f"users: {len(UserFile(config.users_file).names())}")
-    for line in _https_lines(config, stack.certificate(config) if config.https else None):
+    click.echo(f"users: {users}")
+    for line in _https_lines(config, certificate):
         click.echo(line)
 
 
@@ -222,10 +313,31 @@ def _https_lines(config: Config, certificate: Certificate | None) -> list[str]:
     return lines
 
 
+def _https_json(config: Config, certificate: Certificate | None) -> dict:
+    if certificate is None:
+        return {"mode": config.tls, "certificate": None}
+    return {"mode": config.tls, "certificate": {
+        "names": list(certificate.names), "issuer": certificate.issuer, "expires": certificate.not_after.isoformat(),
+        "self_signed": certificate.self_signed, "placeholder": certificate.placeholder}}
+
+
+@cli.command()
+@click.argument("service", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until interrupted.")
+@click.option("-n", "--tail", default=100, show_default=True, help="How many recent lines of each container.")
+def logs(service: str | None, follow: bool, tail: int) -> None:
+    """Show the containers' logs, each line prefixed by its service."""
+    try:
+        for name, line in stack.logs(_config(), service, follow, tail):
+            click.echo(f"{name:<12}| {line}")
+    except KeyboardInterrupt:
+        pass
+
+
 @cli.command()
 @click.argument("url", required=False)
 @click.option("--user", prompt="Basic Auth user", help="A user of the deployment, for the credential checks.")
-@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of standard input.")
+@_password_stdin
 @click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Trust this CA (PEM) for HTTPS, e.g. a self-signed certificate. Default: the system's; for this "
                    "deployment with RUMISTACK_TLS=self-signed, its certificate.")

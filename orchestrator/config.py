@@ -117,6 +117,24 @@ def _optional_email(value: str) -> str:
     return value
 
 
+def _size(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]{0,5}[kKmMgG]?", value):
+        raise ValueError("use a size such as 25m (a number, optionally followed by k, m or g)")
+    return value.lower()
+
+
+def _timeout(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 86400:
+        raise ValueError("use a whole number of seconds from 1 to 86400")
+    return int(value)
+
+
+def _mongo_uri(value: str) -> str:
+    if value and not re.fullmatch(r"mongodb(\+srv)?://\S+", value):
+        raise ValueError("use a MongoDB connection string such as mongodb://user:pass@db.example.com:27017/RumiTalk")
+    return value
+
+
 def _flag(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
         return True
@@ -140,9 +158,15 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_BIND_ADDRESS", "bind_address", "0.0.0.0", _address),
     Key("RUMISTACK_NGINX_IMAGE", "nginx_image", "nginx:1.28.0-alpine", _image),
     Key("RUMITALK_IMAGE", "rumitalk_image", "ghcr.io/rumitalk/rumitalk:v0.8.0", _image),
+    Key("RUMISTACK_MONGO_IMAGE", "mongo_image", "mongo:8.0.4", _image),
+    Key("RUMISTACK_MONGO_URI", "mongo_uri", "", _mongo_uri),
+    Key("RUMISTACK_SEARCH", "search", "false", _flag),
+    Key("RUMISTACK_MEILI_IMAGE", "meili_image", "getmeili/meilisearch:v1.12.3", _image),
     Key("RUMISTACK_REALM", "realm", "RumiTalk", _realm),
     Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
     Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
+    Key("RUMISTACK_STREAM_TIMEOUT", "stream_timeout", "900", _timeout),
+    Key("RUMISTACK_MAX_UPLOAD", "max_upload", "25m", _size),
     Key("RUMISTACK_EXEMPT_OAUTH", "exempt_oauth", "false", _flag),
     Key("RUMISTACK_EXEMPT_PATHS", "exempt_paths", "", parse_extra),
     Key("RUMISTACK_TLS", "tls", "self-signed", _tls_mode),
@@ -153,6 +177,7 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_ACME_EMAIL", "acme_email", "", _optional_email),
     Key("RUMISTACK_ACME_CA_BUNDLE", "acme_ca_bundle", "", _optional_path),
     Key("RUMISTACK_CERTBOT_IMAGE", "certbot_image", "certbot/certbot:v5.7.0", _image),
+    Key("RUMISTACK_TOOLS_BASE_IMAGE", "tools_base_image", "python:3.12-slim-bookworm", _image),
 )
 
 
@@ -164,9 +189,15 @@ class Config:
     bind_address: str
     nginx_image: str
     rumitalk_image: str
+    mongo_image: str
+    mongo_uri: str
+    search: bool
+    meili_image: str
     realm: str
     state_dir: Path
     health_timeout: int
+    stream_timeout: int
+    max_upload: str
     exempt_oauth: bool
     exempt_paths: tuple[Exemption, ...]
     tls: str
@@ -177,6 +208,7 @@ class Config:
     acme_email: str
     acme_ca_bundle: Path | None
     certbot_image: str
+    tools_base_image: str
 
     @property
     def exemptions(self) -> tuple[Exemption, ...]:

@@ -13,10 +13,11 @@ class Exemption:
     path: str  # a prefix ends with "/"
     exact: bool
     why: str
+    streams: bool = False  # answers may be long-lived streams (server-sent events)
 
 
 BUILTIN: tuple[Exemption, ...] = (
-    Exemption("/api/", False, "rumitalk's api: its own bearer-token auth guards it"),
+    Exemption("/api/", False, "rumitalk's api: its own bearer-token auth guards it", streams=True),
     Exemption("/manifest.webmanifest", True, "browsers fetch the manifest without credentials"),
     Exemption("/health", True, "health checks; safari re-prompts for credentials here"),
 )

@@ -4,23 +4,25 @@ port 80; and what nginx serves, for `status`.
 
 `up` calls, in order: local() before it needs Docker (so a bad certificate
 file is refused before anything changes), prepare() before it renders and
-checks the config, obtain() once the containers are healthy.
+checks the config, obtain() once the containers are healthy. The volumes
+are reached through publish.Volumes: the Docker engine, or mounted in the
+compose bundle's tools container.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import docker
-from docker.errors import ImageNotFound
 from docker.models.containers import Container
 
 from . import acme
 from .config import Config
 from .errors import CertificateError, StackError
-from .spec import ACME_VOLUME, TLS_VOLUME, volume_name
+from .render import TlsFacts
+from .spec import ACME_VOLUME, TLS_VOLUME
 from .tls import (
     PEM_FILE,
     TLS_DIR,
@@ -31,9 +33,10 @@ from .tls import (
     publicly_trusted,
     self_signed_names,
 )
-from .volumes import File, nginx_version, read_files
+from .volumes import File
 
 if TYPE_CHECKING:
+    from .publish import Volumes
     from .stack import Progress
 
 
@@ -49,17 +52,24 @@ class Served:
     replace: bool = False  # acme: the ACME server changed, so a new certificate although the kept one is good
     acme_files: dict[str, File] = field(default_factory=dict)  # into the acme volume
 
+    @property
+    def facts(self) -> TlsFacts:
+        """What the rendered config says about it."""
+        if self.certificate is None:
+            return TlsFacts()
+        return TlsFacts(hashlib.sha256(self.certificate.pem()).hexdigest()[:16], self.hsts, self.nginx_version)
+
     def check_files(self) -> dict[str, File]:
         """The certificate where `nginx -t` looks for it."""
         return {f"{TLS_DIR}/{PEM_FILE}": File(self.certificate.pem(), mode=0o600)} if self.certificate else {}
 
-    def volume_files(self, config: Config) -> dict[str, dict[str, File]]:
-        """What `up` writes into the TLS volumes: {volume name: {path: File}}."""
+    def volume_files(self) -> dict[str, dict[str, File]]:
+        """What `up` writes into the TLS volumes: {volume: {path: File}}."""
         files: dict[str, dict[str, File]] = {}
         if self.changed and self.certificate:
-            files[volume_name(config, TLS_VOLUME)] = {PEM_FILE: File(self.certificate.pem(), mode=0o600)}
+            files[TLS_VOLUME] = {PEM_FILE: File(self.certificate.pem(), mode=0o600)}
         if self.acme_files:
-            files[volume_name(config, ACME_VOLUME)] = self.acme_files
+            files[ACME_VOLUME] = self.acme_files
         return files
 
 
@@ -73,23 +83,20 @@ def local(config: Config, now: datetime) -> Certificate | None:
     return None
 
 
-def prepare(client: docker.DockerClient, config: Config, certificate: Certificate | None, now: datetime) -> Served:
+def prepare(config: Config, certificate: Certificate | None, now: datetime, volumes: Volumes) -> Served:
     """Decide what nginx serves: `certificate` (see local), or in acme mode what the volumes hold."""
     if not config.https:
         return Served(None)
-    version = nginx_version(client, config.nginx_image, config.project)
+    version = volumes.nginx_version()
     renewal_file = f"renewal/{config.domain}.conf"
-    found = read_files(client, config.nginx_image, config.project, {
-        volume_name(config, TLS_VOLUME): (PEM_FILE,),
-        volume_name(config, ACME_VOLUME): (renewal_file,),
-    })
-    in_volume = found.get(volume_name(config, TLS_VOLUME), {}).get(PEM_FILE)
+    found = volumes.read({TLS_VOLUME: (PEM_FILE,), ACME_VOLUME: (renewal_file,)})
+    in_volume = found.get(TLS_VOLUME, {}).get(PEM_FILE)
     if config.tls != "acme":
         return Served(certificate, changed=in_volume != certificate.pem(),
                       hsts=publicly_trusted(certificate, config.domain, now), nginx_version=version)
 
     current = _parse(in_volume)
-    renewal = found.get(volume_name(config, ACME_VOLUME), {}).get(renewal_file)
+    renewal = found.get(ACME_VOLUME, {}).get(renewal_file)
     usable = current is not None and not current.placeholder and current.covers(config.domain)
     replace = usable and renewal is not None and acme.server_of(renewal) != config.acme_directory
     if usable and current.not_after > now:
@@ -118,7 +125,7 @@ def _parse(pem: bytes | None) -> Certificate | None:
         return None  # damaged: replaced like a missing one
 
 
-def obtain(client: docker.DockerClient, config: Config, certbot: Container, served: Served, now: datetime,
+def obtain(config: Config, certbot: Container | None, served: Served, volumes: Volumes, now: datetime,
            progress: Progress) -> bool:
     """Ask the ACME server for the domain's certificate if `served` says so, through certbot in its
     container (nginx answers the http-01 challenge); its deploy hook installs it and reloads nginx.
@@ -135,19 +142,15 @@ def obtain(client: docker.DockerClient, config: Config, certbot: Container, serv
             f"check that {config.domain} points to this host and that port 80 reaches RUMISTACK_HTTP_PORT="
             f"{config.http_port}, then run `rumistack up` again"
         )
-    installed = in_use(client, config)
+    installed = in_use(config, volumes)
     if installed is None or installed.placeholder or not installed.covers(config.domain) or installed.due(now):
         raise StackError(f"certbot reported success, but the certificate nginx reads is not a current one for "
                          f"{config.domain}; certbot said:\n{said}")
     return True
 
 
-def in_use(client: docker.DockerClient, config: Config) -> Certificate | None:
+def in_use(config: Config, volumes: Volumes) -> Certificate | None:
     """The certificate in the tls volume: the one nginx has loaded (None: off, or none yet)."""
     if not config.https:
         return None
-    try:
-        found = read_files(client, config.nginx_image, config.project, {volume_name(config, TLS_VOLUME): (PEM_FILE,)})
-    except ImageNotFound:
-        return None
-    return _parse(found.get(volume_name(config, TLS_VOLUME), {}).get(PEM_FILE))
+    return _parse(volumes.read({TLS_VOLUME: (PEM_FILE,)}).get(TLS_VOLUME, {}).get(PEM_FILE))

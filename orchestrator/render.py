@@ -1,12 +1,15 @@
 """Render the nginx configuration from the Jinja2 templates in nginx/.
 
-Output is deterministic: the same Config gives the same bytes, so a hash of
-the files tells whether anything changed.
+Output is deterministic: the same Config and TlsFacts give the same bytes.
+The config carries a hash of itself (config_id), which nginx reports on
+loopback, so rumistack can tell which config a running nginx has loaded; with
+HTTPS that includes which certificate (its hash is in snippets/tls.conf).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from importlib import resources
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -26,6 +29,7 @@ _TEMPLATES = {
     MAIN_FILE: "nginx.conf.j2",
     "snippets/basic-auth.conf": "snippets/basic-auth.conf.j2",
     "snippets/proxy.conf": "snippets/proxy.conf.j2",
+    "snippets/streaming.conf": "snippets/streaming.conf.j2",
 }
 _TLS_TEMPLATES = {"snippets/tls.conf": "snippets/tls.conf.j2"}
 _ACME_TEMPLATES = {"snippets/acme-challenge.conf": "snippets/acme-challenge.conf.j2"}
@@ -33,6 +37,19 @@ _ACME_TEMPLATES = {"snippets/acme-challenge.conf": "snippets/acme-challenge.conf
 # nginx 1.25.1 made http/2 a directive of its own (`http2 on;`) and deprecated
 # `listen ... http2`, which older ones need
 HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+
+
+@dataclass(frozen=True)
+class TlsFacts:
+    """What the HTTPS part of the config depends on besides Config (https.Served finds it out)."""
+
+    # a hash of the certificate and key nginx serves: a new certificate is a new
+    # config, so its reload is confirmed by config_id like any other
+    certificate_id: str = ""
+    hsts: bool = False  # the certificate is publicly trusted (tls.publicly_trusted)
+    # of the image that runs the config; unknown, http/2 is switched on the way
+    # every version understands (1.25.1 and later warn)
+    nginx_version: tuple[int, int, int] | None = None
 
 
 def _environment() -> Environment:
@@ -45,13 +62,20 @@ def _environment() -> Environment:
     )
 
 
-def render(config: Config, *, hsts: bool = False, nginx_version: tuple[int, ...] | None = None) -> dict[str, str]:
-    """The config files, by path relative to the config directory.
+def render(config: Config, tls: TlsFacts = TlsFacts()) -> dict[str, str]:
+    """The config files, by path relative to the config directory."""
+    return _render(config, tls, config_id(config, tls))
 
-    `hsts`: the certificate is publicly trusted (see tls.publicly_trusted).
-    `nginx_version`: of the image that runs the config; unknown, http/2 is
-    switched on the way every version understands (1.25.1 and later warn).
-    """
+
+def config_id(config: Config, tls: TlsFacts = TlsFacts()) -> str:
+    """A hash of the config rendered for `config` and `tls`; nginx reports the one it has loaded."""
+    h = hashlib.sha256()
+    for name, text in sorted(_render(config, tls, "").items()):
+        h.update(name.encode() + b"\0" + text.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def _render(config: Config, tls: TlsFacts, config_id: str) -> dict[str, str]:
     env = _environment()
     exempt = config.exemptions
     exact = {e.path for e in exempt if e.exact}
@@ -62,6 +86,9 @@ def render(config: Config, *, hsts: bool = False, nginx_version: tuple[int, ...]
         "conf_dir": CONF_DIR,
         "auth_dir": AUTH_DIR,
         "health_port": HEALTH_PORT,
+        "config_id": config_id,
+        "stream_timeout": config.stream_timeout,
+        "max_upload": config.max_upload,
         "exemptions": exempt,
         # a prefix exemption's path without its slash stays protected, unless exempted itself
         "guarded": {e.path: e.path[:-1] not in exact for e in exempt if not e.exact},
@@ -69,8 +96,9 @@ def render(config: Config, *, hsts: bool = False, nginx_version: tuple[int, ...]
         "acme": config.tls == "acme",
         "tls_dir": TLS_DIR,
         "webroot": acme.WEBROOT,
-        "hsts": hsts,
-        "http2_directive": nginx_version is not None and tuple(nginx_version) >= HTTP2_DIRECTIVE_SINCE,
+        "certificate_id": tls.certificate_id,
+        "hsts": tls.hsts,
+        "http2_directive": tls.nginx_version is not None and tls.nginx_version >= HTTP2_DIRECTIVE_SINCE,
         "https_port_suffix": "" if config.https_port == 443 else f":{config.https_port}",
     }
     templates = dict(_TEMPLATES)
@@ -79,13 +107,3 @@ def render(config: Config, *, hsts: bool = False, nginx_version: tuple[int, ...]
     if config.tls == "acme":
         templates.update(_ACME_TEMPLATES)
     return {name: env.get_template(template).render(context) for name, template in sorted(templates.items())}
-
-
-def digest(files: dict[str, str | bytes]) -> str:
-    """A short hash of a set of files, names included."""
-    h = hashlib.sha256()
-    for name in sorted(files):
-        content = files[name]
-        data = content.encode() if isinstance(content, str) else content
-        h.update(name.encode() + b"\0" + str(len(data)).encode() + b"\0" + data)
-    return h.hexdigest()[:16]

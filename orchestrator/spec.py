@@ -1,13 +1,17 @@
 """The stack, defined once: services, images, volumes, health checks, names.
 
-`rumistack up` builds containers from this; nothing else describes the stack.
+`rumistack up` builds containers from this, and compose/docker-compose.yml is
+generated from it (rumistack.compose); nothing else describes the stack.
+Names follow Docker Compose's (`<project>_<volume>`, `<project>_default`), and
+volumes and the network carry compose's labels too, so both ways of running
+the stack share them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from . import acme
 from .config import Config
@@ -17,23 +21,27 @@ from .tls import TLS_DIR
 LABEL_PROJECT = "rumistack.project"
 LABEL_SERVICE = "rumistack.service"
 LABEL_SPEC = "rumistack.spec"
+COMPOSE_PROJECT = "com.docker.compose.project"
+COMPOSE_VOLUME = "com.docker.compose.volume"
+COMPOSE_NETWORK = "com.docker.compose.network"
 
 CONFIG_VOLUME = "nginx-config"
 AUTH_VOLUME = "nginx-auth"
-VOLUMES = (CONFIG_VOLUME, AUTH_VOLUME)
 TLS_VOLUME = "tls"  # the certificate nginx serves
 ACME_VOLUME = "acme"  # certbot's account, certificates and renewal settings
 WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
 
-NGINX_UID = 101  # the `nginx` user of the official images; its workers read the user file
-NGINX_GID = 101
+NGINX_GID = 101  # the `nginx` group of the official images: its workers read the user file
+RESTART = "unless-stopped"  # every service's restart policy
 
 
 @dataclass(frozen=True)
 class Mount:
     volume: str
     target: str
-    read_only: bool
+    read_only: bool = False
+    # an empty volume gets a copy of what the image has at `target`, unless no_copy
+    no_copy: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,17 +69,17 @@ class Service:
     mounts: tuple[Mount, ...] = ()
     ports: tuple[Port, ...] = ()
     environment: tuple[tuple[str, str], ...] = ()
+    depends_on: tuple[str, ...] = ()  # started and healthy before this one starts
     stop_signal: str | None = None
     entrypoint: tuple[str, ...] | None = None
     # another service whose process namespace this one joins (docker's --pid container:...)
     pid_namespace: str | None = None
-    # facts outside the container definition that require a new container
-    # when they change (the rendered config, for nginx)
-    inputs: tuple[tuple[str, str], ...] = field(default=())
 
-    def digest(self, image_id: str) -> str:
-        """A hash of everything that defines this service's container."""
-        data = json.dumps([asdict(self), image_id], sort_keys=True).encode()
+    def digest(self, *facts: str) -> str:
+        """A hash of everything that defines this service's container: its fields, and the facts
+        outside them it is made from (the image's id; the id of the container whose process
+        namespace it joins, which docker binds at create)."""
+        data = json.dumps([asdict(self), *facts], sort_keys=True).encode()
         return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -79,22 +87,14 @@ def _wget(url: str) -> tuple[str, ...]:
     return ("CMD", "wget", "-q", "-O", "/dev/null", url)
 
 
-def volumes(config: Config) -> tuple[str, ...]:
-    """The named volumes the stack uses, by TLS mode."""
-    if not config.https:
-        return VOLUMES
-    if config.tls == "acme":
-        return VOLUMES + (TLS_VOLUME, ACME_VOLUME, WEBROOT_VOLUME)
-    return VOLUMES + (TLS_VOLUME,)
-
-
 def _tls_mounts(config: Config) -> tuple[Mount, ...]:
     """nginx reads the certificate, and in acme mode the http-01 challenges."""
     if not config.https:
         return ()
+    certificate = Mount(TLS_VOLUME, TLS_DIR, read_only=True, no_copy=True)
     if config.tls == "acme":
-        return (Mount(TLS_VOLUME, TLS_DIR, True), Mount(WEBROOT_VOLUME, acme.WEBROOT, True))
-    return (Mount(TLS_VOLUME, TLS_DIR, True),)
+        return (certificate, Mount(WEBROOT_VOLUME, acme.WEBROOT, read_only=True, no_copy=True))
+    return (certificate,)
 
 
 def _certbot(config: Config) -> Service:
@@ -104,34 +104,77 @@ def _certbot(config: Config) -> Service:
         image=config.certbot_image,
         entrypoint=("sh", "-c"),
         command=(acme.RENEW_LOOP,),
-        mounts=(Mount(ACME_VOLUME, acme.CONFIG_DIR, False), Mount(WEBROOT_VOLUME, acme.WEBROOT, False),
-                Mount(TLS_VOLUME, TLS_DIR, False)),
+        mounts=(Mount(ACME_VOLUME, acme.CONFIG_DIR), Mount(WEBROOT_VOLUME, acme.WEBROOT), Mount(TLS_VOLUME, TLS_DIR)),
         environment=acme.environment(config),
+        depends_on=("nginx",),
         pid_namespace="nginx",  # nginx's master is its pid 1: the deploy hook reloads it with SIGHUP
         healthcheck=HealthCheck(("NONE",)),  # it sleeps most of the time; `status` shows the certificate's end
     )
 
 
-def services(config: Config, config_digest: str) -> tuple[Service, ...]:
-    """The services in start order: RumiTalk first, so nginx resolves its name; certbot after nginx,
-    whose process namespace it joins."""
-    rumitalk = Service(
+def services(config: Config, secrets: dict[str, str]) -> tuple[Service, ...]:
+    """The services, each after the ones it depends on."""
+    stack: list[Service] = []
+    if not config.mongo_uri:
+        stack.append(Service(
+            name="mongodb",
+            image=config.mongo_image,
+            mounts=(Mount("mongodb-data", "/data/db"),),
+            healthcheck=HealthCheck(("CMD", "mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok")),
+        ))
+    if config.search:
+        stack.append(Service(
+            name="meilisearch",
+            image=config.meili_image,
+            environment=(("MEILI_MASTER_KEY", secrets["MEILI_MASTER_KEY"]), ("MEILI_NO_ANALYTICS", "true")),
+            mounts=(Mount("meili-data", "/meili_data"),),
+            healthcheck=HealthCheck(_wget("http://127.0.0.1:7700/health")),
+        ))
+    environment = {
+        "HOST": "0.0.0.0",
+        "PORT": "3080",
+        "MONGO_URI": config.mongo_uri or "mongodb://mongodb:27017/RumiTalk",
+        "DOMAIN_CLIENT": config.url.rstrip("/"),
+        "DOMAIN_SERVER": config.url.rstrip("/"),
+        "SEARCH": "true" if config.search else "false",
+        **{name: secrets[name] for name in ("JWT_SECRET", "JWT_REFRESH_SECRET", "CREDS_KEY", "CREDS_IV")},
+    }
+    if config.search:
+        environment |= {"MEILI_HOST": "http://meilisearch:7700", "MEILI_MASTER_KEY": secrets["MEILI_MASTER_KEY"]}
+    stack.append(Service(
         name="rumitalk",
         image=config.rumitalk_image,
+        environment=tuple(sorted(environment.items())),
+        mounts=(
+            Mount("rumitalk-uploads", "/app/uploads"),
+            Mount("rumitalk-images", "/app/client/public/images"),
+            Mount("rumitalk-logs", "/app/api/logs"),
+        ),
+        depends_on=tuple(s.name for s in stack),
         healthcheck=HealthCheck(_wget("http://127.0.0.1:3080/health")),
-    )
-    nginx = Service(
+    ))
+    stack.append(Service(
         name="nginx",
         image=config.nginx_image,
         command=("nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"),
-        mounts=(Mount(CONFIG_VOLUME, CONF_DIR, True), Mount(AUTH_VOLUME, AUTH_DIR, True)) + _tls_mounts(config),
+        mounts=(
+            Mount(CONFIG_VOLUME, CONF_DIR, read_only=True, no_copy=True),
+            Mount(AUTH_VOLUME, AUTH_DIR, read_only=True, no_copy=True),
+        ) + _tls_mounts(config),
         ports=(Port(config.bind_address, config.http_port, 80),)
         + ((Port(config.bind_address, config.https_port, 443),) if config.https else ()),
+        depends_on=("rumitalk",),  # nginx resolves RumiTalk's name when it starts
         healthcheck=HealthCheck(_wget(f"http://127.0.0.1:{HEALTH_PORT}/nginx-health"), start_period=10),
         stop_signal="SIGQUIT",  # graceful: finish requests in flight
-        inputs=(("nginx-config", config_digest),),
-    )
-    return (rumitalk, nginx) + ((_certbot(config),) if config.tls == "acme" else ())
+    ))
+    if config.tls == "acme":
+        stack.append(_certbot(config))
+    return tuple(stack)
+
+
+def volumes(stack: tuple[Service, ...]) -> tuple[str, ...]:
+    """Every named volume the services mount."""
+    return tuple(sorted({m.volume for s in stack for m in s.mounts}))
 
 
 def container_name(config: Config, service: str) -> str:
@@ -148,3 +191,13 @@ def network_name(config: Config) -> str:
 
 def labels(config: Config, **extra: str) -> dict[str, str]:
     return {LABEL_PROJECT: config.project, **{f"rumistack.{k}": v for k, v in extra.items()}}
+
+
+def volume_labels(config: Config, volume: str) -> dict[str, str]:
+    """rumistack's label and compose's, so `docker compose up` takes the volume as its own."""
+    return {**labels(config), COMPOSE_PROJECT: config.project, COMPOSE_VOLUME: volume}
+
+
+def network_labels(config: Config) -> dict[str, str]:
+    """rumistack's label and compose's, so `docker compose up` takes the network as its own."""
+    return {**labels(config), COMPOSE_PROJECT: config.project, COMPOSE_NETWORK: "default"}

@@ -1,5 +1,5 @@
-"""The stack's lifecycle through the Docker SDK: up, down, status, and pushing
-the user file into a running stack.
+"""The stack's lifecycle through the Docker SDK: up, reload, down, status,
+logs, and the stack's volumes for `render` and user changes.
 
 Every object carries the label rumistack.project=<project>; down and status
 act on exactly those objects.
@@ -7,37 +7,44 @@ act on exactly those objects.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound
 from docker.models.containers import Container
 from docker.types import Healthcheck
+from docker.utils import parse_repository_tag
 from docker.types import Mount as DockerMount
 
 from . import https, tls
 from .config import Config
 from .errors import DockerUnavailable, StackError, UserError
-from .render import digest, render
+from .publish import checked_config, config_files, users_file
+from .render import CONF_DIR, HEALTH_PORT, MAIN_FILE, config_id
+from .secretstore import load_secrets
 from .spec import (
     AUTH_VOLUME,
     CONFIG_VOLUME,
     LABEL_PROJECT,
     LABEL_SERVICE,
     LABEL_SPEC,
-    NGINX_GID,
-    NGINX_UID,
+    RESTART,
     Service,
     container_name,
     labels,
+    network_labels,
     network_name,
     services,
+    volume_labels,
     volume_name,
     volumes,
 )
 from .users import UserFile
-from .volumes import File, check_config, write_files
+from .volumes import EngineVolumes
 
 _NS = 1_000_000_000
 
@@ -48,6 +55,9 @@ class Progress:
     def step(self, message: str) -> None:
         pass
 
+    def layer(self, image: str, layer: str, status: str, current: int | None, total: int | None) -> None:
+        """A layer of an image being pulled: its status and, while downloading, bytes so far."""
+
     def waiting(self, states: dict[str, str], elapsed: float) -> None:
         pass
 
@@ -56,8 +66,12 @@ class Progress:
 class ServiceStatus:
     service: str
     container: str
+    image: str
     state: str  # running, exited, ...
     health: str  # healthy, starting, unhealthy, or "-" without a health check
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
 
 
 def connect() -> docker.DockerClient:
@@ -72,70 +86,106 @@ def connect() -> docker.DockerClient:
     return client
 
 
-def _users_file(users: UserFile) -> File:
-    # the nginx workers (uid/gid 101) read it; nobody else in the container can
-    return File(users.content(), mode=0o640, uid=0, gid=NGINX_GID)
-
-
-def push_users(config: Config, users: UserFile) -> bool:
-    """Copy the user file into the auth volume if the stack has one; True if it did.
-
-    nginx opens the file on every request, so the change applies at once.
-    """
+def engine_volumes(config: Config, progress: Progress = Progress()) -> EngineVolumes:
+    """The project's volumes through the Docker engine; the nginx image is pulled when first needed."""
     client = connect()
-    try:
-        client.volumes.get(volume_name(config, AUTH_VOLUME))
-    except NotFound:
-        return False
-    _image(client, config.nginx_image, Progress())
-    with users.locked():
-        write_files(client, config.nginx_image, config.project,
-                    {volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)}})
-    return True
+    return EngineVolumes(client, config, prepare=lambda: _image(client, config.nginx_image, progress))
 
 
 def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
-    """Bring the stack to its desired state and wait until it is healthy; return the URL."""
+    """Bring the stack to its desired state and wait until it is healthy; return the URL.
+
+    Only what changed changes: a container whose definition is the same is
+    left running, a changed nginx config is applied by a graceful reload.
+    """
     if not users.names():
         raise UserError("there are no users yet, so no one could log in: add one with `rumistack adduser NAME`")
     now = tls.now()
-    certificate = https.local(config, now)
+    certificate = https.local(config, now)  # a bad certificate file stops `up` before anything changes
     client = connect()
-    for image in (config.rumitalk_image, config.nginx_image) + ((config.certbot_image,) if config.tls == "acme" else ()):
-        _image(client, image, progress)
-
-    served = https.prepare(client, config, certificate, now)
-    files = render(config, hsts=served.hsts, nginx_version=served.nginx_version)
-    progress.step("checking the nginx configuration with nginx -t")
-    check_config(client, config.nginx_image, config.project, files, served.check_files())
+    stack = services(config, load_secrets(config.state_dir))
+    for service in stack:
+        _image(client, service.image, progress)
+    engine = EngineVolumes(client, config)
+    served, files = checked_config(config, certificate, engine, progress.step)
 
     network = _network(client, config)
-    for volume in volumes(config):
-        _volume(client, config, volume)
-    progress.step("writing the configuration and the users into their volumes")
+    for volume in volumes(stack):
+        engine.ensure(volume)
+    running_nginx = _running(client, config, "nginx")
+    wanted = config_id(config, served.facts)  # with HTTPS, it names the certificate too
+    config_changed = running_nginx is None or _loaded_config(running_nginx) != wanted
     with users.locked():
-        write_files(client, config.nginx_image, config.project, {
-            volume_name(config, CONFIG_VOLUME): {name: File(text.encode()) for name, text in files.items()},
-            volume_name(config, AUTH_VOLUME): {"htpasswd": _users_file(users)},
-            **served.volume_files(config),
+        engine.write({
+            **({CONFIG_VOLUME: config_files(files)} if config_changed else {}),
+            AUTH_VOLUME: {"htpasswd": users_file(users)},
+            **served.volume_files(),
         })
+    _remove_others(client, config, {s.name for s in stack}, progress)
 
+    containers: dict[str, Container] = {}
     recreated = set()
-    containers = {}
-    for service in services(config, digest(files)):
-        if service.pid_namespace:
-            # docker binds the container to that container's id: a new one needs a new container
-            service = replace(service, inputs=service.inputs + (("pid", containers[service.pid_namespace].id),))
-        containers[service.name], changed = _ensure_container(client, config, service, network, progress)
+    for service in stack:
+        _wait_healthy(config, {name: containers[name] for name in service.depends_on}, progress)
+        joined = containers[service.pid_namespace] if service.pid_namespace else None
+        containers[service.name], changed = _ensure_container(client, config, service, network, progress, joined)
         if changed:
             recreated.add(service.name)
-    if ("rumitalk" in recreated or served.changed) and "nginx" not in recreated:
-        # nginx resolved RumiTalk's address and read the certificate at start; a reload does both anew
-        containers["nginx"].kill(signal="SIGHUP")
+    if "nginx" not in recreated and (config_changed or "rumitalk" in recreated):
+        # a new config or certificate, or RumiTalk's new address (nginx resolved it at start)
+        _reload_nginx(containers["nginx"], wanted, progress)
     _wait_healthy(config, containers, progress)
-    if https.obtain(client, config, containers.get("certbot"), served, now, progress):
+    if https.obtain(config, containers.get("certbot"), served, engine, now, progress):
         return up(config, users, progress)  # once more with the issued certificate (it may turn hsts on)
     return config.url
+
+
+def reload(config: Config, progress: Progress = Progress()) -> None:
+    """Render the config again, check it, and apply it (and a new certificate) to the running nginx by a
+    graceful reload."""
+    certificate = https.local(config, tls.now())
+    client = connect()
+    nginx = _running(client, config, "nginx")
+    if nginx is None:
+        raise StackError("nginx is not running: start the stack with `rumistack up`")
+    engine = EngineVolumes(client, config)
+    served, files = checked_config(config, certificate, engine, progress.step)
+    engine.write({CONFIG_VOLUME: config_files(files), **served.volume_files()})
+    _reload_nginx(nginx, config_id(config, served.facts), progress)
+
+
+def _loaded_config(nginx: Container) -> str:
+    """The config_id of the config the running nginx has loaded ("" if it does not answer)."""
+    code, output = nginx.exec_run(["wget", "-q", "-O", "-", f"http://127.0.0.1:{HEALTH_PORT}/nginx-config"])
+    return output.decode().strip() if code == 0 else ""
+
+
+def _reload_nginx(nginx: Container, wanted: str, progress: Progress) -> None:
+    """Graceful reload: new workers start with the new config, old ones finish their requests.
+    Returns once nginx reports the config `wanted` (its config_id)."""
+    code, output = nginx.exec_run(["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"])
+    if code != 0:
+        raise StackError(f"the running nginx refused the new configuration and keeps the old one: {output.decode().strip()}")
+    nginx.kill(signal="SIGHUP")
+    deadline = time.monotonic() + 30
+    while _loaded_config(nginx) != wanted:
+        if time.monotonic() > deadline:
+            raise StackError(f"nginx did not load the new configuration within 30 s; its last log lines:\n{_tail(nginx)}")
+        time.sleep(0.1)
+    progress.step("reloaded nginx")
+
+
+def _running(client: docker.DockerClient, config: Config, service: str) -> Container | None:
+    container = _find(client, config, service)
+    return container if container is not None and container.status == "running" else None
+
+
+def _remove_others(client: docker.DockerClient, config: Config, wanted: set[str], progress: Progress) -> None:
+    """Remove containers of services that are no longer part of the stack; their volumes stay."""
+    for container in client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={config.project}", LABEL_SERVICE]}):
+        if container.labels[LABEL_SERVICE] not in wanted:
+            progress.step(f"removing {container.labels[LABEL_SERVICE]} (no longer part of the stack)")
+            container.remove(force=True)
 
 
 def _image(client: docker.DockerClient, ref: str, progress: Progress) -> str:
@@ -145,13 +195,22 @@ def _image(client: docker.DockerClient, ref: str, progress: Progress) -> str:
     except ImageNotFound:
         pass
     progress.step(f"pulling {ref}")
+    repository, tag = parse_repository_tag(ref)
     try:
-        return client.images.pull(ref).id
+        for event in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
+            if "error" in event:
+                raise StackError(_pull_failed(ref, event["error"]))
+            if "id" in event and "status" in event:
+                detail = event.get("progressDetail") or {}
+                progress.layer(ref, event["id"], event["status"], detail.get("current"), detail.get("total"))
+        return client.images.get(ref).id
     except DockerException as exc:
-        raise StackError(
-            f"image {ref} is not on this machine and could not be pulled ({_reason(exc)}): "
-            "check the name in .env, or build or load the image first"
-        ) from None
+        raise StackError(_pull_failed(ref, _reason(exc))) from None
+
+
+def _pull_failed(ref: str, reason: str) -> str:
+    return (f"image {ref} is not on this machine and could not be pulled ({reason}): "
+            "check the name in .env, or build or load the image first")
 
 
 def _network(client: docker.DockerClient, config: Config):
@@ -159,15 +218,7 @@ def _network(client: docker.DockerClient, config: Config):
     found = client.networks.list(names=[name], filters={"label": f"{LABEL_PROJECT}={config.project}"})
     if found:
         return found[0]
-    return client.networks.create(name, driver="bridge", labels=labels(config))
-
-
-def _volume(client: docker.DockerClient, config: Config, volume: str) -> None:
-    name = volume_name(config, volume)
-    try:
-        client.volumes.get(name)
-    except NotFound:
-        client.volumes.create(name, labels=labels(config))
+    return client.networks.create(name, driver="bridge", labels=network_labels(config))
 
 
 def _find(client: docker.DockerClient, config: Config, service: str) -> Container | None:
@@ -175,9 +226,11 @@ def _find(client: docker.DockerClient, config: Config, service: str) -> Containe
     return found[0] if found else None
 
 
-def _ensure_container(client, config: Config, service: Service, network, progress: Progress) -> tuple[Container, bool]:
-    """The service's container, created anew only when its definition changed."""
-    spec = service.digest(client.images.get(service.image).id)
+def _ensure_container(client, config: Config, service: Service, network, progress: Progress,
+                      joined: Container | None = None) -> tuple[Container, bool]:
+    """The service's container, created anew only when its definition changed; `joined`: the container
+    whose process namespace it shares (service.pid_namespace)."""
+    spec = service.digest(client.images.get(service.image).id, *([joined.id] if joined else []))
     existing = _find(client, config, service.name)
     if existing is not None and existing.labels.get(LABEL_SPEC) == spec:
         if existing.status != "running":
@@ -196,7 +249,7 @@ def _ensure_container(client, config: Config, service: Service, network, progres
         name=container_name(config, service.name),
         command=list(service.command) if service.command else None,
         entrypoint=list(service.entrypoint) if service.entrypoint else None,
-        pid_mode=f"container:{container_name(config, service.pid_namespace)}" if service.pid_namespace else None,
+        pid_mode=f"container:{joined.id}" if joined else None,
         environment=dict(service.environment),
         labels=labels(config, service=service.name, spec=spec),
         healthcheck=Healthcheck(
@@ -207,12 +260,12 @@ def _ensure_container(client, config: Config, service: Service, network, progres
             start_period=service.healthcheck.start_period * _NS,
         ),
         mounts=[
-            DockerMount(m.target, volume_name(config, m.volume), type="volume", read_only=m.read_only, no_copy=True)
+            DockerMount(m.target, volume_name(config, m.volume), type="volume", read_only=m.read_only, no_copy=m.no_copy)
             for m in service.mounts
         ],
         ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
         stop_signal=service.stop_signal,
-        restart_policy={"Name": "unless-stopped"},
+        restart_policy={"Name": RESTART},
         network=network.name,
         # reachable by its service name on the network, as in docker compose
         networking_config={network.name: client.api.create_endpoint_config(aliases=[service.name])},
@@ -267,23 +320,32 @@ def _reason(exc: DockerException) -> str:
     return getattr(exc, "explanation", None) or str(exc)
 
 
-def down(config: Config, progress: Progress = Progress()) -> int:
-    """Remove the project's containers and network; keep its volumes. Return how many containers went."""
+def down(config: Config, remove_volumes: bool = False, progress: Progress = Progress()) -> int:
+    """Remove the project's containers and network, and with `remove_volumes` its volumes
+    (RumiTalk's data included). Return how many containers went."""
     client = connect()
-    containers = client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={config.project}"})
+    project = {"label": f"{LABEL_PROJECT}={config.project}"}
+    containers = client.containers.list(all=True, filters=project)
     for container in containers:
         progress.step(f"removing {container.name}")
         container.stop(timeout=10)
         container.remove(force=True)
-    for network in client.networks.list(filters={"label": f"{LABEL_PROJECT}={config.project}"}):
+    for network in client.networks.list(filters=project):
         progress.step(f"removing network {network.name}")
         network.remove()
+    if remove_volumes:
+        for volume in client.volumes.list(filters=project):
+            progress.step(f"removing volume {volume.name}")
+            volume.remove(force=True)
     return len(containers)
 
 
 def certificate(config: Config) -> tls.Certificate | None:
     """The certificate nginx serves (None: TLS is off, or there is none yet)."""
-    return https.in_use(connect(), config)
+    try:
+        return https.in_use(config, EngineVolumes(connect(), config))
+    except ImageNotFound:
+        return None  # no nginx image, so nothing ever served one
 
 
 def status(config: Config) -> list[ServiceStatus]:
@@ -294,7 +356,40 @@ def status(config: Config) -> list[ServiceStatus]:
         result.append(ServiceStatus(
             service=container.labels.get(LABEL_SERVICE, "?"),
             container=container.name,
+            image=container.attrs["Config"]["Image"],
             state=state["Status"],
             health=state.get("Health", {}).get("Status", "-"),
         ))
     return sorted(result, key=lambda s: s.service)
+
+
+def logs(config: Config, service: str | None, follow: bool, tail: int) -> Iterator[tuple[str, str]]:
+    """(service, line) pairs from the project's containers; with `follow`, until interrupted."""
+    client = connect()
+    filters = [f"{LABEL_PROJECT}={config.project}", f"{LABEL_SERVICE}={service}" if service else LABEL_SERVICE]
+    containers = client.containers.list(all=True, filters={"label": filters})
+    if not containers:
+        raise StackError(f"no container for {service!r}" if service else "the stack is not running")
+    lines: queue.Queue[tuple[str, str] | None] = queue.Queue()
+
+    def read(container: Container) -> None:
+        name = container.labels[LABEL_SERVICE]
+        buffer = b""
+        for chunk in container.logs(stream=True, follow=follow, tail=tail):
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            for line in complete:
+                lines.put((name, line.decode(errors="replace")))
+        if buffer:
+            lines.put((name, buffer.decode(errors="replace")))
+        lines.put(None)
+
+    for container in containers:
+        threading.Thread(target=read, args=(container,), daemon=True).start()
+    running = len(containers)
+    while running:
+        item = lines.get()
+        if item is None:
+            running -= 1
+        else:
+            yield item

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from pathlib import Path
 from passlib.apache import HtpasswdFile
 
 from .errors import UserError
+from .files import replace_atomically
 
 MAX_NAME_BYTES = 255
 MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; longer passwords are refused, never cut
@@ -117,21 +117,4 @@ class UserFile:
                 stale.unlink(missing_ok=True)
             users = self._read()
             yield users
-            self._replace(users.to_string())
-
-    def _replace(self, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as out:  # mkstemp creates it with mode 0600
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            replace_atomically(self.path, users.to_string())  # mode 0600

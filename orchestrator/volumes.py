@@ -1,5 +1,6 @@
 """Files into named volumes and config checks, through short-lived helper
-containers of the nginx image (already local: nothing extra is pulled).
+containers of the nginx image (no extra image: it is pulled only if missing,
+as `up` needs it anyway).
 
 Writes are atomic: files are staged inside the volume, then renamed into
 place, so nginx (which opens the user file on every request) never reads a
@@ -12,15 +13,17 @@ import io
 import re
 import secrets
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import docker
 from docker.errors import NotFound
 from docker.types import Mount
 
+from .config import Config
 from .errors import StackError
 from .render import CONF_DIR, MAIN_FILE, UPSTREAM
-from .spec import LABEL_PROJECT
+from .spec import LABEL_PROJECT, volume_labels, volume_name
 
 _STAGE = "/rumistack-stage"
 
@@ -80,7 +83,11 @@ def check_config(client: docker.DockerClient, image: str, project: str, files: d
         extra_hosts={host: "127.0.0.1"},
     )
     if code != 0:
-        raise StackError(f"nginx refused the rendered configuration, so nothing was changed: {output}")
+        raise config_refused(output)
+
+
+def config_refused(output: str) -> StackError:
+    return StackError(f"nginx refused the rendered configuration, so nothing was changed: {output}")
 
 
 def write_files(client: docker.DockerClient, image: str, project: str, volumes: dict[str, dict[str, File]]) -> None:
@@ -142,3 +149,47 @@ def nginx_version(client: docker.DockerClient, image: str, project: str) -> tupl
     _, output = _run_helper(client, image, project, ["nginx", "-v"])
     match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", output)
     return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
+class EngineVolumes:
+    """The project's named volumes ({volume}: `<project>_{volume}`), reached through the Docker engine.
+    `prepare` runs before the helper containers: it makes sure the nginx image is here."""
+
+    def __init__(self, client: docker.DockerClient, config: Config, prepare: Callable[[], object] = lambda: None) -> None:
+        self._client = client
+        self._config = config
+        self._prepare = prepare
+
+    def exists(self, volume: str) -> bool:
+        try:
+            self._client.volumes.get(volume_name(self._config, volume))
+        except NotFound:
+            return False
+        return True
+
+    def ensure(self, volume: str) -> None:
+        """Create the volume (with rumistack's and compose's labels) unless it is there."""
+        if not self.exists(volume):
+            self._client.volumes.create(volume_name(self._config, volume), labels=volume_labels(self._config, volume))
+
+    def check(self, files: dict[str, str], others: dict[str, File]) -> None:
+        self._prepare()
+        check_config(self._client, self._config.nginx_image, self._config.project, files, others)
+
+    def read(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, bytes]]:
+        self._prepare()
+        found = read_files(self._client, self._config.nginx_image, self._config.project,
+                           {volume_name(self._config, volume): paths for volume, paths in wanted.items()})
+        return {volume: found[volume_name(self._config, volume)] for volume in wanted
+                if volume_name(self._config, volume) in found}
+
+    def nginx_version(self) -> tuple[int, int, int] | None:
+        self._prepare()
+        return nginx_version(self._client, self._config.nginx_image, self._config.project)
+
+    def write(self, volumes: dict[str, dict[str, File]]) -> None:
+        self._prepare()
+        for volume in volumes:
+            self.ensure(volume)
+        write_files(self._client, self._config.nginx_image, self._config.project,
+                    {volume_name(self._config, volume): files for volume, files in volumes.items()})

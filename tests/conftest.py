@@ -54,10 +54,11 @@ def docker_client() -> docker.DockerClient:
 
 @pytest.fixture(scope="session")
 def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
-    """{"nginx": ..., "rumitalk": ..., ...}: the official nginx image when it is here, else the local one;
-    certbot, pebble, and nginx-trixie (a newer nginx) for the HTTPS tests."""
+    """Image per service: the official nginx image when it is here, else the local one; stand-ins for the rest.
+    For the HTTPS tests also certbot, pebble (the ACME test server), and Debian's nginx 1.22 and 1.26
+    (nginx-bookworm, nginx-trixie) whatever "nginx" is."""
     try:
-        images.ensure_images(docker_client)
+        pinned = images.ensure_images(docker_client)
     except Exception as exc:  # any failure to build means no images: never a silent skip in CI
         if IN_CI:
             pytest.fail(f"the local test images could not be built: {exc}")
@@ -66,9 +67,19 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
         docker_client.images.get(OFFICIAL_NGINX)
         nginx = OFFICIAL_NGINX
     except ImageNotFound:
-        nginx = images.NGINX
-    return {"nginx": nginx, "rumitalk": images.STUB, "certbot": images.CERTBOT, "pebble": images.PEBBLE,
-            "nginx-trixie": images.NGINX_TRIXIE}
+        nginx = pinned[images.NGINX]
+    return {"nginx": nginx, "rumitalk": pinned[images.STUB], "mongodb": pinned[images.MONGO],
+            "meilisearch": pinned[images.MEILI], "python": pinned[images.PYTHON], "certbot": pinned[images.CERTBOT],
+            "pebble": pinned[images.PEBBLE], "nginx-bookworm": pinned[images.NGINX],
+            "nginx-trixie": pinned[images.NGINX_TRIXIE]}
+
+
+@pytest.fixture(scope="session")
+def image_env(test_images) -> dict[str, str]:
+    """The config keys that point rumistack at the test images."""
+    return {"RUMISTACK_NGINX_IMAGE": test_images["nginx"], "RUMITALK_IMAGE": test_images["rumitalk"],
+            "RUMISTACK_MONGO_IMAGE": test_images["mongodb"], "RUMISTACK_MEILI_IMAGE": test_images["meilisearch"],
+            "RUMISTACK_TOOLS_BASE_IMAGE": test_images["python"], "RUMISTACK_CERTBOT_IMAGE": test_images["certbot"]}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -4,6 +4,12 @@
   nginx-light, python3 and wget.
 - rumistack-test/nginx:local: nginx from that base (tests/images/nginx).
 - rumistack-test/rumitalk-stub:local: the RumiTalk stand-in (tests/images/rumitalk-stub).
+- rumistack-test/mongo-stub:local, rumistack-test/meili-stub:local: stand-ins for
+  RumiTalk's MongoDB and Meilisearch (tests/images/mongo-stub, meili-stub).
+- rumistack-test/python:local: a Debian-based Python like the official image
+  (tests/images/python), the base of the compose bundle's tools image. It
+  gets this machine's CA certificates, so pip in builds FROM it reaches PyPI
+  wherever the host's pip does (here, through a TLS-inspecting proxy).
 - rumistack-test/certbot:local: certbot from Debian, for RUMISTACK_CERTBOT_IMAGE (tests/images/certbot).
 - rumistack-test/pebble:local: Let's Encrypt's ACME test server and its DNS
   test server (tests/images/pebble).
@@ -33,11 +39,17 @@ BASE = "rumistack-test/debian:bookworm"
 BASE_PACKAGES = ("nginx-light", "python3", "wget")
 NGINX = "rumistack-test/nginx:local"
 STUB = "rumistack-test/rumitalk-stub:local"
+PYTHON = "rumistack-test/python:local"
+MONGO = "rumistack-test/mongo-stub:local"
+MEILI = "rumistack-test/meili-stub:local"
 CERTBOT = "rumistack-test/certbot:local"
 PEBBLE = "rumistack-test/pebble:local"
 NGINX_TRIXIE = "rumistack-test/nginx-trixie:local"
-_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", CERTBOT: HERE / "certbot", PEBBLE: HERE / "pebble",
+_CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", MONGO: HERE / "mongo-stub", MEILI: HERE / "meili-stub",
+             PYTHON: HERE / "python", CERTBOT: HERE / "certbot", PEBBLE: HERE / "pebble",
              NGINX_TRIXIE: HERE / "nginx-trixie"}
+# files of this machine that join an image's build context: {image: {name in the context: path}}
+_HOST_FILES = {PYTHON: {"host-ca-certificates.crt": Path("/etc/ssl/certs/ca-certificates.crt")}}
 
 
 def _debootstrap_args(target: Path) -> list[str]:
@@ -85,17 +97,33 @@ def _build_base(client: docker.DockerClient, recipe: str, log) -> None:
         )
 
 
-def ensure_images(client: docker.DockerClient | None = None, log=print) -> None:
-    """Build every local test image that is missing or whose recipe changed."""
+def ensure_images(client: docker.DockerClient | None = None, log=print) -> dict[str, str]:
+    """Build every local test image that is missing or whose recipe changed.
+
+    Each image is tagged twice: `:local`, the name to use by hand, and
+    `:r-<recipe hash>`, which the tests use, so that test runs of different
+    checkouts sharing one engine each get the image of their own recipe.
+    Returns {`:local` name: `:r-<recipe>` name}.
+    """
     client = client or docker.from_env()
     base_recipe = _base_recipe()
     if not _current(client, BASE, base_recipe):
         _build_base(client, base_recipe, log)
+    pinned = {}
     for name, context in _CONTEXTS.items():
-        recipe = _context_recipe(context)
+        with tempfile.TemporaryDirectory(prefix="rumistack-context-") as tmp:
+            staged = Path(tmp) / "context"
+            shutil.copytree(context, staged)
+            for target, source in _HOST_FILES.get(name, {}).items():
+                shutil.copyfile(source, staged / target)
+            recipe = _context_recipe(staged)
+            pinned[name] = f"{name.rsplit(':', 1)[0]}:r-{recipe}"
+            if not _current(client, pinned[name], recipe):
+                log(f"building {name}")
+                client.images.build(path=str(staged), tag=pinned[name], labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
         if not _current(client, name, recipe):
-            log(f"building {name}")
-            client.images.build(path=str(context), tag=name, labels={RECIPE_LABEL: recipe}, rm=True, pull=False)
+            client.images.get(pinned[name]).tag(name)
+    return pinned
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ def test_invalid_config_names_the_key(run, tmp_path):
 
 def test_unreachable_docker_engine_is_one_clear_line(run):
     run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
-    for command in ("up", "status", "down"):
+    for command in ("up", "render", "status", "down"):
         result = run(command)
         assert result.exit_code == 3, (command, result.output)
         assert "cannot reach the Docker engine" in result.output
@@ -121,7 +121,7 @@ def test_env_file_option_reads_another_file(run, tmp_path):
 
 def test_help_lists_every_command(run):
     result = run("--help")
-    for command in ("adduser", "deluser", "passwd", "users", "up", "down", "status"):
+    for command in ("adduser", "deluser", "passwd", "users", "up", "render", "down", "status"):
         assert command in result.output
 
 
@@ -186,3 +186,19 @@ def test_up_makes_the_self_signed_certificate_once_even_before_docker_answers(ru
     kept = (tmp_path / ".rumistack" / "tls" / "self-signed.crt").read_bytes()
     run("up")
     assert (tmp_path / ".rumistack" / "tls" / "self-signed.crt").read_bytes() == kept
+
+
+def test_adduser_with_mounted_volumes_writes_the_auth_volume_without_docker(run, tmp_path, monkeypatch):
+    (tmp_path / "volumes" / "nginx-auth").mkdir(parents=True)
+    monkeypatch.setenv("RUMISTACK_VOLUMES_DIR", str(tmp_path / "volumes"))
+    result = run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    assert result.exit_code == 0, result.output
+    assert "applied to the running stack" in result.output
+    assert (tmp_path / "volumes" / "nginx-auth" / "htpasswd").read_bytes() == (tmp_path / ".rumistack" / "htpasswd").read_bytes()
+
+
+def test_render_without_users_says_how_to_add_one(run, tmp_path):
+    (tmp_path / "volumes").mkdir()
+    result = run("--volumes-dir", str(tmp_path / "volumes"), "render")
+    assert result.exit_code == 2
+    assert "rumistack adduser NAME" in result.output

@@ -4,7 +4,7 @@ import pytest
 
 from rumistack.config import load_config
 from rumistack.exemptions import BUILTIN as EXEMPTIONS
-from rumistack.render import render
+from rumistack.render import TlsFacts, config_id, render
 
 
 def _conf(**env):
@@ -108,7 +108,7 @@ def test_tls_settings_follow_mozillas_intermediate_profile():
 def test_hsts_is_sent_only_for_a_publicly_trusted_certificate():
     config = load_config("/nonexistent", environ={})
     assert "Strict-Transport-Security" not in render(config)["snippets/tls.conf"]
-    assert 'add_header Strict-Transport-Security "max-age=63072000" always;' in render(config, hsts=True)["snippets/tls.conf"]
+    assert 'add_header Strict-Transport-Security "max-age=63072000" always;' in render(config, TlsFacts(hsts=True))["snippets/tls.conf"]
 
 
 @pytest.mark.parametrize("version, listen, directive", [
@@ -118,6 +118,22 @@ def test_hsts_is_sent_only_for_a_publicly_trusted_certificate():
     ((1, 28, 0), "listen 443 ssl default_server;", True),
 ])
 def test_http2_is_switched_on_the_way_the_nginx_version_reads(version, listen, directive):
-    conf = render(load_config("/nonexistent", environ={}), nginx_version=version)["nginx.conf"]
+    conf = render(load_config("/nonexistent", environ={}), TlsFacts(nginx_version=version))["nginx.conf"]
     assert listen in conf
     assert ("http2 on;" in conf) is directive
+
+
+def test_the_config_reports_its_own_id_which_changes_with_the_config():
+    default = load_config("/nonexistent", environ={})
+    other = load_config("/nonexistent", environ={"RUMISTACK_REALM": "Other"})
+    assert config_id(default) != config_id(other)
+    assert f'return 200 "{config_id(default)}";' in render(default)["nginx.conf"]
+
+
+def test_a_new_certificate_is_a_new_config_id_so_its_reload_can_be_confirmed():
+    config = load_config("/nonexistent", environ={})
+    first, second = TlsFacts(certificate_id="1111aaaa"), TlsFacts(certificate_id="2222bbbb")
+    assert config_id(config, first) != config_id(config, second)
+    assert "# certificate 1111aaaa\n" in render(config, first)["snippets/tls.conf"]
+    off = load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"})
+    assert config_id(off, first) == config_id(off, second)  # no HTTPS, no certificate in the config

@@ -1,50 +1,76 @@
-"""A real nginx running the rendered config in front of the RumiTalk stand-in,
-on a Docker network of its own, with the config and users in named volumes
-written by rumistack's own volume code."""
+"""The subjects of the auth tests: a real nginx running a config in front of
+the RumiTalk stand-in, on a Docker network of its own, with the config,
+users and certificate in named volumes written by rumistack's own volume
+code (testcontainers: rumistack's rendered config over plain HTTP or over
+HTTPS, or the seed config from RumiTalk's documentation); and the compose
+bundle, brought up by the README's "Docker Compose only" commands, which
+serves HTTPS with its self-signed certificate. `proxy` is all three
+rumistack stacks."""
 
 from __future__ import annotations
 
 import ssl
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
+import docker
 import pytest
+from bundle import Bundle, readme_blocks
+from clirun import PASSWORD as CLI_PASSWORD
+from clirun import Project, free_port, new_project_name, rumistack
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
-from click.testing import CliRunner
 from testcontainers.core.wait_strategies import HttpWaitStrategy
-from web import TlsPort, base_url, free_port
+from web import TlsPort, base_url
 
 from rumistack.acme import WEBROOT
-from rumistack.cli import cli
 from rumistack.config import load_config
-from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, render
-from rumistack.spec import LABEL_PROJECT, NGINX_GID
+from rumistack.publish import users_file
+from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, TlsFacts, render
+from rumistack.spec import COMPOSE_PROJECT
 from rumistack.tls import PEM_FILE, TLS_DIR, Certificate, now, self_signed
 from rumistack.users import UserFile
 from rumistack.volumes import File, nginx_version, write_files
-from testenv import TEST_LABELS
+from testenv import IN_CI, TEST_LABELS
 
 USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
 SEED = Path(__file__).parent.parent / "data" / "seed"
 
 
-@dataclass
-class Proxy:
+class Proxy(Protocol):
+    """nginx with the rendered config, one user, in front of the stand-in."""
+
     port: int  # a web.TlsPort when the proxy speaks HTTPS
-    users: UserFile
-    auth_volume: str
-    nginx: DockerContainer
-    stub: DockerContainer
-    image: str
-    http_port: int | None = None  # with HTTPS: plain HTTP, which only redirects (and answers ACME challenges)
-    ca_file: Path | None = None  # with HTTPS: the certificate to trust
-    user: str = USER
-    password: str = PASSWORD
-    realm: str = REALM
+    ca_file: Path | None  # with HTTPS: the certificate to trust
+    user: str
+    password: str
+    realm: str
+
+    def add_user(self, name: str, password: str) -> None: ...
+
+    def delete_user(self, name: str) -> None: ...
+
+    def nginx_started_at(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def scheme(self) -> str: ...
+
+    @property
+    def tls(self) -> ssl.SSLContext | None: ...
+
+
+class _Urls:
+    """What a proxy's port says about how to reach it."""
+
+    port: int
 
     @property
     def url(self) -> str:
@@ -58,9 +84,89 @@ class Proxy:
     def tls(self) -> ssl.SSLContext | None:
         return getattr(self.port, "context", None)
 
-    def push_users(self, client) -> None:
-        write_files(client, self.image, "test", {self.auth_volume: {
-            "htpasswd": File(self.users.content(), mode=0o640, gid=NGINX_GID)}})
+
+@dataclass
+class ContainerProxy(_Urls):
+    port: int  # a web.TlsPort when the proxy speaks HTTPS
+    users: UserFile
+    auth_volume: str
+    nginx: DockerContainer
+    stub: DockerContainer  # its port 3080 is published too, to compare with RumiTalk's own answers
+    client: docker.DockerClient
+    image: str
+    http_port: int | None = None  # with HTTPS: plain HTTP, which only redirects (and answers ACME challenges)
+    ca_file: Path | None = None
+    user: str = USER
+    password: str = PASSWORD
+    realm: str = REALM
+
+    def add_user(self, name: str, password: str) -> None:
+        self.users.add(name, password)
+        self._push()
+
+    def delete_user(self, name: str) -> None:
+        self.users.delete(name)
+        self._push()
+
+    def nginx_started_at(self) -> str:
+        container = self.nginx.get_wrapped_container()
+        container.reload()
+        return container.attrs["State"]["StartedAt"]
+
+    def _push(self) -> None:
+        write_files(self.client, self.image, "test", {self.auth_volume: {"htpasswd": users_file(self.users)}})
+
+
+@dataclass
+class ComposeProxy(_Urls):
+    bundle: Bundle
+    client: docker.DockerClient
+    user: str = USER
+    password: str = PASSWORD
+    realm: str = REALM
+
+    @property
+    def port(self) -> TlsPort:
+        return self.bundle.port
+
+    @property
+    def ca_file(self) -> Path:
+        return self.bundle.ca_file
+
+    def add_user(self, name: str, password: str) -> None:
+        self.bundle.compose("run", "--rm", "rumistack", "adduser", name, "--password-stdin", input=password + "\n")
+
+    def delete_user(self, name: str) -> None:
+        self.bundle.compose("run", "--rm", "rumistack", "deluser", name)
+
+    def nginx_started_at(self) -> str:
+        labels = [f"{COMPOSE_PROJECT}={self.bundle.project}", "com.docker.compose.service=nginx"]
+        (container,) = self.client.containers.list(filters={"label": labels})
+        return container.attrs["State"]["StartedAt"]
+
+
+@pytest.fixture(scope="session")
+def compose_plugin(docker_client) -> None:
+    """Docker Compose v2 as a docker CLI plugin."""
+    result = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if result.returncode != 0:
+        message = f"no Docker Compose v2 plugin ({result.stderr.strip()}); run scripts/test, which installs it"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def compose_bundle(docker_client, image_env, compose_plugin, tmp_path_factory) -> Bundle:
+    """The bundle up by the README's "Docker Compose only" commands for hosts without Python, as written."""
+    (block,) = [b for b in readme_blocks() if "cp .env.example .env" in b]
+    bundle = Bundle.create(tmp_path_factory.mktemp("compose"), image_env, realm=REALM)
+    try:
+        for command in block:
+            bundle.sh(command, input=f"{PASSWORD}\n{PASSWORD}\n" if " adduser " in command else None)
+        yield bundle
+    finally:
+        bundle.remove(docker_client)
 
 
 @dataclass(frozen=True)
@@ -73,7 +179,7 @@ class Https:
 
 @contextmanager
 def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str],
-                  user_file: File | None = None, https: Https | None = None) -> Iterator[Proxy]:
+                  user_file: File | None = None, https: Https | None = None) -> Iterator[ContainerProxy]:
     """nginx running `files` as its config directory, in front of the stand-in; the auth volume
     holds one user, or `user_file` if given; with `https`, its certificate and webroot in their volumes."""
     suffix = uuid.uuid4().hex[:8]
@@ -86,7 +192,7 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
     conf_volume, auth_volume = volume("conf"), volume("auth")
     contents = {
         conf_volume: {name: File(text.encode()) for name, text in files.items()},
-        auth_volume: {"htpasswd": user_file or File(users.content(), mode=0o640, gid=NGINX_GID)},
+        auth_volume: {"htpasswd": user_file or users_file(users)},
     }
     mounts = {conf_volume: CONF_DIR, auth_volume: AUTH_DIR}
     if https:
@@ -117,70 +223,81 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                 nginx = nginx.with_volume_mapping(name, target, "ro")
             with nginx:
                 port = int(nginx.get_exposed_port(80))
-                proxy = Proxy(port, users, auth_volume, nginx, stub, test_images["nginx"])
+                proxy = ContainerProxy(port, users, auth_volume, nginx, stub, docker_client, test_images["nginx"])
                 if https:
-                    ca_file = tmp_path / "ca.pem"
-                    ca_file.write_bytes(https.certificate.chain_pem())
-                    context = ssl.create_default_context(cafile=ca_file)
-                    proxy.port = TlsPort(int(nginx.get_exposed_port(443)), context)
-                    proxy.http_port, proxy.ca_file = port, ca_file
+                    proxy.ca_file = tmp_path / "ca.pem"
+                    proxy.ca_file.write_bytes(https.certificate.chain_pem())
+                    context = ssl.create_default_context(cafile=proxy.ca_file)
+                    proxy.port, proxy.http_port = TlsPort(int(nginx.get_exposed_port(443)), context), port
                 yield proxy
+
+
+@pytest.fixture(scope="module")
+def containers_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
+    """nginx with rumistack's rendered config (defaults but the realm) over plain HTTP (RUMISTACK_TLS=off),
+    started by testcontainers."""
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM, "RUMISTACK_TLS": "off"}))
+    with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
+        yield running
 
 
 CHALLENGE = ("test-token", b"test-token.key-authorization")  # a file certbot would write into the webroot
 
 
-@pytest.fixture(scope="module", params=["http", "https"])
-def proxy(request, docker_client, test_images, tmp_path_factory) -> Iterator[Proxy]:
-    """nginx with rumistack's rendered config (defaults but the realm), over plain HTTP (RUMISTACK_TLS=off)
-    and over HTTPS. The HTTPS one is configured as in acme mode while its certificate is not issued yet:
-    a self-signed certificate (for rumi.test and 127.0.0.1), and the webroot holding one challenge."""
-    state = tmp_path_factory.mktemp("state")
-    if request.param == "http":
-        files = render(load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM, "RUMISTACK_TLS": "off"}))
-        with running_proxy(docker_client, test_images, state, files) as running:
-            yield running
-        return
+@pytest.fixture(scope="module")
+def https_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
+    """nginx with rumistack's rendered config (defaults but the realm) over HTTPS, started by testcontainers:
+    configured as in acme mode while its certificate is not issued yet, with a self-signed certificate (for
+    rumi.test and 127.0.0.1) and the webroot holding one challenge."""
     config = load_config("/nonexistent", environ={
         "RUMISTACK_REALM": REALM, "RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "rumi.test"})
-    files = render(config, nginx_version=nginx_version(docker_client, test_images["nginx"], "test"))
+    files = render(config, TlsFacts(nginx_version=nginx_version(docker_client, test_images["nginx"], "test")))
     https = Https(self_signed(["rumi.test", "127.0.0.1"], now()),
                   {f".well-known/acme-challenge/{CHALLENGE[0]}": File(CHALLENGE[1])})
-    with running_proxy(docker_client, test_images, state, files, https=https) as running:
+    with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files, https=https) as running:
         yield running
 
 
+@pytest.fixture(scope="session")
+def compose_proxy(compose_bundle, docker_client) -> ComposeProxy:
+    """nginx with rumistack's rendered config (defaults but the realm), started by the compose bundle."""
+    return ComposeProxy(compose_bundle, docker_client)
+
+
+@pytest.fixture(scope="module", params=["containers", "https", "compose"])
+def proxy(request) -> Proxy:
+    """The same tests against nginx started by testcontainers over plain HTTP and over HTTPS, and by the
+    compose bundle (HTTPS, self-signed: its default)."""
+    return request.getfixturevalue(f"{request.param}_proxy")
+
+
 @pytest.fixture(scope="module")
-def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Proxy]:
-    """nginx with the configuration RumiTalk's documentation gives (tests/data/seed)."""
+def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
+    """nginx with the configuration RumiTalk's documentation gives (tests/data/seed), over plain HTTP."""
     files = {p.name: p.read_text() for p in SEED.iterdir()}
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
         yield running
 
 
 @pytest.fixture
-def stack_env(docker_client, test_images, tmp_path, monkeypatch):
-    """A working directory and an environment for one project of its own (plain HTTP on loopback, so
-    `up` asks nothing); removed afterwards."""
-    project = f"rumistack-e2e-{uuid.uuid4().hex[:8]}"
-    port = free_port()
+def project(docker_client, image_env, tmp_path, monkeypatch) -> Iterator[Project]:
+    """A working directory and an environment for one rumistack project of its own, run with
+    the test images on a free loopback port over plain HTTP (RUMISTACK_TLS=off, so `up` asks
+    nothing); its containers, network and volumes go afterwards."""
+    running = Project(new_project_name(), free_port(), docker_client)
     monkeypatch.chdir(tmp_path)
-    env = {
-        "RUMISTACK_PROJECT": project,
-        "RUMISTACK_NGINX_IMAGE": test_images["nginx"],
-        "RUMITALK_IMAGE": test_images["rumitalk"],
-        "RUMISTACK_HTTP_PORT": str(port),
-        "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
-        "RUMISTACK_TLS": "off",
-    }
+    env = {**image_env, "RUMISTACK_PROJECT": running.name, "RUMISTACK_HTTP_PORT": str(running.port),
+           "RUMISTACK_BIND_ADDRESS": "127.0.0.1", "RUMISTACK_TLS": "off"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    yield project, port
-    CliRunner().invoke(cli, ["down"])
-    for volume in docker_client.volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
-        volume.remove(force=True)
+    yield running
+    rumistack("down", "--volumes", "--yes")
 
 
-def rumistack(*args: str, input: str | None = None):
-    """The CLI, as a self-hoster runs it."""
-    return CliRunner().invoke(cli, list(args), input=input)
+@pytest.fixture
+def running_project(project) -> Project:
+    """`project` with a user alice and the stack up."""
+    assert rumistack("adduser", "alice", "--password-stdin", input=CLI_PASSWORD + "\n").exit_code == 0
+    result = rumistack("up")
+    assert result.exit_code == 0, result.output
+    return project

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 from certs import make_ca
-from conftest import rumistack
+from clirun import PASSWORD, free_port, rumistack
 from cryptography import x509
 from docker.errors import NotFound
 from docker.models.containers import Container
-from web import TlsPort, basic, free_port, login, send
+from web import TlsPort, basic, login, send
 
 from rumistack import acme, stack
 from rumistack.config import load_config
@@ -33,7 +33,6 @@ from rumistack.volumes import File, archive
 from testenv import TEST_LABELS
 
 DOMAIN = "rumi.test"
-PASSWORD = "correct horse battery"
 ALICE = {"Authorization": basic("alice", PASSWORD)}
 PEBBLE_CONFIG = {"pebble": {
     "listenAddress": "0.0.0.0:14000", "managementListenAddress": "0.0.0.0:15000",
@@ -139,7 +138,7 @@ def send_raw(port: TlsPort, target: str, headers: dict[str, str] | None = None):
 
 
 @pytest.fixture(scope="module")
-def acme_stack(docker_client, test_images, tmp_path_factory) -> Iterator[Acme]:
+def acme_stack(docker_client, test_images, image_env, tmp_path_factory) -> Iterator[Acme]:
     """A project with its network made here, Pebble and its DNS server on it, and a user; the
     environment in acme mode against Pebble. Removed afterwards."""
     home = tmp_path_factory.mktemp("acme")
@@ -176,12 +175,11 @@ def acme_stack(docker_client, test_images, tmp_path_factory) -> Iterator[Acme]:
         with pytest.MonkeyPatch.context() as env:
             env.chdir(home)
             for key, value in {
-                "RUMISTACK_PROJECT": project, "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
-                "RUMISTACK_NGINX_IMAGE": test_images["nginx"], "RUMITALK_IMAGE": test_images["rumitalk"],
+                **image_env, "RUMISTACK_PROJECT": project, "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
                 "RUMISTACK_HTTP_PORT": str(free_port()), "RUMISTACK_HTTPS_PORT": str(free_port()),
                 "RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": DOMAIN,
                 "RUMISTACK_ACME_DIRECTORY": "https://pebble:14000/dir", "RUMISTACK_ACME_EMAIL": "admin@rumi.test",
-                "RUMISTACK_ACME_CA_BUNDLE": str(home / "pebble-ca.pem"), "RUMISTACK_CERTBOT_IMAGE": test_images["certbot"],
+                "RUMISTACK_ACME_CA_BUNDLE": str(home / "pebble-ca.pem"),
             }.items():
                 env.setenv(key, value)
             assert rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n").exit_code == 0
@@ -335,10 +333,11 @@ def test_the_account_and_the_certificate_survive_down_and_up_without_asking_agai
 
 
 def test_certbot_follows_a_replaced_nginx_and_still_reloads_it(acme_stack, monkeypatch):
-    nginx = acme_stack.container("nginx")
-    monkeypatch.setenv("RUMISTACK_REALM", "RumiTalk Renewed")  # a new config: nginx is replaced
+    nginx, certbot = acme_stack.container("nginx"), acme_stack.container("certbot")
+    monkeypatch.setenv("RUMISTACK_HTTP_PORT", str(free_port()))  # a new port: nginx is replaced
     acme_stack.up()
     assert acme_stack.container("nginx").id != nginx.id
+    assert acme_stack.container("certbot").id != certbot.id  # it joined the old nginx's process namespace
     before = acme_stack.served().serial_number
     code, output = acme_stack.container("certbot").exec_run([*acme.RENEW, "--force-renewal", "--no-random-sleep-on-renew"])
     assert code == 0 and b"nginx reloads" in output, output.decode()

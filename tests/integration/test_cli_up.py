@@ -3,22 +3,14 @@ an idempotent second up, down; and the errors a self-hoster meets."""
 
 from __future__ import annotations
 
+import json
 import socket
 
-from conftest import rumistack
+from clirun import PASSWORD, rumistack
 from web import basic, send
 
-from rumistack.spec import LABEL_PROJECT
-
-PASSWORD = "correct horse battery"
-
-
-def _ids(client, project: str) -> dict[str, str]:
-    return {c.name: c.id for c in client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project}"})}
-
-
-def test_adduser_up_matrix_up_again_down(docker_client, stack_env):
-    project, port = stack_env
+def test_adduser_up_matrix_up_again_down(docker_client, project):
+    port = project.port
     assert rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n").exit_code == 0
 
     result = rumistack("up")
@@ -33,28 +25,37 @@ def test_adduser_up_matrix_up_again_down(docker_client, stack_env):
     assert send(port, "/health").status == 200
     assert send(port, "/healthz").status == 401
 
-    before = _ids(docker_client, project)
-    assert set(before) == {f"{project}-nginx", f"{project}-rumitalk"}
+    before = project.container_ids()
+    assert set(before) == {"nginx", "rumitalk", "mongodb"}
     again = rumistack("up")
     assert again.exit_code == 0, again.output
-    assert _ids(docker_client, project) == before
+    assert project.container_ids() == before
     assert "nginx is up to date" in again.output
 
     status = rumistack("status")
     assert status.exit_code == 0
-    assert status.output.count("healthy") == 2
+    assert status.output.count("healthy") == 3
     assert "users: 1" in status.output
+    as_json = json.loads(rumistack("status", "--json").output)
+    assert as_json["users"] == 1 and as_json["url"] == f"http://127.0.0.1:{port}/"
+    assert {(s["service"], s["health"]) for s in as_json["services"]} == {
+        ("nginx", "healthy"), ("rumitalk", "healthy"), ("mongodb", "healthy")}
+
+    logs = rumistack("logs", "nginx", "--tail", "50")
+    assert logs.exit_code == 0
+    assert 'nginx       | ' in logs.output and '"GET /healthz HTTP/1.1" 401' in logs.output
 
     # a user added while the stack runs can log in at once
     assert rumistack("adduser", "bob", "--password-stdin", input=PASSWORD + "\n").exit_code == 0
     assert send(port, "/", headers={"Authorization": basic("bob", PASSWORD)}).status == 200
-    assert _ids(docker_client, project) == before
+    assert project.container_ids() == before
 
     result = rumistack("down")
     assert result.exit_code == 0, result.output
-    assert _ids(docker_client, project) == {}
-    assert docker_client.networks.list(filters={"label": f"{LABEL_PROJECT}={project}"}) == []
-    assert len(docker_client.volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"})) == 2
+    assert project.container_ids() == {}
+    assert docker_client.networks.list(filters={"label": f"rumistack.project={project.name}"}) == []
+    assert project.volume_names() == {
+        "nginx-config", "nginx-auth", "mongodb-data", "rumitalk-uploads", "rumitalk-images", "rumitalk-logs"}
     assert rumistack("users").output.split() == ["alice", "bob"]
 
     # the next up brings back the same users
@@ -62,8 +63,8 @@ def test_adduser_up_matrix_up_again_down(docker_client, stack_env):
     assert send(port, "/", headers=alice).status == 200
 
 
-def test_up_when_the_port_is_taken_says_so(stack_env):
-    project, port = stack_env
+def test_up_when_the_port_is_taken_says_so(project):
+    port = project.port
     rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", port))
@@ -75,7 +76,7 @@ def test_up_when_the_port_is_taken_says_so(stack_env):
     assert "Traceback" not in result.output
 
 
-def test_up_with_an_image_that_cannot_be_had_says_so(stack_env, monkeypatch):
+def test_up_with_an_image_that_cannot_be_had_says_so(project, monkeypatch):
     monkeypatch.setenv("RUMITALK_IMAGE", "rumistack-test/does-not-exist:1.0")
     rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n")
     result = rumistack("up")
@@ -83,7 +84,7 @@ def test_up_with_an_image_that_cannot_be_had_says_so(stack_env, monkeypatch):
     assert "image rumistack-test/does-not-exist:1.0 is not on this machine and could not be pulled" in result.output
 
 
-def test_up_names_the_container_that_does_not_get_healthy_and_shows_its_logs(stack_env, monkeypatch, test_images):
+def test_up_names_the_container_that_does_not_get_healthy_and_shows_its_logs(project, monkeypatch, test_images):
     # nginx's image in RumiTalk's place: nothing answers on port 3080
     monkeypatch.setenv("RUMITALK_IMAGE", test_images["nginx"])
     monkeypatch.setenv("RUMISTACK_HEALTH_TIMEOUT", "4")

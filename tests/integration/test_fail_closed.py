@@ -3,18 +3,15 @@ serves protected content, and a config nginx refuses never replaces a good one."
 
 from __future__ import annotations
 
-import socket
-
 import pytest
-from click.testing import CliRunner
+from clirun import PASSWORD, rumistack
 from conftest import running_proxy
 from web import basic, send
 
-from rumistack import stack
-from rumistack.cli import cli
+from rumistack import publish
 from rumistack.config import load_config
 from rumistack.render import render
-from rumistack.spec import LABEL_PROJECT, NGINX_GID
+from rumistack.spec import NGINX_GID
 from rumistack.users import UserFile
 from rumistack.volumes import File
 from testenv import TEST_LABELS
@@ -54,43 +51,22 @@ def test_a_missing_user_file_serves_nothing_protected(docker_client, test_images
         assert answer.status in (403, 500) and answer.seen is None  # nginx: 403 for a missing file
 
 
-@pytest.fixture
-def running_stack(docker_client, test_images, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    project = f"rumistack-failclosed-{tmp_path.name[-8:].lower().replace('_', '-')}"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    for key, value in {"RUMISTACK_PROJECT": project, "RUMISTACK_NGINX_IMAGE": test_images["nginx"],
-                       "RUMITALK_IMAGE": test_images["rumitalk"], "RUMISTACK_BIND_ADDRESS": "127.0.0.1", "RUMISTACK_TLS": "off",
-                       "RUMISTACK_HTTP_PORT": str(port)}.items():
-        monkeypatch.setenv(key, value)
-    runner = CliRunner()
-    assert runner.invoke(cli, ["adduser", "alice", "--password-stdin"], input="correct horse battery\n").exit_code == 0
-    result = runner.invoke(cli, ["up"])
-    assert result.exit_code == 0, result.output
-    yield project, port
-    runner.invoke(cli, ["down"])
-    for volume in docker_client.volumes.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
-        volume.remove(force=True)
+def test_a_config_nginx_refuses_never_replaces_the_running_one(running_project, monkeypatch):
+    port = running_project.port
+    ids = running_project.container_ids()
 
-
-def test_a_config_nginx_refuses_never_replaces_the_running_one(running_stack, docker_client, monkeypatch):
-    project, port = running_stack
-    ids = {c.name: c.id for c in docker_client.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"})}
-
-    def broken(config, **options):
-        files = render(config, **options)
+    def broken(*args):
+        files = render(*args)
         files["nginx.conf"] = files["nginx.conf"].replace("auth_basic off;", "auth_basic off", 1)
         return files
 
-    monkeypatch.setattr(stack, "render", broken)
+    monkeypatch.setattr(publish, "render", broken)
     monkeypatch.setenv("RUMISTACK_REALM", "Changed")
-    result = CliRunner().invoke(cli, ["up"])
+    result = rumistack("up")
     assert result.exit_code == 4
     assert "error: nginx refused the rendered configuration, so nothing was changed" in result.output
 
-    assert {c.name: c.id for c in docker_client.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"})} == ids
+    assert running_project.container_ids() == ids
     answer = send(port, "/")
     assert answer.status == 401 and 'realm="RumiTalk"' in answer.headers["WWW-Authenticate"]
-    assert send(port, "/", headers={"Authorization": basic("alice", "correct horse battery")}).status == 200
+    assert send(port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200

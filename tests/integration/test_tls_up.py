@@ -1,43 +1,39 @@
 """`rumistack up` with HTTPS, end to end: self-signed by default (made
 once, kept, trusted by `rumistack check`), and the self-hoster's own
-certificate files (served as given; a new pair is picked up by a reload)."""
+certificate files (served as given; a new pair is in use when `up` returns,
+by a reload)."""
 
 from __future__ import annotations
 
-import socket
+import json
 import ssl
-import time
 from pathlib import Path
 
 import pytest
 from certs import make_ca, write_pair
-from conftest import rumistack
+from clirun import PASSWORD, free_port, rumistack
 from cryptography import x509
-from web import TlsPort, basic, free_port, send
+from web import TlsPort, basic, connect, send
 
 from rumistack.spec import LABEL_PROJECT
 
-PASSWORD = "correct horse battery"
 ALICE = {"Authorization": basic("alice", PASSWORD)}
 
 
 @pytest.fixture
-def https_env(stack_env, monkeypatch):
-    """stack_env with HTTPS in its default mode (self-signed) on a port of its own."""
-    project, http_port = stack_env
+def https_env(project, monkeypatch):
+    """`project` with HTTPS in its default mode (self-signed) on a port of its own, and a user alice."""
     https_port = free_port()
     monkeypatch.delenv("RUMISTACK_TLS")
     monkeypatch.setenv("RUMISTACK_HTTPS_PORT", str(https_port))
     assert rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n").exit_code == 0
-    return project, http_port, https_port
+    return project.name, project.port, https_port
 
 
 def _served(port: int, cafile: Path) -> x509.Certificate:
     """The certificate nginx presents on 127.0.0.1:`port`, verified against `cafile`."""
-    context = ssl.create_default_context(cafile=cafile)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-        with context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
-            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    with connect(TlsPort(port, ssl.create_default_context(cafile=cafile))) as tls:
+        return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
 
 def _containers(client, project: str) -> dict[str, tuple[str, str]]:
@@ -66,6 +62,9 @@ def test_up_serves_https_by_default_with_a_self_signed_certificate_made_once(doc
     assert "https: self-signed" in status.output
     assert "certificate: for localhost, 127.0.0.1, issued by O=rumistack self-signed,CN=localhost, expires" in status.output
     assert "self-signed: browsers will warn until you trust .rumistack/tls/self-signed.crt" in status.output
+    https = json.loads(rumistack("status", "--json").output)["https"]
+    assert https["mode"] == "self-signed" and https["certificate"]["names"] == ["localhost", "127.0.0.1"]
+    assert https["certificate"]["self_signed"] is True
 
     before, kept_bytes = _containers(docker_client, project), kept.read_bytes()
     again = rumistack("up")
@@ -78,8 +77,8 @@ def test_up_serves_https_by_default_with_a_self_signed_certificate_made_once(doc
     assert f"checks against https://127.0.0.1:{https_port}/: 0 failed" in check.output
 
 
-def test_up_serves_the_self_hosters_certificate_and_picks_up_a_new_one_with_a_reload(docker_client, https_env,
-                                                                                       tmp_path, monkeypatch):
+def test_up_serves_the_self_hosters_certificate_and_returns_once_nginx_reloaded_a_new_one(docker_client, https_env,
+                                                                                           tmp_path, monkeypatch):
     project, _, https_port = https_env
     ca = make_ca()
     ca_file = tmp_path / "ca.pem"
@@ -101,14 +100,6 @@ def test_up_serves_the_self_hosters_certificate_and_picks_up_a_new_one_with_a_re
     write_pair(tmp_path, second)
     result = rumistack("up")
     assert result.exit_code == 0, result.output
-    assert _eventually_served(https_port, ca_file, second.leaf)  # nginx reloads in the background
+    assert "reloaded nginx" in result.output
+    assert _served(https_port, ca_file) == second.leaf  # `up` waited for nginx to report the new certificate's config
     assert _containers(docker_client, project) == before  # reloaded, not restarted
-
-
-def _eventually_served(port: int, cafile: Path, wanted: x509.Certificate, seconds: float = 5) -> bool:
-    deadline = time.monotonic() + seconds
-    while _served(port, cafile) != wanted:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True

@@ -48,6 +48,14 @@ def base_url(port: int) -> str:
     return f"{'https' if isinstance(port, TlsPort) else 'http'}://127.0.0.1:{port}"
 
 
+def connect(port: int) -> socket.socket:
+    """A connection to 127.0.0.1:`port`, over TLS (HTTP/1.1) to a TlsPort."""
+    sock = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+    if isinstance(port, TlsPort):
+        return port.context.wrap_socket(sock, server_hostname=port.server_name or "127.0.0.1")
+    return sock
+
+
 def send(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
          body: bytes = b"") -> Answer:
     """One request to 127.0.0.1:`port` with `path` sent verbatim (over HTTPS to a TlsPort)."""
@@ -64,10 +72,3 @@ def login(port: int, email: str = "user@rumi.test", password: str = "stub-passwo
                   json.dumps({"email": email, "password": password}).encode())
     assert answer.status == 200, answer.body
     return json.loads(answer.body)["token"]
-
-
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

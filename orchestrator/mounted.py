@@ -1,0 +1,65 @@
+"""The stack's volumes mounted in this container at <root>/<volume>: the
+compose bundle's `rumistack` tools service, which has no Docker engine.
+Files are written into them directly, and the configuration is checked with
+the nginx installed beside rumistack in that image.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from .errors import StackError
+from .files import replace_atomically
+from .render import CONF_DIR, MAIN_FILE
+from .volumes import File, config_refused
+
+# the environment variable that tells the CLI where the volumes are mounted
+VOLUMES_DIR_ENV = "RUMISTACK_VOLUMES_DIR"
+
+
+class MountedVolumes:
+    """Volumes mounted at `root`/<volume>."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def exists(self, volume: str) -> bool:
+        return (self.root / volume).is_dir()
+
+    def check(self, files: dict[str, str], others: dict[str, File]) -> None:
+        """`nginx -t` on the files, placed where nginx.conf includes them from (CONF_DIR in this container),
+        with `others` (absolute paths: the certificate) in place."""
+        nginx = shutil.which("nginx")
+        if nginx is None:
+            raise StackError("nginx is not installed here, so the configuration cannot be checked: "
+                             "run this in the compose bundle's rumistack service")
+        placed = {Path(CONF_DIR) / name: File(text.encode()) for name, text in files.items()}
+        for path, file in {**placed, **{Path(p): f for p, f in others.items()}}.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            replace_atomically(path, file.data, file.mode)
+        result = subprocess.run([nginx, "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise config_refused((result.stderr + result.stdout).strip())
+
+    def read(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, bytes]]:
+        return {volume: {path: (self.root / volume / path).read_bytes() for path in paths
+                         if (self.root / volume / path).is_file()}
+                for volume, paths in wanted.items() if self.exists(volume)}
+
+    def nginx_version(self) -> None:
+        """Unknown: the nginx that runs the config is another container's. (The one here, which checks
+        it, is Debian's 1.22: the config must be in the form every version reads anyway.)"""
+        return None
+
+    def write(self, volumes: dict[str, dict[str, File]]) -> None:
+        """Each file replaced atomically, with its mode and owner."""
+        for volume, files in sorted(volumes.items()):
+            root = self.root / volume
+            if not root.is_dir():
+                raise StackError(f"the volume {volume} is not mounted at {root}")
+            for name, file in sorted(files.items()):
+                path = root / name
+                path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                replace_atomically(path, file.data, file.mode, file.uid, file.gid)

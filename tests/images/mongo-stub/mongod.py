@@ -1,0 +1,15 @@
+"""Listen on 27017 and hold each connection open until the peer closes it."""
+
+import socketserver
+
+
+class Hold(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        while self.request.recv(4096):
+            pass
+
+
+server = socketserver.ThreadingTCPServer(("0.0.0.0", 27017), Hold)
+server.daemon_threads = True
+print("mongo-stub listening on 27017", flush=True)
+server.serve_forever()

@@ -1,0 +1,45 @@
+"""Running the rumistack CLI in tests, in a project of its own."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass
+
+import docker
+from click.testing import CliRunner, Result
+
+from rumistack.cli import cli
+from rumistack.spec import LABEL_PROJECT
+
+PASSWORD = "correct horse battery"
+
+
+def rumistack(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Project:
+    name: str
+    port: int
+    client: docker.DockerClient
+
+    def container_ids(self) -> dict[str, str]:
+        """{service: container id} of the project's containers."""
+        found = self.client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={self.name}", "rumistack.service"]})
+        return {c.labels["rumistack.service"]: c.id for c in found}
+
+    def volume_names(self) -> set[str]:
+        found = self.client.volumes.list(filters={"label": f"{LABEL_PROJECT}={self.name}"})
+        return {v.name.removeprefix(f"{self.name}_") for v in found}
+
+
+def new_project_name() -> str:
+    return f"rumistack-e2e-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,173 @@
+"""The compose bundle against real containers: `docker compose config`, what
+the tools service writes, and compose running what `rumistack up` runs.
+(The auth tests run against the bundle too: `proxy` in conftest.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from bundle import ROOT, Bundle, files, outside_environment, readme_command, snapshot
+from clirun import free_port
+from dotenv import dotenv_values
+from passlib.apache import HtpasswdFile
+from web import basic, send
+
+from rumistack.config import KEYS, load_config
+from rumistack.https import Served
+from rumistack.render import AUTH_DIR, CONF_DIR, render
+from rumistack.secretstore import load_secrets
+from rumistack.spec import LABEL_PROJECT, NGINX_GID, services, volumes
+from rumistack.tls import PEM_FILE, TLS_DIR, Certificate
+
+PASSWORD = "correct horse battery"
+DEFAULTS = {key.name: key.default for key in KEYS}
+SERVICES = ("mongodb", "rumitalk", "nginx")
+
+
+def _compose(directory: Path, command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=directory, env=outside_environment(),
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("env_file, expected", [
+    (None, DEFAULTS),
+    ("RUMISTACK_PROJECT=from-env-file\nRUMISTACK_HTTP_PORT=18081\nRUMISTACK_HTTPS_PORT=18443\n"
+     "RUMITALK_IMAGE=registry.example.com/rumitalk:v9\nRUMISTACK_STATE_DIR=elsewhere\n",
+     DEFAULTS | {"RUMISTACK_PROJECT": "from-env-file", "RUMISTACK_HTTP_PORT": "18081", "RUMISTACK_HTTPS_PORT": "18443",
+                 "RUMITALK_IMAGE": "registry.example.com/rumitalk:v9", "RUMISTACK_STATE_DIR": "elsewhere"}),
+], ids=["without .env", "with .env"])
+def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compose_plugin, tmp_path, env_file, expected):
+    (tmp_path / "compose").mkdir()
+    shutil.copy(ROOT / "compose" / "docker-compose.yml", tmp_path / "compose")
+    if env_file is not None:
+        (tmp_path / ".env").write_text(env_file)
+    environment = tmp_path / expected["RUMISTACK_STATE_DIR"] / "compose"
+    environment.mkdir(parents=True)
+    for service in SERVICES:  # as `render` leaves them
+        (environment / f"{service}.env").write_text(f"FROM_ENV_FILE='{service}'\n")
+
+    checked = _compose(tmp_path, readme_command(" config --quiet"))
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
+
+    bundle = json.loads(_compose(tmp_path, readme_command(" config --quiet").replace("--quiet", "--format json")).stdout)
+    project = expected["RUMISTACK_PROJECT"]
+    assert bundle["name"] == project
+    assert bundle["services"]["rumitalk"]["image"] == expected["RUMITALK_IMAGE"]
+    assert bundle["services"]["rumitalk"]["environment"] == {"FROM_ENV_FILE": "rumitalk"}
+    assert [p["published"] for p in bundle["services"]["nginx"]["ports"]] == [
+        expected["RUMISTACK_HTTP_PORT"], expected["RUMISTACK_HTTPS_PORT"]]
+    assert {v["name"] for v in bundle["volumes"].values()} == {f"{project}_{v}" for v in volumes(services(
+        load_config("/nonexistent", environ={}), load_secrets(tmp_path / "secrets")))}
+    assert bundle["networks"]["default"]["name"] == f"{project}_default"
+    tools = bundle["services"]["rumistack"]
+    assert tools["environment"]["RUMISTACK_REALM"] == expected["RUMISTACK_REALM"]
+    assert tools["volumes"][-1]["source"] == str(tmp_path / expected["RUMISTACK_STATE_DIR"])
+
+
+def test_tools_service_writes_the_config_the_certificate_the_users_and_the_environment_up_would(compose_bundle,
+                                                                                                  docker_client):
+    (nginx,) = docker_client.containers.list(filters={"label": [f"{LABEL_PROJECT}={compose_bundle.project}", "rumistack.service=nginx"]})
+    config = load_config(compose_bundle.root / ".env", environ=compose_bundle.env)
+    (pem, mode, uid, _), = files(nginx, f"{TLS_DIR}/{PEM_FILE}").values()
+    assert (mode, uid) == (0o600, 0)
+    certificate = Certificate.from_pem(pem)
+    assert certificate.chain_pem() == compose_bundle.ca_file.read_bytes()  # the one kept in the state directory
+    # the tools container cannot ask the nginx image its version: http/2 in the form every version reads
+    assert {name.split("/", 1)[1]: data.decode() for name, (data, *_) in files(nginx, CONF_DIR).items()} == render(
+        config, Served(certificate).facts)
+
+    (data, mode, uid, gid), = files(nginx, f"{AUTH_DIR}/htpasswd").values()
+    assert (mode, uid, gid) == (0o640, 0, NGINX_GID)
+    users = HtpasswdFile.from_string(data)
+    assert users.users() == ["alice"] and users.check_password("alice", PASSWORD)
+
+    state = compose_bundle.state_dir
+    for service in services(config, load_secrets(state)):
+        written = state / "compose" / f"{service.name}.env"
+        assert dotenv_values(written) == dict(service.environment)
+        assert written.stat().st_mode & 0o777 == 0o600
+
+
+def test_tools_service_leaves_the_state_directory_to_its_owner(compose_bundle):
+    state = compose_bundle.state_dir
+    os.chown(state, 4321, 4321)
+    try:
+        compose_bundle.compose("run", "--rm", "rumistack", "users")
+        owners = {(p.stat().st_uid, p.stat().st_gid) for p in [state, *state.rglob("*")]}
+        assert owners == {(4321, 4321)}
+    finally:
+        shutil.chown(state, 0, 0)
+        for path in state.rglob("*"):
+            shutil.chown(path, 0, 0)
+
+
+@pytest.fixture
+def bundle(docker_client, image_env, compose_plugin, tmp_path):
+    """A copy of the checkout for a project of its own, with a user `alice`; removed afterwards."""
+    bundle = Bundle.create(tmp_path, image_env)
+    try:
+        bundle.sh("rumistack adduser alice --password-stdin", input=PASSWORD + "\n")
+        yield bundle
+    finally:
+        bundle.remove(docker_client)
+
+
+def test_compose_runs_what_rumistack_up_runs_with_the_same_config_users_and_environment(bundle, docker_client):
+    bundle.sh("rumistack up")
+    by_rumistack = snapshot(docker_client, bundle.project)
+    bundle.sh("rumistack render")
+    # compose takes the network and volumes `up` made as its own (creates no other) ...
+    created = bundle.compose("create")
+    assert "warn" not in created.stderr.lower() and "Network" not in created.stderr
+    # ... and `rumistack down` removes compose's containers with its own
+    bundle.sh("rumistack down")
+    assert bundle.containers(docker_client) == []
+
+    started = bundle.sh(readme_command("rumistack render &&"))
+    assert "warn" not in started.stderr.lower()
+    by_compose = snapshot(docker_client, bundle.project)
+
+    assert set(by_compose) == {*SERVICES, "nginx files"}
+    assert by_compose == by_rumistack
+    status = bundle.sh("rumistack status").stdout
+    assert status.count("healthy") == 3 and f"{bundle.project}-nginx-1" in status
+
+
+def _rumitalk_env(client, bundle: Bundle) -> list[str]:
+    (rumitalk,) = client.containers.list(filters={"label": [f"{LABEL_PROJECT}={bundle.project}", "rumistack.service=rumitalk"]})
+    return rumitalk.attrs["Config"]["Env"]
+
+
+def test_a_changed_env_applies_after_render_and_down_keeps_the_volumes(bundle, docker_client):
+    bundle.sh(readme_command("rumistack render &&"))
+    assert send(bundle.port, "/").headers["WWW-Authenticate"] == 'Basic realm="RumiTalk"'
+
+    # only nginx's config changes: the reload applies it
+    bundle.env["RUMISTACK_REALM"] = "Family chat"
+    bundle.sh("rumistack render")
+    bundle.sh(readme_command("kill -s HUP nginx"))
+    deadline = time.monotonic() + 10  # nginx reloads in the background: new workers take over within moments
+    while send(bundle.port, "/").headers["WWW-Authenticate"] != 'Basic realm="Family chat"':
+        assert time.monotonic() < deadline, "nginx did not reload its configuration"
+        time.sleep(0.2)
+
+    # the port changes nginx's container and RumiTalk's environment: compose recreates both
+    bundle.https_port = free_port()
+    bundle.env["RUMISTACK_HTTPS_PORT"] = str(bundle.https_port)
+    bundle.sh("rumistack render")
+    bundle.sh(readme_command("kill -s HUP nginx"))
+    assert send(bundle.port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200
+    assert f"DOMAIN_CLIENT=https://127.0.0.1:{bundle.https_port}" in _rumitalk_env(docker_client, bundle)
+
+    bundle.sh(readme_command(" down"))
+    assert bundle.containers(docker_client) == []
+    assert docker_client.networks.list(names=[f"{bundle.project}_default"]) == []
+    kept = {v.name for v in docker_client.volumes.list(filters={"label": f"{LABEL_PROJECT}={bundle.project}"})}
+    config = load_config(bundle.root / ".env", environ=bundle.env)
+    assert kept == {f"{bundle.project}_{v}" for v in volumes(services(config, load_secrets(bundle.state_dir)))}

@@ -1,0 +1,149 @@
+"""Config and users into the volumes: the shared function, the volumes
+mounted in the compose bundle's tools container, and what `render` adds for
+the bundle."""
+
+import os
+import re
+import stat
+
+import pytest
+from dotenv import dotenv_values
+
+from rumistack.compose import render_bundle
+from rumistack.config import load_config
+from rumistack.errors import ConfigError, StackError, UserError
+from rumistack.https import Served
+from rumistack.mounted import MountedVolumes
+from rumistack.publish import publish, push_users
+from rumistack.render import render
+from rumistack.secretstore import load_secrets
+from rumistack.spec import NGINX_GID, services
+from rumistack.tls import PEM_FILE, SELF_SIGNED_CERT, TLS_DIR, Certificate
+from rumistack.users import UserFile
+from rumistack.volumes import File
+
+GOOD = "correct horse battery"
+
+
+class RecordingVolumes:
+    """Volumes that keep what is written, and a check that accepts everything."""
+
+    def __init__(self, existing=("nginx-config", "nginx-auth")):
+        self.existing = set(existing)
+        self.checked, self.written, self.writes = [], {}, []
+
+    def exists(self, volume):
+        return volume in self.existing
+
+    def check(self, files, others):
+        self.checked.append((files, others))
+
+    def read(self, wanted):
+        return {volume: {path: self.written[volume][path].data for path in paths if path in self.written[volume]}
+                for volume, paths in wanted.items() if volume in self.written}
+
+    def nginx_version(self):
+        return None
+
+    def write(self, volumes):
+        self.writes.append(sorted(volumes))
+        for volume, files in volumes.items():
+            self.written.setdefault(volume, {}).update(files)
+
+
+@pytest.fixture
+def users(tmp_path):
+    users = UserFile(tmp_path / "state" / "htpasswd")
+    users.add("alice", GOOD)
+    return users
+
+
+def test_publish_checks_the_rendered_config_with_the_certificate_then_writes_them_and_the_users(users, tmp_path):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
+    volumes = RecordingVolumes()
+    publish(config, users, volumes)
+    pem = volumes.written["tls"][PEM_FILE]
+    assert pem.mode == 0o600
+    certificate = Certificate.from_pem(pem.data)
+    assert certificate.chain_pem() == (config.self_signed_dir / SELF_SIGNED_CERT).read_bytes()  # made and kept here
+    files = render(config, Served(certificate).facts)
+    assert volumes.checked == [(files, {f"{TLS_DIR}/{PEM_FILE}": pem})]
+    assert {name: f.data.decode() for name, f in volumes.written["nginx-config"].items()} == files
+    htpasswd = volumes.written["nginx-auth"]["htpasswd"]
+    assert (htpasswd.data, htpasswd.mode, htpasswd.uid, htpasswd.gid) == (users.content(), 0o640, 0, NGINX_GID)
+
+
+def test_publish_writes_the_certificate_only_when_the_volume_holds_another(users, tmp_path):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
+    volumes = RecordingVolumes()
+    publish(config, users, volumes)
+    publish(config, users, volumes)
+    volumes.written["tls"][PEM_FILE] = File(b"another certificate")
+    publish(config, users, volumes)
+    assert volumes.writes == [["nginx-auth", "nginx-config", "tls"], ["nginx-auth", "nginx-config"],
+                              ["nginx-auth", "nginx-config", "tls"]]
+
+
+def test_publish_refuses_when_no_one_could_log_in(tmp_path):
+    volumes = RecordingVolumes()
+    with pytest.raises(UserError, match="rumistack adduser NAME"):
+        publish(load_config("/nonexistent", environ={}), UserFile(tmp_path / "htpasswd"), volumes)
+    assert volumes.written == {}
+
+
+def test_push_users_writes_only_when_the_auth_volume_exists(users):
+    assert push_users(users, RecordingVolumes(existing=())) is False
+    volumes = RecordingVolumes()
+    assert push_users(users, volumes) is True
+    assert list(volumes.written) == ["nginx-auth"]
+
+
+def test_mounted_volumes_get_each_file_with_its_mode_and_owner(tmp_path, users):
+    (tmp_path / "nginx-auth").mkdir()
+    (tmp_path / "nginx-auth" / "htpasswd").write_text("old\n")
+    assert push_users(users, MountedVolumes(tmp_path)) is True
+    written = tmp_path / "nginx-auth" / "htpasswd"
+    info = os.stat(written)
+    assert (stat.S_IMODE(info.st_mode), info.st_uid, info.st_gid) == (0o640, 0, NGINX_GID)
+    assert written.read_bytes() == users.content()
+    assert os.listdir(tmp_path / "nginx-auth") == ["htpasswd"]  # nothing staged is left behind
+
+
+def test_mounted_volume_that_is_not_there_is_an_error(tmp_path, users):
+    volumes = MountedVolumes(tmp_path)
+    assert not volumes.exists("nginx-auth")
+    with pytest.raises(StackError, match="nginx-auth is not mounted"):
+        volumes.write({"nginx-auth": {}})
+
+
+def test_render_bundle_writes_each_services_environment_as_up_gives_it(tmp_path, users):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
+    volumes = RecordingVolumes()
+    render_bundle(config, users, volumes)
+    assert set(volumes.written) == {"nginx-config", "nginx-auth", "tls"}
+    for service in services(config, load_secrets(config.state_dir)):
+        written = config.state_dir / "compose" / f"{service.name}.env"
+        assert dotenv_values(written) == dict(service.environment)
+        assert stat.S_IMODE(os.stat(written).st_mode) == 0o600
+    assert "JWT_SECRET" in (config.state_dir / "compose" / "rumitalk.env").read_text()
+
+
+def test_render_bundle_refuses_a_stack_the_compose_file_does_not_run(tmp_path, users):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_SEARCH": "true"})
+    volumes = RecordingVolumes()
+    with pytest.raises(ConfigError, match="meilisearch.*use `rumistack up`"):
+        render_bundle(config, users, volumes)
+    assert volumes.written == {} and not (tmp_path / "state" / "compose").exists()
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("acme", "RUMISTACK_TLS=acme needs `rumistack up`, which runs certbot"),
+    ("off", "RUMISTACK_TLS=off needs `rumistack up`: compose/docker-compose.yml serves HTTPS"),
+])
+def test_render_bundle_refuses_a_tls_mode_the_compose_file_does_not_serve(tmp_path, users, mode, message):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_TLS": mode,
+                                                  "RUMISTACK_DOMAIN": "chat.example.com"})
+    volumes = RecordingVolumes()
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        render_bundle(config, users, volumes)
+    assert volumes.written == {} and not (tmp_path / "state" / "compose").exists()
