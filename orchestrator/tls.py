@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, St
 
 from .config import is_ip
 from .errors import CertificateError
+from .files import replace_atomically
 
 TLS_DIR = "/etc/rumistack/tls"  # the tls volume; read-only in nginx
 PEM_FILE = "cert.pem"  # the chain, then the key
@@ -213,19 +213,9 @@ def kept_self_signed(directory: Path, names: Sequence[str], now: datetime) -> Ce
         return kept
     made = self_signed(names, now)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _write_private(key_file, made.key_pem())
-    _write_private(cert_file, made.chain_pem(), mode=0o644)
+    replace_atomically(key_file, made.key_pem())
+    replace_atomically(cert_file, made.chain_pem(), mode=0o644)
     return made
-
-
-def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    tmp = path.with_name(f".{path.name}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
 
 
 def self_signed_names(domain: str, bind_address: str) -> tuple[str, ...]:
