@@ -7,16 +7,19 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from bundle import ROOT, Bundle, files, outside_environment, readme_command, snapshot
+from certs import make_ca, write_pair
 from clirun import free_port
+from cryptography import x509
 from dotenv import dotenv_values
 from passlib.apache import HtpasswdFile
-from web import basic, send
+from web import TlsPort, basic, connect, send
 
 from rumistack.config import KEYS, load_config
 from rumistack.https import Served
@@ -137,6 +140,22 @@ def test_compose_runs_what_rumistack_up_runs_with_the_same_config_users_and_envi
     assert by_compose == by_rumistack
     status = bundle.sh("rumistack status").stdout
     assert status.count("healthy") == 3 and f"{bundle.project}-nginx-1" in status
+
+
+def test_tools_service_serves_your_certificate_files_kept_in_the_state_directory(bundle, docker_client):
+    """RUMISTACK_TLS=files in the bundle without Python: the pair named as the tools container sees it."""
+    ca = make_ca()
+    mine = ca.issue(["localhost", "127.0.0.1"])
+    write_pair(bundle.state_dir, mine, "chat")
+    bundle.env.update({"RUMISTACK_TLS": "files", "RUMISTACK_TLS_CERT_FILE": "/state/chat.crt",
+                       "RUMISTACK_TLS_KEY_FILE": "/state/chat.key"})
+    bundle.compose("run", "--rm", "rumistack", "render")
+    bundle.compose("up", "-d", "--wait")
+    (bundle.root / "ca.pem").write_bytes(ca.pem())
+    trusting = TlsPort(bundle.https_port, ssl.create_default_context(cafile=bundle.root / "ca.pem"))
+    with connect(trusting) as tls:
+        assert x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)) == mine.leaf
+    assert send(trusting, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200
 
 
 def _rumitalk_env(client, bundle: Bundle) -> list[str]:
