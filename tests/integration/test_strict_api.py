@@ -20,7 +20,7 @@ TOKEN_CACHE = 2
 @pytest.fixture(scope="module")
 def strict(docker_client, test_images, tmp_path_factory):
     config = load_config("/nonexistent", environ={
-        "RUMISTACK_STRICT_API": "true", "RUMISTACK_TOKEN_CACHE_SECONDS": str(TOKEN_CACHE)})
+        "RUMISTACK_STRICT_API": "true", "RUMISTACK_TOKEN_CACHE_SECONDS": str(TOKEN_CACHE), "RUMISTACK_TLS": "off"})
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), render(config)) as proxy:
         yield proxy
 
