@@ -176,7 +176,7 @@ def _judge(case: Case, response: Response, canonical: dict[str, Response], token
     return Result(case, observed, False, f"bypass: let through as {path}, answered as something else")
 
 
-def audit(base_url: str, user: str, password: str, strict: bool = False,
+def audit(base_url: str, user: str, password: str, *, strict: bool = False,
           tls: ssl.SSLContext | None = None) -> list[Result]:
     """Run every case against the deployment at `base_url`; `strict`: expect strict API mode.
     Over HTTPS `tls` checks the certificate (default: the system's CAs)."""

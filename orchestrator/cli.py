@@ -359,7 +359,7 @@ def check(url: str | None, user: str, password_stdin: bool, strict: bool, ca_fil
             ca_file = kept
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else click.prompt(
         "Password", hide_input=True, err=True)
-    results = checks.audit(url, user, password, strict, tls_context(ca_file, verify=not insecure))
+    results = checks.audit(url, user, password, strict=strict, tls=tls_context(ca_file, verify=not insecure))
     for r in results:
         mark = "ok  " if r.ok else "FAIL"
         expect = r.case.expect

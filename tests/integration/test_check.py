@@ -22,7 +22,7 @@ def test_check_finds_the_bypasses_and_the_leak_of_the_documented_config(seed_pro
 
 
 def test_check_passes_rumistacks_config(proxy):
-    results = audit(proxy.url, proxy.user, proxy.password, proxy.tls)
+    results = audit(proxy.url, proxy.user, proxy.password, tls=proxy.tls)
     assert _failures(results) == {}
     assert len(results) >= 60
 
