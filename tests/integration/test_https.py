@@ -14,6 +14,7 @@ from web import basic, send
 
 from rumistack.config import load_config
 from rumistack.render import CONF_DIR, MAIN_FILE, TlsFacts, render
+from rumistack.spec import AUTH_TMPFS_MOUNT
 from rumistack.tls import PEM_FILE, TLS_DIR, now, self_signed
 from rumistack.volumes import File, archive, check_config, nginx_version
 from testenv import TEST_LABELS
@@ -143,7 +144,9 @@ def test_the_old_http2_form_warns_in_nginx_1_26(docker_client, test_images):
 def _nginx_t_warnings(docker_client, image: str, files: dict[str, str], others: dict[str, File]) -> str:
     """The [warn] lines of `nginx -t` on the rendered files."""
     container = docker_client.containers.create(image, ["nginx", "-t", "-c", f"{CONF_DIR}/{MAIN_FILE}"],
-                                                labels=TEST_LABELS, extra_hosts={"rumitalk": "127.0.0.1"})
+                                                labels=TEST_LABELS, extra_hosts={"rumitalk": "127.0.0.1"},
+                                                # nginx -t creates the auth cache inside the tmpfs nginx has
+                                                tmpfs={AUTH_TMPFS_MOUNT.target: AUTH_TMPFS_MOUNT.options})
     try:
         container.put_archive("/", archive({n: File(t.encode()) for n, t in files.items()}, prefix=CONF_DIR))
         container.put_archive("/", archive({p.lstrip("/"): f for p, f in others.items()}))
