@@ -24,6 +24,7 @@ def test_the_benchmark_runs_every_row_and_writes_the_table_and_chart(docker_clie
         "nginx, no auth (the same nginx, an exempt path)",
         "nginx auth_basic, bcrypt cost 12",
         "rumistack auth (cached), bcrypt cost 12",
+        "rumistack strict API mode, cached Bearer token",
         "rumistack auth during a wrong-password flood",
         "Caddy, no auth",
         "Caddy basic_auth (cached), bcrypt cost 12",
