@@ -210,6 +210,8 @@ class Setups:
             "RUMISTACK_MONGO_URI": "mongodb://unused.invalid:27017/RumiTalk",
             "RUMISTACK_HTTP_PORT": str(_free_port()),
             "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
+            # plain HTTP: the rows compare auth, not TLS
+            "RUMISTACK_TLS": "off",
             "RUMISTACK_STATE_DIR": str(workdir / "state"),
             # /api/ takes a bearer token the upstream confirms (it answers 200 to every path)
             "RUMISTACK_STRICT_API": "true",

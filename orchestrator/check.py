@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ssl
 from dataclasses import dataclass
 
 from .errors import RumistackError
@@ -175,18 +176,21 @@ def _judge(case: Case, response: Response, canonical: dict[str, Response], token
     return Result(case, observed, False, f"bypass: let through as {path}, answered as something else")
 
 
-def audit(base_url: str, user: str, password: str, strict: bool = False) -> list[Result]:
-    """Run every case against the deployment at `base_url`; `strict`: expect strict API mode."""
+def audit(base_url: str, user: str, password: str, *, strict: bool = False,
+          tls: ssl.SSLContext | None = None) -> list[Result]:
+    """Run every case against the deployment at `base_url`; `strict`: expect strict API mode.
+    Over HTTPS `tls` checks the certificate (default: the system's CAs)."""
     base_url = base_url.rstrip("/")
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     try:
-        canonical = {p: request(base_url, p) for p in ("/health", "/manifest.webmanifest", "/api/convos")}
+        canonical = {p: request(base_url, p, tls=tls) for p in ("/health", "/manifest.webmanifest", "/api/convos")}
         results = []
         for case in cases(strict):
             headers = _authorization(case.credentials, user, password)
             if case.method == "POST":
                 headers["Content-Type"] = "application/json"
-            response = request(base_url, case.target, case.method, headers, b"{}" if case.method == "POST" else b"")
+            response = request(base_url, case.target, case.method, headers, b"{}" if case.method == "POST" else b"",
+                               tls=tls)
             results.append(_judge(case, response, canonical, token))
     except ProbeError as exc:
         raise CheckError(str(exc)) from None

@@ -14,12 +14,14 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
 
 from . import check as checks
-from . import stack
+from . import stack, tls
 from .compose import render_bundle
 from .config import Config, load_config
 from .errors import DockerUnavailable, RumistackError
 from .mounted import VOLUMES_DIR_ENV, MountedVolumes
+from .probe import tls_context
 from .publish import Volumes, push_users
+from .tls import SELF_SIGNED_CERT, Certificate
 from .users import UserFile, WeakPassword
 
 _err = Console(stderr=True, highlight=False)
@@ -212,12 +214,28 @@ def list_users() -> None:
 
 
 @cli.command()
-def up() -> None:
+@click.option("--yes", "-y", is_flag=True,
+              help="Start over plain HTTP (RUMISTACK_TLS=off) on a network address without asking.")
+def up(yes: bool) -> None:
     """Render the config, write it and the users into volumes, start nginx and
     RumiTalk, and wait until both are healthy. Changes only what changed."""
     config = _config()
+    if not config.https:
+        _confirm_plain_http(config, yes)
     url = stack.up(config, UserFile(config.users_file), _ConsoleProgress())
     click.echo(f"RumiTalk is up at {url}")
+
+
+def _confirm_plain_http(config: Config, yes: bool) -> None:
+    if config.loopback_only:
+        click.echo(f"note: HTTPS is off (RUMISTACK_TLS=off); bound to {config.bind_address}, "
+                   "so passwords never leave this machine", err=True)
+        return
+    click.echo(f"warning: HTTPS is off (RUMISTACK_TLS=off) and nginx listens on {config.bind_address}: Basic Auth "
+               "passwords, and the chats, cross the network readable by anyone on the path. Use "
+               "RUMISTACK_TLS=self-signed, acme or files, or RUMISTACK_BIND_ADDRESS=127.0.0.1.", err=True)
+    if not yes:
+        click.confirm("Start without HTTPS anyway?", abort=True, err=True)
 
 
 @cli.command()
@@ -238,12 +256,13 @@ def down(remove_volumes: bool, yes: bool) -> None:
 @cli.command()
 def render() -> None:
     """Write what `docker compose -f compose/docker-compose.yml up` needs: the
-    nginx config (checked with nginx -t) and the users into the volumes, and
-    each service's environment into the state directory. After a change, a
-    running nginx takes the new config on a reload (SIGHUP)."""
+    nginx config (checked with nginx -t), the certificate and the users into
+    the volumes, and each service's environment into the state directory.
+    After a change, a running nginx takes it on a reload (SIGHUP)."""
     config = _config()
     render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()))
-    click.echo(f"wrote the nginx configuration, the users and the services' environment for {config.project}")
+    click.echo(f"wrote the nginx configuration, the certificate, the users and the services' environment for "
+               f"{config.project}")
 
 
 @cli.command()
@@ -256,12 +275,14 @@ def reload() -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
 def status(as_json: bool) -> None:
-    """Show the containers, their health, the URL and the number of users."""
+    """Show the containers, their health, the URL, the number of users, and the certificate."""
     config = _config()
     services = stack.status(config)
     users = len(UserFile(config.users_file).names())
+    certificate = stack.certificate(config) if config.https else None
     if as_json:
-        click.echo(json.dumps({"url": config.url, "users": users, "services": [s.as_dict() for s in services]}))
+        click.echo(json.dumps({"url": config.url, "users": users, "services": [s.as_dict() for s in services],
+                               "https": _https_json(config, certificate)}))
         return
     for s in services:
         click.echo(f"{s.service:<12} {s.container:<30} {s.state:<10} {s.health}")
@@ -269,6 +290,35 @@ def status(as_json: bool) -> None:
         click.echo("not running (start it with `rumistack up`)")
     click.echo(f"url: {config.url}")
     click.echo(f"users: {users}")
+    for line in _https_lines(config, certificate):
+        click.echo(line)
+
+
+def _https_lines(config: Config, certificate: Certificate | None) -> list[str]:
+    if not config.https:
+        where = ("bound to this machine only" if config.loopback_only
+                 else "Basic Auth passwords cross the network readable")
+        return [f"https: off ({where})"]
+    if certificate is None:
+        return [f"https: {config.tls}, no certificate yet (run `rumistack up`)"]
+    days = (certificate.not_after - tls.now()).days
+    lines = [f"https: {config.tls}",
+             f"certificate: for {', '.join(certificate.names)}, issued by {certificate.issuer}, "
+             f"expires {certificate.not_after:%Y-%m-%d} ({'in ' + str(days) + ' days' if days >= 0 else 'EXPIRED'})"]
+    if certificate.placeholder:
+        lines.append("  a placeholder until the ACME server issues one: `rumistack up` asks again")
+    elif certificate.self_signed:
+        lines.append(f"  self-signed: browsers will warn until you trust {config.self_signed_dir / SELF_SIGNED_CERT}"
+                     " on each device")
+    return lines
+
+
+def _https_json(config: Config, certificate: Certificate | None) -> dict:
+    if certificate is None:
+        return {"mode": config.tls, "certificate": None}
+    return {"mode": config.tls, "certificate": {
+        "names": list(certificate.names), "issuer": certificate.issuer, "expires": certificate.not_after.isoformat(),
+        "self_signed": certificate.self_signed, "placeholder": certificate.placeholder}}
 
 
 @cli.command()
@@ -289,7 +339,11 @@ def logs(service: str | None, follow: bool, tail: int) -> None:
 @click.option("--user", prompt="Basic Auth user", help="A user of the deployment, for the credential checks.")
 @_password_stdin
 @click.option("--strict", is_flag=True, help="Expect strict API mode: /api/ needs credentials too.")
-def check(url: str | None, user: str, password_stdin: bool, strict: bool) -> None:
+@click.option("--ca-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Trust this CA (PEM) for HTTPS, e.g. a self-signed certificate. Default: the system's; for this "
+                   "deployment with RUMISTACK_TLS=self-signed, its certificate.")
+@click.option("--insecure", is_flag=True, help="Do not verify the HTTPS certificate at all.")
+def check(url: str | None, user: str, password_stdin: bool, strict: bool, ca_file: Path | None, insecure: bool) -> None:
     """Audit a running deployment from outside (default: this one's URL).
 
     Sends real requests for every path class (protected, exempt, near
@@ -297,10 +351,15 @@ def check(url: str | None, user: str, password_stdin: bool, strict: bool) -> Non
     was expected and what came back, and exits with 1 on any failure.
     Works against any Basic Auth proxy in front of RumiTalk.
     """
-    url = url or _config().url
+    if url is None:
+        config = _config()
+        url = config.url
+        kept = config.self_signed_dir / SELF_SIGNED_CERT
+        if ca_file is None and config.tls == "self-signed" and kept.is_file():
+            ca_file = kept
     password = sys.stdin.readline().rstrip("\r\n") if password_stdin else click.prompt(
         "Password", hide_input=True, err=True)
-    results = checks.audit(url, user, password, strict)
+    results = checks.audit(url, user, password, strict=strict, tls=tls_context(ca_file, verify=not insecure))
     for r in results:
         mark = "ok  " if r.ok else "FAIL"
         expect = r.case.expect

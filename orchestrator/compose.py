@@ -5,10 +5,11 @@ when it is stale. Regenerate it from the checkout's root with
 `python -m rumistack.compose`.
 
 The file runs the services spec.services() gives for the default
-configuration, every one the same way, none by name: image, command,
-mounts, tmpfs, ports, health check, start order, stop signal, restart policy and
-labels. The values compose itself needs from .env (images, port, address,
-project name) are written as compose's `${KEY:-default}`, with the defaults
+configuration (HTTPS with a self-signed certificate), every one the same way,
+none by name: image, entrypoint, command, mounts, tmpfs, ports, health check,
+start order, process namespace, stop signal, restart policy and labels. The values
+compose itself needs from .env (images, ports, address, project name) are
+written as compose's `${KEY:-default}`, with the defaults
 of config.KEYS; every other `$` is escaped. The containers' environment is
 not in the file at all: `render` (render_bundle) writes each service's, as
 `up` computes it, derived values and secrets included, to
@@ -126,8 +127,12 @@ def env_file(state_dir: str | Path, service: str) -> str:
 
 def _service(service: spec.Service, config: Config) -> dict:
     out: dict = {"image": service.image}
+    if service.entrypoint is not None:
+        out["entrypoint"] = list(service.entrypoint)
     if service.command is not None:
         out["command"] = list(service.command)
+    if service.pid_namespace is not None:
+        out["pid"] = f"service:{service.pid_namespace}"
     # the environment as `up` gives it, written by `render` (secrets included)
     out["env_file"] = [_Compose(env_file(config.state_dir, service.name))]
     if service.depends_on:
@@ -205,10 +210,22 @@ def _env_text(service: spec.Service) -> bytes:
     return "".join(lines).encode()
 
 
+def _require_bundled_tls(config: Config) -> None:
+    """The bundle's nginx serves HTTPS with a certificate `render` puts in place: self-signed or files."""
+    if config.tls == "acme":
+        raise ConfigError("RUMISTACK_TLS=acme needs `rumistack up`, which runs certbot and has it ask the ACME server "
+                          "once nginx answers; compose/docker-compose.yml serves RUMISTACK_TLS=self-signed or files")
+    if config.tls == "off":
+        raise ConfigError("RUMISTACK_TLS=off needs `rumistack up`: compose/docker-compose.yml serves HTTPS "
+                          "(RUMISTACK_TLS=self-signed or files)")
+
+
 def render_bundle(config: Config, users: UserFile, volumes: Volumes, step: Callable[[str], None] = lambda m: None) -> None:
-    """What the compose file needs besides .env: the config and the users in
-    the volumes (publish), and each service's environment in its env_file."""
+    """What the compose file needs besides .env: the config, the certificate
+    and the users in the volumes (publish), and each service's environment in
+    its env_file."""
     require_users(users)
+    _require_bundled_tls(config)
     services = spec.services(config, load_secrets(config.state_dir))
     bundled, wanted = [s.name for s in _services()], [s.name for s in services]
     if sorted(bundled) != sorted(wanted):

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -89,6 +90,33 @@ def _seconds(value: str) -> int:
     return int(value)
 
 
+def _optional_path(value: str) -> Path | None:
+    return _path(value) if value else None
+
+
+# how nginx gets its certificate: see orchestrator/tls.py
+TLS_MODES = ("acme", "files", "self-signed", "off")
+
+
+def _tls_mode(value: str) -> str:
+    if value.lower() not in TLS_MODES:
+        raise ValueError(f"use one of {', '.join(TLS_MODES)}")
+    return value.lower()
+
+
+def _https_url(value: str) -> str:
+    url = urlsplit(value)
+    if url.scheme != "https" or not url.hostname or re.search(r"[\s\"'\\]", value):
+        raise ValueError("use the https URL of an ACME directory, such as https://acme-staging-v02.api.letsencrypt.org/directory")
+    return value
+
+
+def _optional_email(value: str) -> str:
+    if value and not re.fullmatch(r"[^@\s\"'\\]+@[^@\s\"'\\]+\.[^@\s\"'\\]+", value):
+        raise ValueError("use an email address such as admin@example.com, or leave it empty")
+    return value
+
+
 def _size(value: str) -> str:
     if not re.fullmatch(r"[1-9][0-9]{0,5}[kKmMgG]?", value):
         raise ValueError("use a size such as 25m (a number, optionally followed by k, m or g)")
@@ -144,6 +172,14 @@ KEYS: tuple[Key, ...] = (
     Key("RUMISTACK_MAX_UPLOAD", "max_upload", "25m", _size),
     Key("RUMISTACK_EXEMPT_OAUTH", "exempt_oauth", "false", _flag),
     Key("RUMISTACK_EXEMPT_PATHS", "exempt_paths", "", parse_extra),
+    Key("RUMISTACK_TLS", "tls", "self-signed", _tls_mode),
+    Key("RUMISTACK_HTTPS_PORT", "https_port", "8443", _port),
+    Key("RUMISTACK_TLS_CERT_FILE", "tls_cert_file", "", _optional_path),
+    Key("RUMISTACK_TLS_KEY_FILE", "tls_key_file", "", _optional_path),
+    Key("RUMISTACK_ACME_DIRECTORY", "acme_directory", "https://acme-v02.api.letsencrypt.org/directory", _https_url),
+    Key("RUMISTACK_ACME_EMAIL", "acme_email", "", _optional_email),
+    Key("RUMISTACK_ACME_CA_BUNDLE", "acme_ca_bundle", "", _optional_path),
+    Key("RUMISTACK_CERTBOT_IMAGE", "certbot_image", "certbot/certbot:v5.7.0", _image),
     Key("RUMISTACK_TOOLS_BASE_IMAGE", "tools_base_image", "python:3.12-slim-bookworm", _image),
 )
 
@@ -170,6 +206,14 @@ class Config:
     max_upload: str
     exempt_oauth: bool
     exempt_paths: tuple[Exemption, ...]
+    tls: str
+    https_port: int
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    acme_directory: str
+    acme_email: str
+    acme_ca_bundle: Path | None
+    certbot_image: str
     tools_base_image: str
 
     @property
@@ -177,15 +221,30 @@ class Config:
         return exemptions(self.exempt_oauth, self.exempt_paths, self.strict_api)
 
     @property
+    def https(self) -> bool:
+        return self.tls != "off"
+
+    @property
+    def loopback_only(self) -> bool:
+        """Bound to this machine only: nothing sent to it crosses a network."""
+        return ipaddress.ip_address(self.bind_address).is_loopback
+
+    @property
     def url(self) -> str:
         host = self.domain if self.bind_address in ("0.0.0.0", "::") else self.bind_address
         if ":" in host:
             host = f"[{host}]"
-        return f"http://{host}/" if self.http_port == 80 else f"http://{host}:{self.http_port}/"
+        scheme, port, default = ("https", self.https_port, 443) if self.https else ("http", self.http_port, 80)
+        return f"{scheme}://{host}/" if port == default else f"{scheme}://{host}:{port}/"
 
     @property
     def users_file(self) -> Path:
         return self.state_dir / "htpasswd"
+
+    @property
+    def self_signed_dir(self) -> Path:
+        """Where RUMISTACK_TLS=self-signed keeps its certificate (self-signed.crt) and key."""
+        return self.state_dir / "tls"
 
 
 def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None = None) -> Config:
@@ -194,9 +253,10 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
     env_file = Path(env_file)
     from_file = dotenv_values(env_file) if env_file.is_file() else {}
     values: dict[str, object] = {}
+    raws: dict[str, str] = {}
     for key in KEYS:
         raw = environ.get(key.name, from_file.get(key.name))
-        raw = key.default if raw is None or raw == "" else raw
+        raw = raws[key.name] = key.default if raw is None or raw == "" else raw
         try:
             values[key.field] = key.parse(raw)
         except ValueError as exc:
@@ -205,5 +265,27 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
     try:
         config.exemptions
     except ValueError as exc:
-        raise ConfigError(f"RUMISTACK_EXEMPT_PATHS: {exc}; list each path once") from None
+        raise ConfigError(f"RUMISTACK_EXEMPT_PATHS={raws['RUMISTACK_EXEMPT_PATHS']!r} is not valid: {exc}; "
+                          "list each path once") from None
+    _check_tls(config)
     return config
+
+
+def _check_tls(config: Config) -> None:
+    """The TLS keys that only make sense together."""
+    if config.tls == "files" and not (config.tls_cert_file and config.tls_key_file):
+        raise ConfigError("RUMISTACK_TLS=files needs RUMISTACK_TLS_CERT_FILE (the certificate chain) and "
+                          "RUMISTACK_TLS_KEY_FILE (its private key), both PEM files on this host")
+    if config.tls == "acme" and (config.domain == "localhost" or "." not in config.domain or is_ip(config.domain)):
+        raise ConfigError(f"RUMISTACK_TLS=acme needs a public domain name in RUMISTACK_DOMAIN (not {config.domain!r}): "
+                          "an ACME server checks it over the internet; for a LAN use RUMISTACK_TLS=self-signed")
+    if config.https and config.http_port == config.https_port:
+        raise ConfigError(f"RUMISTACK_HTTP_PORT and RUMISTACK_HTTPS_PORT are both {config.http_port}: choose two ports")
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True

@@ -29,3 +29,9 @@ class StackError(RumistackError):
     """Creating, starting or checking the stack failed."""
 
     exit_code = 4
+
+
+class CertificateError(RumistackError):
+    """A certificate or key cannot be used: unreadable, mismatched, expired, or for another name."""
+
+    exit_code = 2

@@ -30,16 +30,17 @@ class MountedVolumes:
     def exists(self, volume: str) -> bool:
         return (self.root / volume).is_dir()
 
-    def check(self, files: dict[str, str]) -> None:
-        """`nginx -t` on the files, placed where nginx.conf includes them from (CONF_DIR in this container)."""
+    def check(self, files: dict[str, str], others: dict[str, File]) -> None:
+        """`nginx -t` on the files, placed where nginx.conf includes them from (CONF_DIR in this container),
+        with `others` (absolute paths: the certificate) in place."""
         nginx = shutil.which("nginx")
         if nginx is None:
             raise StackError("nginx is not installed here, so the configuration cannot be checked: "
                              "run this in the compose bundle's rumistack service")
-        for name, text in files.items():
-            path = Path(CONF_DIR) / name
+        placed = {Path(CONF_DIR) / name: File(text.encode()) for name, text in files.items()}
+        for path, file in {**placed, **{Path(p): f for p, f in others.items()}}.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+            replace_atomically(path, file.data, file.mode)
         # nginx -t creates the cache directory inside the tmpfs the nginx container has
         Path(AUTH_TMPFS).mkdir(parents=True, exist_ok=True)
         result = subprocess.run([nginx, "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"], capture_output=True, text=True)
@@ -51,6 +52,16 @@ class MountedVolumes:
         if not root.is_dir():
             raise StackError(f"the volume {volume} is not mounted at {root}")
         return root
+
+    def read(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, bytes]]:
+        return {volume: {path: (self.root / volume / path).read_bytes() for path in paths
+                         if (self.root / volume / path).is_file()}
+                for volume, paths in wanted.items() if self.exists(volume)}
+
+    def nginx_version(self) -> None:
+        """Unknown: the nginx that runs the config is another container's. (The one here, which checks
+        it, is Debian's 1.22: the config must be in the form every version reads anyway.)"""
+        return None
 
     def write(self, volumes: dict[str, dict[str, File]]) -> None:
         """Each file replaced atomically, with its mode and owner."""

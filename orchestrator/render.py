@@ -1,18 +1,22 @@
 """Render the nginx configuration from the Jinja2 templates in nginx/.
 
-Output is deterministic: the same Config gives the same bytes. The config
-carries a hash of itself (config_id), which nginx reports on loopback, so
-rumistack can tell which config a running nginx has loaded.
+Output is deterministic: the same Config and TlsFacts give the same bytes.
+The config carries a hash of itself (config_id), which nginx reports on
+loopback, so rumistack can tell which config a running nginx has loaded; with
+HTTPS that includes which certificate (its hash is in snippets/tls.conf).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from importlib import resources
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from . import acme
 from .config import Config
+from .tls import TLS_DIR
 
 CONF_DIR = "/etc/rumistack/nginx"  # the config volume, mounted read-only in nginx
 # the auth volume, likewise; short on purpose: nginx resolves the user file
@@ -37,6 +41,25 @@ _TEMPLATES = {
 }
 _STRICT_TEMPLATES = {"snippets/strict-api.conf": "snippets/strict-api.conf.j2"}
 CURRENT_USER_PATH = "/api/user"  # rumitalk's current-user endpoint: 200 for a valid bearer token
+_TLS_TEMPLATES = {"snippets/tls.conf": "snippets/tls.conf.j2"}
+_ACME_TEMPLATES = {"snippets/acme-challenge.conf": "snippets/acme-challenge.conf.j2"}
+
+# nginx 1.25.1 made http/2 a directive of its own (`http2 on;`) and deprecated
+# `listen ... http2`, which older ones need
+HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+
+
+@dataclass(frozen=True)
+class TlsFacts:
+    """What the HTTPS part of the config depends on besides Config (https.Served finds it out)."""
+
+    # a hash of the certificate and key nginx serves: a new certificate is a new
+    # config, so its reload is confirmed by config_id like any other
+    certificate_id: str = ""
+    hsts: bool = False  # the certificate is publicly trusted (tls.publicly_trusted)
+    # of the image that runs the config; unknown, http/2 is switched on the way
+    # every version understands (1.25.1 and later warn)
+    nginx_version: tuple[int, int, int] | None = None
 
 
 def _environment() -> Environment:
@@ -49,20 +72,20 @@ def _environment() -> Environment:
     )
 
 
-def render(config: Config) -> dict[str, str]:
+def render(config: Config, tls: TlsFacts = TlsFacts()) -> dict[str, str]:
     """The config files, by path relative to the config directory."""
-    return _render(config, config_id(config))
+    return _render(config, tls, config_id(config, tls))
 
 
-def config_id(config: Config) -> str:
-    """A hash of the config rendered for `config`; nginx reports the one it has loaded."""
+def config_id(config: Config, tls: TlsFacts = TlsFacts()) -> str:
+    """A hash of the config rendered for `config` and `tls`; nginx reports the one it has loaded."""
     h = hashlib.sha256()
-    for name, text in sorted(_render(config, "").items()):
+    for name, text in sorted(_render(config, tls, "").items()):
         h.update(name.encode() + b"\0" + text.encode() + b"\0")
     return h.hexdigest()[:16]
 
 
-def _render(config: Config, config_id: str) -> dict[str, str]:
+def _render(config: Config, tls: TlsFacts, config_id: str) -> dict[str, str]:
     env = _environment()
     exempt = config.exemptions
     exact = {e.path for e in exempt if e.exact}
@@ -84,6 +107,20 @@ def _render(config: Config, config_id: str) -> dict[str, str]:
         "exemptions": exempt,
         # a prefix exemption's path without its slash stays protected, unless exempted itself
         "guarded": {e.path: e.path[:-1] not in exact for e in exempt if not e.exact},
+        "tls": config.https,
+        "acme": config.tls == "acme",
+        "tls_dir": TLS_DIR,
+        "webroot": acme.WEBROOT,
+        "certificate_id": tls.certificate_id,
+        "hsts": tls.hsts,
+        "http2_directive": tls.nginx_version is not None and tls.nginx_version >= HTTP2_DIRECTIVE_SINCE,
+        "https_port_suffix": "" if config.https_port == 443 else f":{config.https_port}",
     }
-    templates = _TEMPLATES | (_STRICT_TEMPLATES if config.strict_api else {})
+    templates = dict(_TEMPLATES)
+    if config.https:
+        templates.update(_TLS_TEMPLATES)
+    if config.tls == "acme":
+        templates.update(_ACME_TEMPLATES)
+    if config.strict_api:
+        templates.update(_STRICT_TEMPLATES)
     return {name: env.get_template(template).render(context) for name, template in sorted(templates.items())}

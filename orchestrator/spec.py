@@ -13,8 +13,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
+from . import acme
 from .config import Config
 from .render import AUTH_DIR, AUTH_TMPFS, CONF_DIR, HEALTH_PORT, MAIN_FILE
+from .tls import TLS_DIR
 
 LABEL_PROJECT = "rumistack.project"
 LABEL_SERVICE = "rumistack.service"
@@ -25,6 +27,9 @@ COMPOSE_NETWORK = "com.docker.compose.network"
 
 CONFIG_VOLUME = "nginx-config"
 AUTH_VOLUME = "nginx-auth"
+TLS_VOLUME = "tls"  # the certificate nginx serves
+ACME_VOLUME = "acme"  # certbot's account, certificates and renewal settings
+WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
 
 NGINX_GID = 101  # the `nginx` group of the official images: its workers read the user file
 RESTART = "unless-stopped"  # every service's restart policy
@@ -73,10 +78,15 @@ class Service:
     environment: tuple[tuple[str, str], ...] = ()
     depends_on: tuple[str, ...] = ()  # started and healthy before this one starts
     stop_signal: str | None = None
+    entrypoint: tuple[str, ...] | None = None
+    # another service whose process namespace this one joins (docker's --pid container:...)
+    pid_namespace: str | None = None
 
-    def digest(self, image_id: str) -> str:
-        """A hash of everything that defines this service's container."""
-        data = json.dumps([asdict(self), image_id], sort_keys=True).encode()
+    def digest(self, *facts: str) -> str:
+        """A hash of everything that defines this service's container: its fields, and the facts
+        outside them it is made from (the image's id; the id of the container whose process
+        namespace it joins, which docker binds at create)."""
+        data = json.dumps([asdict(self), *facts], sort_keys=True).encode()
         return hashlib.sha256(data).hexdigest()[:16]
 
 
@@ -86,6 +96,31 @@ AUTH_TMPFS_MOUNT = Tmpfs(AUTH_TMPFS, "size=16m,mode=0755,noexec,nosuid,nodev")
 
 def _wget(url: str) -> tuple[str, ...]:
     return ("CMD", "wget", "-q", "-O", "/dev/null", url)
+
+
+def _tls_mounts(config: Config) -> tuple[Mount, ...]:
+    """nginx reads the certificate, and in acme mode the http-01 challenges."""
+    if not config.https:
+        return ()
+    certificate = Mount(TLS_VOLUME, TLS_DIR, read_only=True, no_copy=True)
+    if config.tls == "acme":
+        return (certificate, Mount(WEBROOT_VOLUME, acme.WEBROOT, read_only=True, no_copy=True))
+    return (certificate,)
+
+
+def _certbot(config: Config) -> Service:
+    """Renews the certificate by itself and reloads nginx (see orchestrator/acme.py)."""
+    return Service(
+        name="certbot",
+        image=config.certbot_image,
+        entrypoint=("sh", "-c"),
+        command=(acme.RENEW_LOOP,),
+        mounts=(Mount(ACME_VOLUME, acme.CONFIG_DIR), Mount(WEBROOT_VOLUME, acme.WEBROOT), Mount(TLS_VOLUME, TLS_DIR)),
+        environment=acme.environment(config),
+        depends_on=("nginx",),
+        pid_namespace="nginx",  # nginx's master is its pid 1: the deploy hook reloads it with SIGHUP
+        healthcheck=HealthCheck(("NONE",)),  # it sleeps most of the time; `status` shows the certificate's end
+    )
 
 
 def services(config: Config, secrets: dict[str, str]) -> tuple[Service, ...]:
@@ -136,13 +171,16 @@ def services(config: Config, secrets: dict[str, str]) -> tuple[Service, ...]:
         mounts=(
             Mount(CONFIG_VOLUME, CONF_DIR, read_only=True, no_copy=True),
             Mount(AUTH_VOLUME, AUTH_DIR, read_only=True, no_copy=True),
-        ),
+        ) + _tls_mounts(config),
         tmpfs=(AUTH_TMPFS_MOUNT,),
-        ports=(Port(config.bind_address, config.http_port, 80),),
+        ports=(Port(config.bind_address, config.http_port, 80),)
+        + ((Port(config.bind_address, config.https_port, 443),) if config.https else ()),
         depends_on=("rumitalk",),  # nginx resolves RumiTalk's name when it starts
         healthcheck=HealthCheck(_wget(f"http://127.0.0.1:{HEALTH_PORT}/nginx-health"), start_period=10),
         stop_signal="SIGQUIT",  # graceful: finish requests in flight
     ))
+    if config.tls == "acme":
+        stack.append(_certbot(config))
     return tuple(stack)
 
 

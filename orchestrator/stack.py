@@ -20,10 +20,11 @@ from docker.types import Healthcheck
 from docker.utils import parse_repository_tag
 from docker.types import Mount as DockerMount
 
+from . import https, tls
 from .config import Config
 from .errors import DockerUnavailable, StackError, UserError
-from .publish import publish_users
-from .render import CONF_DIR, HEALTH_PORT, MAIN_FILE, config_id, render
+from .publish import checked_config, config_files, publish_users
+from .render import CONF_DIR, HEALTH_PORT, MAIN_FILE, config_id
 from .secretstore import load_secrets
 from .spec import (
     CONFIG_VOLUME,
@@ -41,7 +42,7 @@ from .spec import (
     volumes,
 )
 from .users import UserFile
-from .volumes import EngineVolumes, File, check_config, write_files
+from .volumes import EngineVolumes
 
 _NS = 1_000_000_000
 
@@ -97,56 +98,56 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     """
     if not users.names():
         raise UserError("there are no users yet, so no one could log in: add one with `rumistack adduser NAME`")
+    now = tls.now()
+    certificate = https.local(config, now)  # a bad certificate file stops `up` before anything changes
     client = connect()
     stack = services(config, load_secrets(config.state_dir))
     for service in stack:
         _image(client, service.image, progress)
-    files = _checked_config(client, config, progress)
+    engine = EngineVolumes(client, config)
+    served, files = checked_config(config, certificate, engine, progress.step)
 
     network = _network(client, config)
     for volume in volumes(stack):
-        EngineVolumes(client, config).ensure(volume)
+        engine.ensure(volume)
     running_nginx = _running(client, config, "nginx")
-    config_changed = running_nginx is None or _loaded_config(running_nginx) != config_id(config)
-    if config_changed:
-        write_files(client, config.nginx_image, config.project, {volume_name(config, CONFIG_VOLUME): _config_files(files)})
-    publish_users(users, EngineVolumes(client, config))
+    wanted = config_id(config, served.facts)  # with HTTPS, it names the certificate too
+    config_changed = running_nginx is None or _loaded_config(running_nginx) != wanted
+    changed_files = {**({CONFIG_VOLUME: config_files(files)} if config_changed else {}), **served.volume_files()}
+    if changed_files:
+        engine.write(changed_files)
+    publish_users(users, engine)
     _remove_others(client, config, {s.name for s in stack}, progress)
 
     containers: dict[str, Container] = {}
     recreated = set()
     for service in stack:
         _wait_healthy(config, {name: containers[name] for name in service.depends_on}, progress)
-        containers[service.name], changed = _ensure_container(client, config, service, network, progress)
+        joined = containers[service.pid_namespace] if service.pid_namespace else None
+        containers[service.name], changed = _ensure_container(client, config, service, network, progress, joined)
         if changed:
             recreated.add(service.name)
     if "nginx" not in recreated and (config_changed or "rumitalk" in recreated):
-        # a new config, or RumiTalk's new address (nginx resolved it at start)
-        _reload_nginx(containers["nginx"], config, progress)
+        # a new config or certificate, or RumiTalk's new address (nginx resolved it at start)
+        _reload_nginx(containers["nginx"], wanted, progress)
     _wait_healthy(config, containers, progress)
+    if https.obtain(config, containers.get("certbot"), served, engine, now, progress):
+        return up(config, users, progress)  # once more with the issued certificate (it may turn hsts on)
     return config.url
 
 
 def reload(config: Config, progress: Progress = Progress()) -> None:
-    """Render the config again, check it, and apply it to the running nginx by a graceful reload."""
+    """Render the config again, check it, and apply it (and a new certificate) to the running nginx by a
+    graceful reload."""
+    certificate = https.local(config, tls.now())
     client = connect()
     nginx = _running(client, config, "nginx")
     if nginx is None:
         raise StackError("nginx is not running: start the stack with `rumistack up`")
-    files = _checked_config(client, config, progress)
-    write_files(client, config.nginx_image, config.project, {volume_name(config, CONFIG_VOLUME): _config_files(files)})
-    _reload_nginx(nginx, config, progress)
-
-
-def _checked_config(client: docker.DockerClient, config: Config, progress: Progress) -> dict[str, str]:
-    files = render(config)
-    progress.step("checking the nginx configuration with nginx -t")
-    check_config(client, config.nginx_image, config.project, files)
-    return files
-
-
-def _config_files(files: dict[str, str]) -> dict[str, File]:
-    return {name: File(text.encode()) for name, text in files.items()}
+    engine = EngineVolumes(client, config)
+    served, files = checked_config(config, certificate, engine, progress.step)
+    engine.write({CONFIG_VOLUME: config_files(files), **served.volume_files()})
+    _reload_nginx(nginx, config_id(config, served.facts), progress)
 
 
 def _loaded_config(nginx: Container) -> str:
@@ -155,14 +156,14 @@ def _loaded_config(nginx: Container) -> str:
     return output.decode().strip() if code == 0 else ""
 
 
-def _reload_nginx(nginx: Container, config: Config, progress: Progress) -> None:
+def _reload_nginx(nginx: Container, wanted: str, progress: Progress) -> None:
     """Graceful reload: new workers start with the new config, old ones finish their requests.
-    Returns once the new config answers."""
+    Returns once nginx reports the config `wanted` (its config_id)."""
     code, output = nginx.exec_run(["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"])
     if code != 0:
         raise StackError(f"the running nginx refused the new configuration and keeps the old one: {output.decode().strip()}")
     nginx.kill(signal="SIGHUP")
-    wanted, deadline = config_id(config), time.monotonic() + 30
+    deadline = time.monotonic() + 30
     while _loaded_config(nginx) != wanted:
         if time.monotonic() > deadline:
             raise StackError(f"nginx did not load the new configuration within 30 s; its last log lines:\n{_tail(nginx)}")
@@ -221,9 +222,11 @@ def _find(client: docker.DockerClient, config: Config, service: str) -> Containe
     return found[0] if found else None
 
 
-def _ensure_container(client, config: Config, service: Service, network, progress: Progress) -> tuple[Container, bool]:
-    """The service's container, created anew only when its definition changed."""
-    spec = service.digest(client.images.get(service.image).id)
+def _ensure_container(client, config: Config, service: Service, network, progress: Progress,
+                      joined: Container | None = None) -> tuple[Container, bool]:
+    """The service's container, created anew only when its definition changed; `joined`: the container
+    whose process namespace it shares (service.pid_namespace)."""
+    spec = service.digest(client.images.get(service.image).id, *([joined.id] if joined else []))
     existing = _find(client, config, service.name)
     if existing is not None and existing.labels.get(LABEL_SPEC) == spec:
         if existing.status != "running":
@@ -241,6 +244,8 @@ def _ensure_container(client, config: Config, service: Service, network, progres
         service.image,
         name=container_name(config, service.name),
         command=list(service.command) if service.command else None,
+        entrypoint=list(service.entrypoint) if service.entrypoint else None,
+        pid_mode=f"container:{joined.id}" if joined else None,
         environment=dict(service.environment),
         labels=labels(config, service=service.name, spec=spec),
         healthcheck=Healthcheck(
@@ -273,10 +278,11 @@ def _start(container: Container, service: Service, config: Config) -> None:
         container.remove(force=True)
         reason = _reason(exc)
         if "already allocated" in reason or "address already in use" in reason:
-            port = service.ports[0]
+            port = next((p for p in service.ports if f":{p.host_port}" in reason), service.ports[0])
+            key = "RUMISTACK_HTTPS_PORT" if port.container_port == 443 else "RUMISTACK_HTTP_PORT"
             raise StackError(
                 f"port {port.host_port} on {port.host_ip} is already in use by another program: "
-                "choose a free one with RUMISTACK_HTTP_PORT in .env"
+                f"choose a free one with {key} in .env"
             ) from None
         raise StackError(f"{service.name} could not start: {reason}") from None
 
@@ -329,6 +335,14 @@ def down(config: Config, remove_volumes: bool = False, progress: Progress = Prog
             progress.step(f"removing volume {volume.name}")
             volume.remove(force=True)
     return len(containers)
+
+
+def certificate(config: Config) -> tls.Certificate | None:
+    """The certificate nginx serves (None: TLS is off, or there is none yet)."""
+    try:
+        return https.in_use(config, EngineVolumes(connect(), config))
+    except ImageNotFound:
+        return None  # no nginx image, so nothing ever served one
 
 
 def status(config: Config) -> list[ServiceStatus]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import secrets
 import tarfile
 from collections.abc import Callable
@@ -73,13 +74,16 @@ def _run_helper(client: docker.DockerClient, image: str, project: str, command: 
         container.remove(force=True)
 
 
-def check_config(client: docker.DockerClient, image: str, project: str, files: dict[str, str]) -> None:
-    """Run `nginx -t` on the rendered files inside the nginx image; raise StackError if it refuses them."""
+def check_config(client: docker.DockerClient, image: str, project: str, files: dict[str, str],
+                 others: dict[str, File] | None = None) -> None:
+    """Run `nginx -t` on the rendered files inside the nginx image, with `others` (absolute paths: the
+    certificate) in place; raise StackError if it refuses them."""
     config_archive = archive({name: File(text.encode()) for name, text in files.items()}, prefix=CONF_DIR)
+    others_archive = archive({path.lstrip("/"): file for path, file in (others or {}).items()})
     host = UPSTREAM.split(":")[0]
     code, output = _run_helper(
         client, image, project, ["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"],
-        archives=[("/", config_archive)],
+        archives=[("/", config_archive), ("/", others_archive)],
         # the upstream name resolves on the stack's network; here any address will do
         extra_hosts={host: "127.0.0.1"},
         # nginx -t creates the cache directory, which needs the tmpfs nginx has
@@ -145,6 +149,48 @@ def publish_user_file(client: docker.DockerClient, image: str, project: str, vol
     return name
 
 
+def read_files(client: docker.DockerClient, image: str, project: str,
+               wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, bytes]]:
+    """Files from named volumes, {volume: {path: content}}, for those that exist: a helper container is
+    created, never started, and read with get_archive. A volume that does not exist is not created."""
+    mounts, where = [], {}
+    for index, volume in enumerate(sorted(wanted)):
+        try:
+            client.volumes.get(volume)
+        except NotFound:
+            continue
+        mounts.append(Mount(f"/volumes/{index}", volume, type="volume", read_only=True, no_copy=True))
+        where[volume] = f"/volumes/{index}"
+    found: dict[str, dict[str, bytes]] = {volume: {} for volume in where}
+    if not mounts:
+        return found
+    container = client.containers.create(image, command=["true"], entrypoint=[], mounts=mounts,
+                                         labels={LABEL_PROJECT: project, "rumistack.role": "helper"},
+                                         network_mode="none")
+    try:
+        for volume, target in where.items():
+            for path in wanted[volume]:
+                try:
+                    stream, _ = container.get_archive(f"{target}/{path}")
+                except NotFound:
+                    continue
+                with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                    member = tar.next()
+                    extracted = tar.extractfile(member) if member is not None else None
+                    if extracted is not None:
+                        found[volume][path] = extracted.read()
+    finally:
+        container.remove(force=True)
+    return found
+
+
+def nginx_version(client: docker.DockerClient, image: str, project: str) -> tuple[int, int, int] | None:
+    """The version of nginx in `image` (from `nginx -v`), None if it does not say."""
+    _, output = _run_helper(client, image, project, ["nginx", "-v"])
+    match = re.search(r"nginx/(\d+)\.(\d+)\.(\d+)", output)
+    return (int(match[1]), int(match[2]), int(match[3])) if match else None
+
+
 class EngineVolumes:
     """The project's named volumes ({volume}: `<project>_{volume}`), reached through the Docker engine.
     `prepare` runs before the helper containers: it makes sure the nginx image is here."""
@@ -166,9 +212,20 @@ class EngineVolumes:
         if not self.exists(volume):
             self._client.volumes.create(volume_name(self._config, volume), labels=volume_labels(self._config, volume))
 
-    def check(self, files: dict[str, str]) -> None:
+    def check(self, files: dict[str, str], others: dict[str, File]) -> None:
         self._prepare()
-        check_config(self._client, self._config.nginx_image, self._config.project, files)
+        check_config(self._client, self._config.nginx_image, self._config.project, files, others)
+
+    def read(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, bytes]]:
+        self._prepare()
+        found = read_files(self._client, self._config.nginx_image, self._config.project,
+                           {volume_name(self._config, volume): paths for volume, paths in wanted.items()})
+        return {volume: found[volume_name(self._config, volume)] for volume in wanted
+                if volume_name(self._config, volume) in found}
+
+    def nginx_version(self) -> tuple[int, int, int] | None:
+        self._prepare()
+        return nginx_version(self._client, self._config.nginx_image, self._config.project)
 
     def write(self, volumes: dict[str, dict[str, File]]) -> None:
         self._prepare()

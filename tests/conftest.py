@@ -19,6 +19,7 @@ from testenv import IN_CI, TEST_LABEL, TEST_LABELS
 OFFICIAL_NGINX = next(k.default for k in KEYS if k.name == "RUMISTACK_NGINX_IMAGE")
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image cannot be pulled here
+os.environ.setdefault("TC_HOST", "127.0.0.1")  # wait strategies knock on loopback, never on the gateway's address
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,7 +55,8 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """Image per service: the official nginx image when it is here, else the local one; stand-ins for the rest
-    (and the benchmark's static upstream)."""
+    (and the benchmark's static upstream). For the HTTPS tests also certbot, pebble (the ACME test server),
+    and Debian's nginx 1.22 and 1.26 (nginx-bookworm, nginx-trixie) whatever "nginx" is."""
     try:
         pinned = images.ensure_images(docker_client)
     except Exception as exc:  # any failure to build means no images: never a silent skip in CI
@@ -68,7 +70,9 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
         nginx = pinned[images.NGINX]
     return {"nginx": nginx, "rumitalk": pinned[images.STUB], "mongodb": pinned[images.MONGO],
             "meilisearch": pinned[images.MEILI], "python": pinned[images.PYTHON],
-            "static-upstream": pinned[images.STATIC_UPSTREAM]}
+            "static-upstream": pinned[images.STATIC_UPSTREAM], "certbot": pinned[images.CERTBOT],
+            "pebble": pinned[images.PEBBLE], "nginx-bookworm": pinned[images.NGINX],
+            "nginx-trixie": pinned[images.NGINX_TRIXIE]}
 
 
 @pytest.fixture(scope="session")
@@ -76,7 +80,7 @@ def image_env(test_images) -> dict[str, str]:
     """The config keys that point rumistack at the test images."""
     return {"RUMISTACK_NGINX_IMAGE": test_images["nginx"], "RUMITALK_IMAGE": test_images["rumitalk"],
             "RUMISTACK_MONGO_IMAGE": test_images["mongodb"], "RUMISTACK_MEILI_IMAGE": test_images["meilisearch"],
-            "RUMISTACK_TOOLS_BASE_IMAGE": test_images["python"]}
+            "RUMISTACK_TOOLS_BASE_IMAGE": test_images["python"], "RUMISTACK_CERTBOT_IMAGE": test_images["certbot"]}
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:

@@ -12,6 +12,11 @@
   wherever the host's pip does (here, through a TLS-inspecting proxy).
 - rumistack-test/static-upstream:local: a static asset in RumiTalk's place, for
   the benchmark (tests/images/static-upstream).
+- rumistack-test/certbot:local: certbot from Debian, for RUMISTACK_CERTBOT_IMAGE (tests/images/certbot).
+- rumistack-test/pebble:local: Let's Encrypt's ACME test server and its DNS
+  test server (tests/images/pebble).
+- rumistack-test/nginx-trixie:local: nginx 1.26 from Debian 13, the newer
+  config syntax (tests/images/nginx-trixie).
 
 Each image carries a label with a hash of its recipe and is rebuilt only when
 the recipe changes. Run as a script to build what is missing.
@@ -40,8 +45,12 @@ PYTHON = "rumistack-test/python:local"
 MONGO = "rumistack-test/mongo-stub:local"
 MEILI = "rumistack-test/meili-stub:local"
 STATIC_UPSTREAM = "rumistack-test/static-upstream:local"
+CERTBOT = "rumistack-test/certbot:local"
+PEBBLE = "rumistack-test/pebble:local"
+NGINX_TRIXIE = "rumistack-test/nginx-trixie:local"
 _CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", MONGO: HERE / "mongo-stub", MEILI: HERE / "meili-stub",
-             PYTHON: HERE / "python", STATIC_UPSTREAM: HERE / "static-upstream"}
+             PYTHON: HERE / "python", STATIC_UPSTREAM: HERE / "static-upstream", CERTBOT: HERE / "certbot",
+             PEBBLE: HERE / "pebble", NGINX_TRIXIE: HERE / "nginx-trixie"}
 # files of this machine that join an image's build context: {image: {name in the context: path}}
 _HOST_FILES = {PYTHON: {"host-ca-certificates.crt": Path("/etc/ssl/certs/ca-certificates.crt")}}
 

@@ -1,4 +1,8 @@
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
+from certs import NOW, make_ca, write_pair
 from click.testing import CliRunner
 
 from rumistack.cli import cli
@@ -119,6 +123,69 @@ def test_help_lists_every_command(run):
     result = run("--help")
     for command in ("adduser", "deluser", "passwd", "users", "up", "render", "down", "status"):
         assert command in result.output
+
+
+def test_up_over_plain_http_on_the_network_warns_and_asks_first(run):
+    run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    (Path.cwd() / ".env").write_text("RUMISTACK_TLS=off\n")
+    result = run("up", input="n\n")
+    assert result.exit_code == 1
+    assert "Basic Auth passwords, and the chats, cross the network readable" in result.output
+    assert "Start without HTTPS anyway? [y/N]" in result.output
+    assert "cannot reach the Docker engine" not in result.output  # stopped before doing anything
+
+
+def test_up_over_plain_http_with_yes_does_not_ask(run):
+    run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    (Path.cwd() / ".env").write_text("RUMISTACK_TLS=off\n")
+    result = run("up", "--yes")
+    assert "cross the network readable" in result.output
+    assert "[y/N]" not in result.output
+    assert "cannot reach the Docker engine" in result.output  # went on
+
+
+def test_up_over_plain_http_bound_to_loopback_does_not_ask(run):
+    run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    (Path.cwd() / ".env").write_text("RUMISTACK_TLS=off\nRUMISTACK_BIND_ADDRESS=127.0.0.1\n")
+    result = run("up")
+    assert "[y/N]" not in result.output and "passwords never leave this machine" in result.output
+    assert "cannot reach the Docker engine" in result.output
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return make_ca()
+
+
+@pytest.mark.parametrize("case, message", [
+    ("mismatched key", "the key in {key} does not belong to the certificate in {cert}"),
+    ("expired", "the certificate in {cert} expired on"),
+    ("wrong domain", "the certificate in {cert} is for www.example.com, not for RUMISTACK_DOMAIN=chat.example.com"),
+])
+def test_up_refuses_unusable_certificate_files_before_touching_anything(run, tmp_path, ca, case, message):
+    run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    server = {
+        "mismatched key": ca.issue(["chat.example.com"]),
+        "expired": ca.issue(["chat.example.com"], NOW - timedelta(days=90), NOW - timedelta(days=1)),
+        "wrong domain": ca.issue(["www.example.com"]),
+    }[case]
+    cert, key = write_pair(tmp_path, server)
+    if case == "mismatched key":
+        _, key = write_pair(tmp_path, ca.issue(["chat.example.com"]), "other")
+    (tmp_path / ".env").write_text(f"RUMISTACK_TLS=files\nRUMISTACK_DOMAIN=chat.example.com\n"
+                                   f"RUMISTACK_TLS_CERT_FILE={cert}\nRUMISTACK_TLS_KEY_FILE={key}\n")
+    result = run("up")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: " + message.format(cert=cert, key=key))
+    assert len(result.output.splitlines()) == 1 and "Traceback" not in result.output
+
+
+def test_up_makes_the_self_signed_certificate_once_even_before_docker_answers(run, tmp_path):
+    run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    run("up")
+    kept = (tmp_path / ".rumistack" / "tls" / "self-signed.crt").read_bytes()
+    run("up")
+    assert (tmp_path / ".rumistack" / "tls" / "self-signed.crt").read_bytes() == kept
 
 
 def test_adduser_with_mounted_volumes_writes_the_auth_volume_without_docker(run, tmp_path, monkeypatch):

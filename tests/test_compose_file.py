@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rumistack import compose, spec
-from rumistack.config import KEYS, Config
+from rumistack import acme, compose, spec
+from rumistack.config import KEYS, Config, load_config
+from rumistack.secretstore import GENERATORS
 
 ROOT = Path(__file__).parent.parent
 DEFAULTS = {key.name: key.default for key in KEYS}
@@ -15,7 +16,7 @@ DEFAULTS = {key.name: key.default for key in KEYS}
 # service's key, and the environment goes into the env_file `render` writes
 COMPOSE_KEYS = {"image": "image", "command": "command", "depends_on": "depends_on", "mounts": "volumes",
                 "tmpfs": "tmpfs", "ports": "ports", "healthcheck": "healthcheck", "stop_signal": "stop_signal",
-                "environment": "env_file"}
+                "environment": "env_file", "entrypoint": "entrypoint", "pid_namespace": "pid"}
 
 
 def _values(document):
@@ -72,7 +73,9 @@ def test_values_from_env_reach_the_services_as_interpolations():
     nginx = document["services"]["nginx"]
     assert nginx["image"] == "${RUMISTACK_NGINX_IMAGE:-nginx:1.28.0-alpine}"
     assert nginx["ports"] == [{"target": 80, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}",
-                               "published": "${RUMISTACK_HTTP_PORT:-8080}", "protocol": "tcp"}]
+                               "published": "${RUMISTACK_HTTP_PORT:-8080}", "protocol": "tcp"},
+                              {"target": 443, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}",
+                               "published": "${RUMISTACK_HTTPS_PORT:-8443}", "protocol": "tcp"}]
     assert nginx["labels"] == {"rumistack.project": "${RUMISTACK_PROJECT:-rumistack}", "rumistack.service": "nginx"}
     assert document["name"] == "${RUMISTACK_PROJECT:-rumistack}"
 
@@ -94,12 +97,29 @@ def test_the_bundle_is_the_default_stack():
     assert compose.document()["services"]["rumitalk"]["depends_on"] == {"mongodb": {"condition": "service_healthy"}}
 
 
+def test_the_bundle_serves_https_with_the_certificate_render_writes():
+    nginx = compose.document()["services"]["nginx"]
+    assert {"type": "volume", "source": "tls", "target": "/etc/rumistack/tls", "read_only": True,
+            "volume": {"nocopy": True}} in nginx["volumes"]
+    assert [p["target"] for p in nginx["ports"]] == [80, 443]
+
+
+def test_a_service_in_another_process_namespace_joins_it_the_compose_way():
+    """acme's certbot, which the bundle does not run: translated like any other service."""
+    config = load_config("/nonexistent", environ={"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"})
+    (certbot,) = [s for s in spec.services(config, {name: "x" for name in GENERATORS}) if s.name == "certbot"]
+    written = compose._service(certbot, config)
+    assert written["pid"] == "service:nginx"
+    assert written["entrypoint"] == ["sh", "-c"] and written["command"] == [acme.RENEW_LOOP]
+    assert written["depends_on"] == {"nginx": {"condition": "service_healthy"}}
+
+
 def test_tools_service_gets_the_env_the_volumes_and_the_state_directory_without_a_network():
     tools = compose.document()["services"]["rumistack"]
     assert tools["profiles"] == ["tools"]
     assert tools["network_mode"] == "none"
     assert {v["source"]: v["target"] for v in tools["volumes"]} == {
-        "nginx-config": "/volumes/nginx-config", "nginx-auth": "/volumes/nginx-auth",
+        "nginx-config": "/volumes/nginx-config", "nginx-auth": "/volumes/nginx-auth", "tls": "/volumes/tls",
         "${RUMISTACK_STATE_DIR:-.rumistack}": "/state"}
     assert tools["environment"]["RUMISTACK_VOLUMES_DIR"] == "/volumes"
     assert tools["environment"]["RUMISTACK_STATE_DIR"] == "/state"
@@ -112,6 +132,7 @@ def test_every_field_of_a_service_reaches_its_compose_key():
         name="x", image="x:1", healthcheck=spec.HealthCheck(("CMD", "true")), command=("run",),
         mounts=(spec.Mount("data", "/data"),), tmpfs=(spec.Tmpfs("/run/x", "size=1m"),),
         ports=(spec.Port("127.0.0.1", 1, 2),), environment=(("A", "b"),), stop_signal="SIGTERM", depends_on=("y",),
+        entrypoint=("sh", "-c"), pid_namespace="y",
     )
     written = compose._service(everything, Config(**{key.field: key.parse(key.default) for key in KEYS}))
     assert set(COMPOSE_KEYS.values()) | {"labels", "restart"} == set(written)

@@ -3,6 +3,7 @@ mounted in the compose bundle's tools container, and what `render` adds for
 the bundle."""
 
 import os
+import re
 import stat
 
 import pytest
@@ -11,11 +12,13 @@ from dotenv import dotenv_values
 from rumistack.compose import render_bundle
 from rumistack.config import load_config
 from rumistack.errors import ConfigError, StackError, UserError
+from rumistack.https import Served
 from rumistack.mounted import MountedVolumes
 from rumistack.publish import publish, push_users
 from rumistack.render import render
 from rumistack.secretstore import load_secrets
 from rumistack.spec import NGINX_GID, services
+from rumistack.tls import PEM_FILE, SELF_SIGNED_CERT, TLS_DIR, Certificate
 from rumistack.users import UserFile
 from rumistack.volumes import File, user_file_name
 
@@ -27,16 +30,25 @@ class RecordingVolumes:
 
     def __init__(self, existing=("nginx-config", "nginx-auth")):
         self.existing = set(existing)
-        self.checked, self.written, self.user_files = [], {}, {}
+        self.checked, self.written, self.writes, self.user_files = [], {}, [], {}
 
     def exists(self, volume):
         return volume in self.existing
 
-    def check(self, files):
-        self.checked.append(files)
+    def check(self, files, others):
+        self.checked.append((files, others))
+
+    def read(self, wanted):
+        return {volume: {path: self.written[volume][path].data for path in paths if path in self.written[volume]}
+                for volume, paths in wanted.items() if volume in self.written}
+
+    def nginx_version(self):
+        return None
 
     def write(self, volumes):
-        self.written.update(volumes)
+        self.writes.append(sorted(volumes))
+        for volume, files in volumes.items():
+            self.written.setdefault(volume, {}).update(files)
 
     def publish_user_file(self, volume, file):
         self.user_files[volume] = file
@@ -49,15 +61,31 @@ def users(tmp_path):
     return users
 
 
-def test_publish_checks_the_rendered_config_then_writes_it_and_the_users(users):
-    config = load_config("/nonexistent", environ={})
+def test_publish_checks_the_rendered_config_with_the_certificate_then_writes_them_and_the_users(users, tmp_path):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
     volumes = RecordingVolumes()
     publish(config, users, volumes)
-    assert volumes.checked == [render(config)]
-    assert {name: f.data.decode() for name, f in volumes.written["nginx-config"].items()} == render(config)
-    assert list(volumes.written) == ["nginx-config"]
+    pem = volumes.written["tls"][PEM_FILE]
+    assert pem.mode == 0o600
+    certificate = Certificate.from_pem(pem.data)
+    assert certificate.chain_pem() == (config.self_signed_dir / SELF_SIGNED_CERT).read_bytes()  # made and kept here
+    files = render(config, Served(certificate).facts)
+    assert volumes.checked == [(files, {f"{TLS_DIR}/{PEM_FILE}": pem})]
+    assert {name: f.data.decode() for name, f in volumes.written["nginx-config"].items()} == files
+    assert set(volumes.written) == {"nginx-config", "tls"}
     htpasswd = volumes.user_files["nginx-auth"]
     assert (htpasswd.data, htpasswd.mode, htpasswd.uid, htpasswd.gid) == (users.content(), 0o640, 0, NGINX_GID)
+
+
+def test_publish_writes_the_certificate_only_when_the_volume_holds_another(users, tmp_path):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
+    volumes = RecordingVolumes()
+    publish(config, users, volumes)
+    publish(config, users, volumes)
+    volumes.written["tls"][PEM_FILE] = File(b"another certificate")
+    publish(config, users, volumes)
+    # the users go behind their link each time (publish_user_file), not through write
+    assert volumes.writes == [["nginx-config", "tls"], ["nginx-config"], ["nginx-config", "tls"]]
 
 
 def test_publish_refuses_when_no_one_could_log_in(tmp_path):
@@ -119,7 +147,7 @@ def test_render_bundle_writes_each_services_environment_as_up_gives_it(tmp_path,
     config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
     volumes = RecordingVolumes()
     render_bundle(config, users, volumes)
-    assert set(volumes.written) == {"nginx-config"} and set(volumes.user_files) == {"nginx-auth"}
+    assert set(volumes.written) == {"nginx-config", "tls"} and set(volumes.user_files) == {"nginx-auth"}
     for service in services(config, load_secrets(config.state_dir)):
         written = config.state_dir / "compose" / f"{service.name}.env"
         assert dotenv_values(written) == dict(service.environment)
@@ -131,5 +159,18 @@ def test_render_bundle_refuses_a_stack_the_compose_file_does_not_run(tmp_path, u
     config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_SEARCH": "true"})
     volumes = RecordingVolumes()
     with pytest.raises(ConfigError, match="meilisearch.*use `rumistack up`"):
+        render_bundle(config, users, volumes)
+    assert volumes.written == {} and volumes.user_files == {} and not (tmp_path / "state" / "compose").exists()
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("acme", "RUMISTACK_TLS=acme needs `rumistack up`, which runs certbot"),
+    ("off", "RUMISTACK_TLS=off needs `rumistack up`: compose/docker-compose.yml serves HTTPS"),
+])
+def test_render_bundle_refuses_a_tls_mode_the_compose_file_does_not_serve(tmp_path, users, mode, message):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_TLS": mode,
+                                                  "RUMISTACK_DOMAIN": "chat.example.com"})
+    volumes = RecordingVolumes()
+    with pytest.raises(ConfigError, match=re.escape(message)):
         render_bundle(config, users, volumes)
     assert volumes.written == {} and volumes.user_files == {} and not (tmp_path / "state" / "compose").exists()

@@ -1,8 +1,10 @@
 import re
 
+import pytest
+
 from rumistack.config import load_config
 from rumistack.exemptions import BUILTIN as EXEMPTIONS
-from rumistack.render import AUTH_TMPFS, render
+from rumistack.render import AUTH_TMPFS, TlsFacts, config_id, render
 from rumistack.secretstore import GENERATORS
 from rumistack.spec import services
 
@@ -99,10 +101,96 @@ def test_verifications_are_limited_per_address_before_the_total():
     assert limits == ["rumistack_verify_client", "rumistack_verify_all"]
 
 
-def test_the_config_reports_its_own_id_which_changes_with_the_config():
-    from rumistack.render import config_id
+def _server(conf: str, listen: str) -> str:
+    """The server block whose first listen directive starts with `listen`."""
+    start = conf.index(f"listen {listen}")
+    return conf[conf.rindex("server {", 0, start):conf.index("\n    }\n", start)]
 
+
+def test_plain_http_serves_rumitalk_on_port_80_without_any_tls():
+    files = _conf(RUMISTACK_TLS="off")
+    assert "ssl" not in files["nginx.conf"] and "snippets/tls.conf" not in files
+    assert "proxy_pass http://rumitalk;" in _server(files["nginx.conf"], "80 default_server")
+
+
+@pytest.mark.parametrize("mode, env", [("self-signed", {}), ("files", {"RUMISTACK_TLS_CERT_FILE": "/c.pem",
+                                                                       "RUMISTACK_TLS_KEY_FILE": "/k.pem"}),
+                                       ("acme", {"RUMISTACK_DOMAIN": "chat.example.com"})])
+def test_with_tls_rumitalk_is_behind_443_and_port_80_only_redirects(mode, env):
+    conf = _conf(RUMISTACK_TLS=mode, **env)["nginx.conf"]
+    https = _server(conf, "443")
+    assert "include /etc/rumistack/nginx/snippets/tls.conf;" in https
+    assert "proxy_pass http://rumitalk;" in https and "basic-auth.conf" in https
+    plain = _server(conf, "80 default_server")
+    assert "return 301 https://$host:8443$request_uri;" in plain
+    assert "proxy_pass" not in plain and "auth_basic" not in plain and "auth_request" not in plain
+
+
+@pytest.mark.parametrize("strict", ["false", "true"])
+def test_the_https_server_carries_the_same_auth_and_exemptions_as_plain_http_would(strict):
+    """One server body (auth, strict API, exemptions), served on 443 with TLS and on 80 without."""
+    plain = _server(_conf(RUMISTACK_TLS="off", RUMISTACK_STRICT_API=strict)["nginx.conf"], "80 default_server")
+    https = _server(_conf(RUMISTACK_STRICT_API=strict)["nginx.conf"], "443")
+    body = plain.split("server_name", 1)[1]
+    assert https.split("server_name", 1)[1] == body
+    assert "include /etc/rumistack/nginx/snippets/basic-auth.conf;" in body
+    assert body.count("auth_request off;") >= 1
+    assert ("snippets/strict-api.conf" in body) is (strict == "true")
+
+
+def test_the_redirect_leaves_out_port_443():
+    conf = _conf(RUMISTACK_HTTPS_PORT="443")["nginx.conf"]
+    assert "return 301 https://$host$request_uri;" in conf
+
+
+def test_acme_challenges_are_answered_from_the_webroot_on_port_80_only():
+    files = _conf(RUMISTACK_TLS="acme", RUMISTACK_DOMAIN="chat.example.com")
+    assert "snippets/acme-challenge.conf" in _server(files["nginx.conf"], "80 default_server")
+    assert files["nginx.conf"].count("acme-challenge.conf") == 1
+    challenge = files["snippets/acme-challenge.conf"]
+    assert "location ^~ /.well-known/acme-challenge/ {" in challenge
+    assert "root /var/lib/rumistack/acme-webroot;" in challenge and "proxy_pass" not in challenge
+    assert "snippets/acme-challenge.conf" not in _conf()  # self-signed: no challenges
+
+
+def test_tls_settings_follow_mozillas_intermediate_profile():
+    snippet = _conf()["snippets/tls.conf"]
+    assert "ssl_protocols TLSv1.2 TLSv1.3;\n" in snippet
+    assert ("ssl_ciphers ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+            "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305;\n") in snippet
+    assert "ssl_prefer_server_ciphers off;\n" in snippet
+    assert "ssl_session_tickets off;\n" in snippet
+
+
+def test_hsts_is_sent_only_for_a_publicly_trusted_certificate():
+    config = load_config("/nonexistent", environ={})
+    assert "Strict-Transport-Security" not in render(config)["snippets/tls.conf"]
+    assert 'add_header Strict-Transport-Security "max-age=63072000" always;' in render(config, TlsFacts(hsts=True))["snippets/tls.conf"]
+
+
+@pytest.mark.parametrize("version, listen, directive", [
+    (None, "listen 443 ssl http2 default_server;", False),  # unknown: the form every version reads
+    ((1, 22, 1), "listen 443 ssl http2 default_server;", False),
+    ((1, 25, 1), "listen 443 ssl default_server;", True),
+    ((1, 28, 0), "listen 443 ssl default_server;", True),
+])
+def test_http2_is_switched_on_the_way_the_nginx_version_reads(version, listen, directive):
+    conf = render(load_config("/nonexistent", environ={}), TlsFacts(nginx_version=version))["nginx.conf"]
+    assert listen in conf
+    assert ("http2 on;" in conf) is directive
+
+
+def test_the_config_reports_its_own_id_which_changes_with_the_config():
     default = load_config("/nonexistent", environ={})
     other = load_config("/nonexistent", environ={"RUMISTACK_REALM": "Other"})
     assert config_id(default) != config_id(other)
     assert f'return 200 "{config_id(default)}";' in render(default)["nginx.conf"]
+
+
+def test_a_new_certificate_is_a_new_config_id_so_its_reload_can_be_confirmed():
+    config = load_config("/nonexistent", environ={})
+    first, second = TlsFacts(certificate_id="1111aaaa"), TlsFacts(certificate_id="2222bbbb")
+    assert config_id(config, first) != config_id(config, second)
+    assert "# certificate 1111aaaa\n" in render(config, first)["snippets/tls.conf"]
+    off = load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"})
+    assert config_id(off, first) == config_id(off, second)  # no HTTPS, no certificate in the config

@@ -12,6 +12,7 @@ import io
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tarfile
@@ -23,9 +24,11 @@ import docker
 from clirun import free_port
 from docker.errors import NotFound
 from docker.models.containers import Container
+from web import TlsPort
 
 from rumistack.render import AUTH_DIR, CONF_DIR
 from rumistack.spec import COMPOSE_PROJECT, LABEL_PROJECT, LABEL_SERVICE
+from rumistack.tls import SELF_SIGNED_CERT, TLS_DIR
 
 ROOT = Path(__file__).parents[2]
 _NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".rumistack", ".env",
@@ -57,28 +60,41 @@ class Bundle:
     root: Path
     env: dict[str, str]
     project: str
-    port: int
+    http_port: int
+    https_port: int
 
     @classmethod
     def create(cls, tmp: Path, image_env: dict[str, str], realm: str = "RumiTalk") -> Bundle:
-        """The state directory is the default, .rumistack in the copy, as the README has it."""
+        """The state directory is the default, .rumistack in the copy, as the README has it; HTTPS too,
+        with the self-signed certificate `render` makes there."""
         root = tmp / "checkout"
         shutil.copytree(ROOT, root, ignore=_NOT_COPIED)
-        project, port = f"rumistack-compose-{uuid.uuid4().hex[:8]}", free_port()
+        project, http_port, https_port = f"rumistack-compose-{uuid.uuid4().hex[:8]}", free_port(), free_port()
         env = outside_environment()
         env.update(image_env)
         env.update({
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # this rumistack
             "RUMISTACK_PROJECT": project,
-            "RUMISTACK_HTTP_PORT": str(port),
+            "RUMISTACK_HTTP_PORT": str(http_port),
+            "RUMISTACK_HTTPS_PORT": str(https_port),
             "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
             "RUMISTACK_REALM": realm,
         })
-        return cls(root, env, project, port)
+        return cls(root, env, project, http_port, https_port)
 
     @property
     def state_dir(self) -> Path:
         return self.root / ".rumistack"
+
+    @property
+    def ca_file(self) -> Path:
+        """The self-signed certificate, which the tests trust."""
+        return self.state_dir / "tls" / SELF_SIGNED_CERT
+
+    @property
+    def port(self) -> TlsPort:
+        """nginx's HTTPS port, trusting the self-signed certificate."""
+        return TlsPort(self.https_port, ssl.create_default_context(cafile=self.ca_file))
 
     def sh(self, command: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
         """Run a command line in the checkout's copy, as a self-hoster's shell would."""
@@ -149,10 +165,11 @@ def definition(container: Container) -> dict:
 
 
 def snapshot(client: docker.DockerClient, project: str) -> dict:
-    """A running stack: each service's definition, and the config and user file its nginx sees."""
+    """A running stack: each service's definition, and the config, user file and certificate its nginx sees."""
     result = {}
     for container in client.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
         result[container.labels[LABEL_SERVICE]] = definition(container)
         if container.labels[LABEL_SERVICE] == "nginx":
-            result["nginx files"] = {**files(container, CONF_DIR), **files(container, AUTH_DIR)}
+            result["nginx files"] = {**files(container, CONF_DIR), **files(container, AUTH_DIR),
+                                     **files(container, TLS_DIR)}
     return result

@@ -1,9 +1,11 @@
 """The subjects of the auth tests: a real nginx running a config in front of
-the RumiTalk stand-in, on a Docker network of its own, with the config and
-users in named volumes written by rumistack's own volume code
-(testcontainers: rumistack's rendered config, or the seed config from
-RumiTalk's documentation); and the compose bundle, brought up by the
-README's "Docker Compose only" commands. `proxy` is both rumistack stacks.
+the RumiTalk stand-in, on a Docker network of its own, with the config,
+users and certificate in named volumes written by rumistack's own volume
+code (testcontainers: rumistack's rendered config over plain HTTP or over
+HTTPS, or the seed config from RumiTalk's documentation); and the compose
+bundle, brought up by the README's "Docker Compose only" commands, which
+serves HTTPS with its self-signed certificate. `proxy` is all three
+rumistack stacks.
 
 Each test module gets a fresh nginx of each stack (a new container, or the
 bundle's nginx restarted), whose first request verifies the user's
@@ -13,12 +15,13 @@ throttles the next one's right credential."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -31,15 +34,17 @@ from docker.models.containers import Container
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import HttpWaitStrategy
-from web import basic, send
+from web import TlsPort, base_url, basic, send
 
+from rumistack.acme import WEBROOT
 from rumistack.config import load_config
 from rumistack.probe import ProbeError
 from rumistack.publish import users_file
-from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, render
+from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, TlsFacts, render
 from rumistack.spec import AUTH_TMPFS_MOUNT, COMPOSE_PROJECT
+from rumistack.tls import PEM_FILE, TLS_DIR, Certificate, now, self_signed
 from rumistack.users import UserFile
-from rumistack.volumes import File, publish_user_file, write_files
+from rumistack.volumes import File, nginx_version, publish_user_file, write_files
 from testenv import IN_CI, TEST_LABELS
 
 USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
@@ -49,7 +54,8 @@ SEED = Path(__file__).parent.parent / "data" / "seed"
 class Proxy(Protocol):
     """nginx with the rendered config, one user, in front of the stand-in."""
 
-    port: int
+    port: int  # a web.TlsPort when the proxy speaks HTTPS
+    ca_file: Path | None  # with HTTPS: the certificate to trust
     user: str
     password: str
     realm: str
@@ -62,16 +68,45 @@ class Proxy(Protocol):
 
     def nginx_started_at(self) -> str: ...
 
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def scheme(self) -> str: ...
+
+    @property
+    def tls(self) -> ssl.SSLContext | None: ...
+
+
+class _Urls:
+    """What a proxy's port says about how to reach it."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return base_url(self.port)
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split(":", 1)[0]
+
+    @property
+    def tls(self) -> ssl.SSLContext | None:
+        return getattr(self.port, "context", None)
+
 
 @dataclass
-class ContainerProxy:
-    port: int
+class ContainerProxy(_Urls):
+    port: int  # a web.TlsPort when the proxy speaks HTTPS
     users: UserFile
     auth_volume: str
     nginx: DockerContainer
     stub: DockerContainer  # its port 3080 is published too, to compare with RumiTalk's own answers
     client: docker.DockerClient
     image: str
+    http_port: int | None = None  # with HTTPS: plain HTTP, which only redirects (and answers ACME challenges)
+    ca_file: Path | None = None
     user: str = USER
     password: str = PASSWORD
     realm: str = REALM
@@ -101,7 +136,7 @@ class ContainerProxy:
 
 
 @dataclass
-class ComposeProxy:
+class ComposeProxy(_Urls):
     bundle: Bundle
     client: docker.DockerClient
     user: str = USER
@@ -109,8 +144,12 @@ class ComposeProxy:
     realm: str = REALM
 
     @property
-    def port(self) -> int:
+    def port(self) -> TlsPort:
         return self.bundle.port
+
+    @property
+    def ca_file(self) -> Path:
+        return self.bundle.ca_file
 
     def add_user(self, name: str, password: str) -> None:
         self.bundle.compose("run", "--rm", "rumistack", "adduser", name, "--password-stdin", input=password + "\n")
@@ -168,18 +207,37 @@ def compose_bundle(docker_client, image_env, compose_plugin, tmp_path_factory) -
         bundle.remove(docker_client)
 
 
+@dataclass(frozen=True)
+class Https:
+    """What a proxy needs to speak HTTPS: its certificate, and files for the ACME webroot."""
+
+    certificate: Certificate
+    webroot: dict[str, File] = field(default_factory=dict)
+
+
 @contextmanager
 def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str],
-                  user_file: File | None = None) -> Iterator[ContainerProxy]:
+                  user_file: File | None = None, https: Https | None = None) -> Iterator[ContainerProxy]:
     """nginx running `files` as its config directory, in front of the stand-in; the auth volume
-    holds one user, or `user_file` if given."""
+    holds one user, or `user_file` if given; with `https`, its certificate and webroot in their volumes."""
     suffix = uuid.uuid4().hex[:8]
     users = UserFile(tmp_path / "htpasswd")
     users.add(USER, PASSWORD)
-    conf_volume = docker_client.volumes.create(f"rumistack-test-conf-{suffix}", labels=TEST_LABELS).name
-    auth_volume = docker_client.volumes.create(f"rumistack-test-auth-{suffix}", labels=TEST_LABELS).name
-    write_files(docker_client, test_images["nginx"], "test", {
-        conf_volume: {name: File(text.encode()) for name, text in files.items()}})
+
+    def volume(kind: str) -> str:
+        return docker_client.volumes.create(f"rumistack-test-{kind}-{suffix}", labels=TEST_LABELS).name
+
+    conf_volume, auth_volume = volume("conf"), volume("auth")
+    contents = {
+        conf_volume: {name: File(text.encode()) for name, text in files.items()},
+    }
+    mounts = {conf_volume: CONF_DIR, auth_volume: AUTH_DIR}
+    if https:
+        tls_volume, webroot_volume = volume("tls"), volume("webroot")
+        contents[tls_volume] = {PEM_FILE: File(https.certificate.pem(), mode=0o600)}
+        contents[webroot_volume] = https.webroot
+        mounts.update({tls_volume: TLS_DIR, webroot_volume: WEBROOT})
+    write_files(docker_client, test_images["nginx"], "test", contents)
     publish_user_file(docker_client, test_images["nginx"], "test", auth_volume, user_file or users_file(users))
     with Network(docker_network_kw={"labels": TEST_LABELS}) as network:
         stub = (
@@ -194,24 +252,49 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                 DockerContainer(test_images["nginx"])
                 .with_network(network)
                 .with_command(["nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"])
-                .with_volume_mapping(conf_volume, CONF_DIR, "ro")
-                .with_volume_mapping(auth_volume, AUTH_DIR, "ro")
                 # the stack's tmpfs for the cache of verified credentials (its options, despite the name)
                 .with_tmpfs_mount(AUTH_TMPFS_MOUNT.target, AUTH_TMPFS_MOUNT.options)
                 .with_kwargs(labels=TEST_LABELS)
-                .with_exposed_ports(80)
-                .waiting_for(HttpWaitStrategy(80, "/health").for_status_code(200))
+                .with_exposed_ports(*((80, 443) if https else (80,)))
+                .waiting_for(HttpWaitStrategy(443, "/health").using_tls(insecure=True) if https
+                             else HttpWaitStrategy(80, "/health").for_status_code(200))
             )
+            for name, target in mounts.items():
+                nginx = nginx.with_volume_mapping(name, target, "ro")
             with nginx:
-                yield ContainerProxy(int(nginx.get_exposed_port(80)), users, auth_volume, nginx, stub,
-                                     docker_client, test_images["nginx"])
+                port = int(nginx.get_exposed_port(80))
+                proxy = ContainerProxy(port, users, auth_volume, nginx, stub, docker_client, test_images["nginx"])
+                if https:
+                    proxy.ca_file = tmp_path / "ca.pem"
+                    proxy.ca_file.write_bytes(https.certificate.chain_pem())
+                    context = ssl.create_default_context(cafile=proxy.ca_file)
+                    proxy.port, proxy.http_port = TlsPort(int(nginx.get_exposed_port(443)), context), port
+                yield proxy
 
 
 @pytest.fixture(scope="module")
 def containers_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
-    """nginx with rumistack's rendered config (defaults but the realm), started by testcontainers."""
-    files = render(load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM}))
+    """nginx with rumistack's rendered config (defaults but the realm) over plain HTTP (RUMISTACK_TLS=off),
+    started by testcontainers."""
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM, "RUMISTACK_TLS": "off"}))
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
+        yield _fresh(running)
+
+
+CHALLENGE = ("test-token", b"test-token.key-authorization")  # a file certbot would write into the webroot
+
+
+@pytest.fixture(scope="module")
+def https_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
+    """nginx with rumistack's rendered config (defaults but the realm) over HTTPS, started by testcontainers:
+    configured as in acme mode while its certificate is not issued yet, with a self-signed certificate (for
+    rumi.test and 127.0.0.1) and the webroot holding one challenge."""
+    config = load_config("/nonexistent", environ={
+        "RUMISTACK_REALM": REALM, "RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "rumi.test"})
+    files = render(config, TlsFacts(nginx_version=nginx_version(docker_client, test_images["nginx"], "test")))
+    https = Https(self_signed(["rumi.test", "127.0.0.1"], now()),
+                  {f".well-known/acme-challenge/{CHALLENGE[0]}": File(CHALLENGE[1])})
+    with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files, https=https) as running:
         yield _fresh(running)
 
 
@@ -224,15 +307,16 @@ def compose_proxy(compose_bundle, docker_client) -> ComposeProxy:
     return _fresh(proxy)
 
 
-@pytest.fixture(scope="module", params=["containers", "compose"])
+@pytest.fixture(scope="module", params=["containers", "https", "compose"])
 def proxy(request) -> Proxy:
-    """The same tests against nginx started by testcontainers and by the compose bundle."""
+    """The same tests against nginx started by testcontainers over plain HTTP and over HTTPS, and by the
+    compose bundle (HTTPS, self-signed: its default)."""
     return request.getfixturevalue(f"{request.param}_proxy")
 
 
 @pytest.fixture(scope="module")
 def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
-    """nginx with the configuration RumiTalk's documentation gives (tests/data/seed)."""
+    """nginx with the configuration RumiTalk's documentation gives (tests/data/seed), over plain HTTP."""
     files = {p.name: p.read_text() for p in SEED.iterdir()}
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
         yield running
@@ -241,11 +325,12 @@ def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Contain
 @pytest.fixture
 def project(docker_client, image_env, tmp_path, monkeypatch) -> Iterator[Project]:
     """A working directory and an environment for one rumistack project of its own, run with
-    the test images on a free loopback port; its containers, network and volumes go afterwards."""
+    the test images on a free loopback port over plain HTTP (RUMISTACK_TLS=off, so `up` asks
+    nothing); its containers, network and volumes go afterwards."""
     running = Project(new_project_name(), free_port(), docker_client)
     monkeypatch.chdir(tmp_path)
     env = {**image_env, "RUMISTACK_PROJECT": running.name, "RUMISTACK_HTTP_PORT": str(running.port),
-           "RUMISTACK_BIND_ADDRESS": "127.0.0.1"}
+           "RUMISTACK_BIND_ADDRESS": "127.0.0.1", "RUMISTACK_TLS": "off"}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     yield running

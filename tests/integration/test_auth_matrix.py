@@ -1,6 +1,6 @@
 """The auth rules, proven against real nginx in front of the RumiTalk stand-in,
-started by testcontainers and by the compose bundle (conftest.proxy), with
-verified credentials answered from nginx's cache."""
+started by testcontainers over plain HTTP and over HTTPS, and by the compose
+bundle (conftest.proxy), with verified credentials answered from nginx's cache."""
 
 import base64
 
@@ -104,7 +104,7 @@ def test_health_and_manifest_answer_without_credentials(proxy, path, body):
 def test_forwarding_headers_reach_rumitalk(proxy):
     answer = send(proxy.port, "/health", headers={"Host": "chat.example.com"})
     assert answer.seen_header("Host") == "chat.example.com"
-    assert answer.seen_header("X-Forwarded-Proto") == "http"
+    assert answer.seen_header("X-Forwarded-Proto") == proxy.scheme
     assert answer.seen_header("X-Real-IP")
     assert answer.seen_header("X-Forwarded-For") == answer.seen_header("X-Real-IP")
 

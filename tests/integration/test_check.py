@@ -22,7 +22,7 @@ def test_check_finds_the_bypasses_and_the_leak_of_the_documented_config(seed_pro
 
 
 def test_check_passes_rumistacks_config(proxy):
-    results = audit(f"http://127.0.0.1:{proxy.port}", proxy.user, proxy.password)
+    results = audit(proxy.url, proxy.user, proxy.password, tls=proxy.tls)
     assert _failures(results) == {}
     assert len(results) >= 60
 
@@ -32,8 +32,9 @@ def test_check_command_prints_the_table_and_exits_non_zero_on_failure(seed_proxy
                                    "--password-stdin"], input=seed_proxy.password + "\n")
     assert bad.exit_code == 1
     assert "FAIL near-miss   /healthz" in bad.output
-    good = CliRunner().invoke(cli, ["check", f"http://127.0.0.1:{proxy.port}", "--user", proxy.user,
-                                    "--password-stdin"], input=proxy.password + "\n")
+    trust = ["--ca-file", str(proxy.ca_file)] if proxy.ca_file else []
+    good = CliRunner().invoke(cli, ["check", proxy.url, "--user", proxy.user, "--password-stdin", *trust],
+                              input=proxy.password + "\n")
     assert good.exit_code == 0, good.output
     assert ": 0 failed" in good.output
 

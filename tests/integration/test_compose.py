@@ -7,21 +7,26 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from bundle import ROOT, Bundle, files, outside_environment, readme_command, snapshot
+from certs import make_ca, write_pair
 from clirun import free_port
+from cryptography import x509
 from dotenv import dotenv_values
 from passlib.apache import HtpasswdFile
-from web import basic, send
+from web import TlsPort, basic, connect, send
 
 from rumistack.config import KEYS, load_config
+from rumistack.https import Served
 from rumistack.render import AUTH_DIR, CONF_DIR, USER_FILE, render
 from rumistack.secretstore import load_secrets
 from rumistack.spec import LABEL_PROJECT, NGINX_GID, services, volumes
+from rumistack.tls import PEM_FILE, TLS_DIR, Certificate
 from rumistack.volumes import user_file_name
 
 PASSWORD = "correct horse battery"
@@ -36,9 +41,9 @@ def _compose(directory: Path, command: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("env_file, expected", [
     (None, DEFAULTS),
-    ("RUMISTACK_PROJECT=from-env-file\nRUMISTACK_HTTP_PORT=18081\nRUMITALK_IMAGE=registry.example.com/rumitalk:v9\n"
-     "RUMISTACK_STATE_DIR=elsewhere\n",
-     DEFAULTS | {"RUMISTACK_PROJECT": "from-env-file", "RUMISTACK_HTTP_PORT": "18081",
+    ("RUMISTACK_PROJECT=from-env-file\nRUMISTACK_HTTP_PORT=18081\nRUMISTACK_HTTPS_PORT=18443\n"
+     "RUMITALK_IMAGE=registry.example.com/rumitalk:v9\nRUMISTACK_STATE_DIR=elsewhere\n",
+     DEFAULTS | {"RUMISTACK_PROJECT": "from-env-file", "RUMISTACK_HTTP_PORT": "18081", "RUMISTACK_HTTPS_PORT": "18443",
                  "RUMITALK_IMAGE": "registry.example.com/rumitalk:v9", "RUMISTACK_STATE_DIR": "elsewhere"}),
 ], ids=["without .env", "with .env"])
 def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compose_plugin, tmp_path, env_file, expected):
@@ -59,7 +64,8 @@ def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compos
     assert bundle["name"] == project
     assert bundle["services"]["rumitalk"]["image"] == expected["RUMITALK_IMAGE"]
     assert bundle["services"]["rumitalk"]["environment"] == {"FROM_ENV_FILE": "rumitalk"}
-    assert bundle["services"]["nginx"]["ports"][0]["published"] == expected["RUMISTACK_HTTP_PORT"]
+    assert [p["published"] for p in bundle["services"]["nginx"]["ports"]] == [
+        expected["RUMISTACK_HTTP_PORT"], expected["RUMISTACK_HTTPS_PORT"]]
     assert {v["name"] for v in bundle["volumes"].values()} == {f"{project}_{v}" for v in volumes(services(
         load_config("/nonexistent", environ={}), load_secrets(tmp_path / "secrets")))}
     assert bundle["networks"]["default"]["name"] == f"{project}_default"
@@ -68,10 +74,17 @@ def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compos
     assert tools["volumes"][-1]["source"] == str(tmp_path / expected["RUMISTACK_STATE_DIR"])
 
 
-def test_tools_service_writes_the_config_the_users_and_the_environment_up_would(compose_bundle, docker_client):
+def test_tools_service_writes_the_config_the_certificate_the_users_and_the_environment_up_would(compose_bundle,
+                                                                                                  docker_client):
     (nginx,) = docker_client.containers.list(filters={"label": [f"{LABEL_PROJECT}={compose_bundle.project}", "rumistack.service=nginx"]})
     config = load_config(compose_bundle.root / ".env", environ=compose_bundle.env)
-    assert {name.split("/", 1)[1]: data.decode() for name, (data, *_) in files(nginx, CONF_DIR).items()} == render(config)
+    (pem, mode, uid, _), = files(nginx, f"{TLS_DIR}/{PEM_FILE}").values()
+    assert (mode, uid) == (0o600, 0)
+    certificate = Certificate.from_pem(pem)
+    assert certificate.chain_pem() == compose_bundle.ca_file.read_bytes()  # the one kept in the state directory
+    # the tools container cannot ask the nginx image its version: http/2 in the form every version reads
+    assert {name.split("/", 1)[1]: data.decode() for name, (data, *_) in files(nginx, CONF_DIR).items()} == render(
+        config, Served(certificate).facts)
 
     auth = {name.split("/", 1)[1]: value for name, value in files(nginx, AUTH_DIR).items()}
     link = auth[USER_FILE][0].decode().removeprefix("-> ")  # the layout publish_user_file makes
@@ -133,6 +146,22 @@ def test_compose_runs_what_rumistack_up_runs_with_the_same_config_users_and_envi
     assert status.count("healthy") == 3 and f"{bundle.project}-nginx-1" in status
 
 
+def test_tools_service_serves_your_certificate_files_kept_in_the_state_directory(bundle, docker_client):
+    """RUMISTACK_TLS=files in the bundle without Python: the pair named as the tools container sees it."""
+    ca = make_ca()
+    mine = ca.issue(["localhost", "127.0.0.1"])
+    write_pair(bundle.state_dir, mine, "chat")
+    bundle.env.update({"RUMISTACK_TLS": "files", "RUMISTACK_TLS_CERT_FILE": "/state/chat.crt",
+                       "RUMISTACK_TLS_KEY_FILE": "/state/chat.key"})
+    bundle.compose("run", "--rm", "rumistack", "render")
+    bundle.compose("up", "-d", "--wait")
+    (bundle.root / "ca.pem").write_bytes(ca.pem())
+    trusting = TlsPort(bundle.https_port, ssl.create_default_context(cafile=bundle.root / "ca.pem"))
+    with connect(trusting) as tls:
+        assert x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)) == mine.leaf
+    assert send(trusting, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200
+
+
 def _rumitalk_env(client, bundle: Bundle) -> list[str]:
     (rumitalk,) = client.containers.list(filters={"label": [f"{LABEL_PROJECT}={bundle.project}", "rumistack.service=rumitalk"]})
     return rumitalk.attrs["Config"]["Env"]
@@ -152,12 +181,12 @@ def test_a_changed_env_applies_after_render_and_down_keeps_the_volumes(bundle, d
         time.sleep(0.2)
 
     # the port changes nginx's container and RumiTalk's environment: compose recreates both
-    bundle.port = free_port()
-    bundle.env["RUMISTACK_HTTP_PORT"] = str(bundle.port)
+    bundle.https_port = free_port()
+    bundle.env["RUMISTACK_HTTPS_PORT"] = str(bundle.https_port)
     bundle.sh("rumistack render")
     bundle.sh(readme_command("kill -s HUP nginx"))
     assert send(bundle.port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200
-    assert f"DOMAIN_CLIENT=http://127.0.0.1:{bundle.port}" in _rumitalk_env(docker_client, bundle)
+    assert f"DOMAIN_CLIENT=https://127.0.0.1:{bundle.https_port}" in _rumitalk_env(docker_client, bundle)
 
     bundle.sh(readme_command(" down"))
     assert bundle.containers(docker_client) == []

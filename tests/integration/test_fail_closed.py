@@ -10,7 +10,7 @@ from clirun import PASSWORD, rumistack
 from conftest import running_proxy
 from web import basic, send
 
-from rumistack import stack
+from rumistack import publish
 from rumistack.config import load_config
 from rumistack.render import AUTH_DIR, AUTH_TMPFS, CONF_DIR, MAIN_FILE, render
 from rumistack.spec import NGINX_GID
@@ -28,7 +28,7 @@ PROTECTED = ["/", "/assets/index.js", "/healthz"]
 ])
 def test_protected_paths_are_never_served_when_the_user_file_is_unusable(docker_client, test_images, tmp_path,
                                                                           case, user_file):
-    files = render(load_config("/nonexistent", environ={}))
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
     if user_file is None:
         users = UserFile(tmp_path / "probe")
         users.add("alice", "correct horse battery")
@@ -51,7 +51,7 @@ def test_protected_paths_are_never_served_when_the_user_file_is_unusable(docker_
     ("a link to a file of another name", 'cp -p "$(readlink htpasswd)" users && ln -sfn users htpasswd'),
 ])
 def test_a_missing_or_misplaced_user_file_serves_nothing_protected(docker_client, test_images, tmp_path, case, damage):
-    files = render(load_config("/nonexistent", environ={}))
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
     with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
         docker_client.containers.run(proxy.image, ["sh", "-ec", f"cd /v && {damage}"], remove=True,
                                       volumes={proxy.auth_volume: {"bind": "/v", "mode": "rw"}},
@@ -65,7 +65,7 @@ def test_a_missing_or_misplaced_user_file_serves_nothing_protected(docker_client
 
 
 def test_nginx_without_the_cache_tmpfs_does_not_start(docker_client, test_images, tmp_path):
-    files = render(load_config("/nonexistent", environ={}))
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
     with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
         container = proxy.nginx.get_wrapped_container()
         volumes = {m["Name"]: {"bind": m["Destination"], "mode": "ro"} for m in container.attrs["Mounts"] if m["Type"] == "volume"}
@@ -82,12 +82,12 @@ def test_a_config_nginx_refuses_never_replaces_the_running_one(running_project, 
     port = running_project.port
     ids = running_project.container_ids()
 
-    def broken(config):
-        files = render(config)
+    def broken(*args):
+        files = render(*args)
         files["nginx.conf"] = files["nginx.conf"].replace("auth_request off;", "auth_request off", 1)
         return files
 
-    monkeypatch.setattr(stack, "render", broken)
+    monkeypatch.setattr(publish, "render", broken)
     monkeypatch.setenv("RUMISTACK_REALM", "Changed")
     result = rumistack("up")
     assert result.exit_code == 4

@@ -9,12 +9,11 @@ import gzip
 import http.client
 import json
 import os
-import socket
 import time
 
 import pytest
 from conftest import running_proxy
-from web import basic, login, send
+from web import basic, connect, login, send
 
 from rumistack.config import load_config
 from rumistack.render import render
@@ -48,7 +47,7 @@ def test_each_streamed_event_arrives_before_the_next_is_sent(containers_proxy, a
 
 
 def test_a_silent_stream_lives_as_long_as_the_stream_timeout(docker_client, test_images, tmp_path):
-    files = render(load_config("/nonexistent", environ={"RUMISTACK_STREAM_TIMEOUT": "2"}))
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_STREAM_TIMEOUT": "2", "RUMISTACK_TLS": "off"}))
     with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
         token = login(proxy.port)
         assert len(_events(proxy.port, "/api/stream?events=2&gap=1", token)) == 2
@@ -62,7 +61,7 @@ def test_the_default_stream_timeout_outlasts_ten_silent_minutes():
 
 def test_websocket_upgrade_passes_and_echoes(proxy):
     key = base64.b64encode(os.urandom(16)).decode()
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+    with connect(proxy.port) as sock:
         sock.sendall((
             "GET /ws HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"

@@ -20,7 +20,7 @@ TOKEN_CACHE = 2
 @pytest.fixture(scope="module")
 def strict(docker_client, test_images, tmp_path_factory):
     config = load_config("/nonexistent", environ={
-        "RUMISTACK_STRICT_API": "true", "RUMISTACK_TOKEN_CACHE_SECONDS": str(TOKEN_CACHE)})
+        "RUMISTACK_STRICT_API": "true", "RUMISTACK_TOKEN_CACHE_SECONDS": str(TOKEN_CACHE), "RUMISTACK_TLS": "off"})
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), render(config)) as proxy:
         yield proxy
 
@@ -125,7 +125,7 @@ def test_a_browser_session_in_strict_mode(strict):
 def test_check_reports_the_open_api_routes_and_passes_strict_mode(strict, proxy):
     from rumistack.check import OPEN_API_ROUTES, audit
 
-    open_by_default = audit(f"http://127.0.0.1:{proxy.port}", proxy.user, proxy.password)
+    open_by_default = audit(proxy.url, proxy.user, proxy.password, tls=proxy.tls)
     reported = {r.case.target for r in open_by_default if r.note == "answers without credentials"}
     assert reported == {path for _, path in OPEN_API_ROUTES}
     assert all(r.ok for r in open_by_default)
@@ -133,6 +133,6 @@ def test_check_reports_the_open_api_routes_and_passes_strict_mode(strict, proxy)
     strict_results = audit(f"http://127.0.0.1:{strict.port}", strict.user, strict.password, strict=True)
     assert [(r.case.target, r.note) for r in strict_results if not r.ok] == []
     # and a deployment without strict mode fails the strict audit on exactly those routes
-    failed = {r.case.target for r in audit(f"http://127.0.0.1:{proxy.port}", proxy.user, proxy.password, strict=True)
+    failed = {r.case.target for r in audit(proxy.url, proxy.user, proxy.password, strict=True, tls=proxy.tls)
               if not r.ok}
     assert failed == {path for _, path in OPEN_API_ROUTES} | {"/api/convos", "/api/"}

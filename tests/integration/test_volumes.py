@@ -10,11 +10,11 @@ from testenv import TEST_LABELS
 
 
 def test_nginx_accepts_the_rendered_config(docker_client, test_images):
-    check_config(docker_client, test_images["nginx"], "test", render(load_config("/nonexistent", environ={})))
+    check_config(docker_client, test_images["nginx"], "test", render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"})))
 
 
 def test_a_config_nginx_refuses_is_reported_with_nginxs_words(docker_client, test_images):
-    files = render(load_config("/nonexistent", environ={}))
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
     files["snippets/proxy.conf"] += "proxy_no_such_directive on;\n"
     with pytest.raises(StackError, match='unknown directive "proxy_no_such_directive"'):
         check_config(docker_client, test_images["nginx"], "test", files)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import ssl
 from dataclasses import dataclass
 from email.message import Message
 
@@ -29,10 +31,36 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
+class TlsPort(int):
+    """A port on 127.0.0.1 that speaks HTTPS, with the context that trusts its certificate. It is an int,
+    so every test that sends to `proxy.port` runs unchanged over HTTPS."""
+
+    context: ssl.SSLContext
+    server_name: str | None
+
+    def __new__(cls, port: int, context: ssl.SSLContext, server_name: str | None = None) -> TlsPort:
+        self = super().__new__(cls, port)
+        self.context, self.server_name = context, server_name
+        return self
+
+
+def base_url(port: int) -> str:
+    return f"{'https' if isinstance(port, TlsPort) else 'http'}://127.0.0.1:{port}"
+
+
+def connect(port: int) -> socket.socket:
+    """A connection to 127.0.0.1:`port`, over TLS (HTTP/1.1) to a TlsPort."""
+    sock = socket.create_connection(("127.0.0.1", int(port)), timeout=10)
+    if isinstance(port, TlsPort):
+        return port.context.wrap_socket(sock, server_hostname=port.server_name or "127.0.0.1")
+    return sock
+
+
 def send(port: int, path: str, method: str = "GET", headers: dict[str, str] | None = None,
          body: bytes = b"") -> Answer:
-    """One request to 127.0.0.1:`port` with `path` sent verbatim."""
-    response = request(f"http://127.0.0.1:{port}", path, method, headers, body)
+    """One request to 127.0.0.1:`port` with `path` sent verbatim (over HTTPS to a TlsPort)."""
+    response = request(base_url(port), path, method, headers, body, tls=getattr(port, "context", None),
+                       server_name=getattr(port, "server_name", None))
     record = response.headers.get("X-Stub-Request")
     seen = json.loads(base64.b64decode(record)) if record else None
     return Answer(response.status, response.headers, response.body, seen)

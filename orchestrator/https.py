@@ -1,0 +1,156 @@
+"""HTTPS for the stack: the certificate nginx serves, put in place by
+RUMISTACK_TLS mode; the ACME request through certbot once nginx answers on
+port 80; and what nginx serves, for `status`.
+
+`up` calls, in order: local() before it needs Docker (so a bad certificate
+file is refused before anything changes), prepare() before it renders and
+checks the config, obtain() once the containers are healthy. The volumes
+are reached through publish.Volumes: the Docker engine, or mounted in the
+compose bundle's tools container.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from docker.models.containers import Container
+
+from . import acme
+from .config import Config
+from .errors import CertificateError, StackError
+from .render import TlsFacts
+from .spec import ACME_VOLUME, TLS_VOLUME
+from .tls import (
+    PEM_FILE,
+    TLS_DIR,
+    Certificate,
+    kept_self_signed,
+    load_files,
+    placeholder,
+    publicly_trusted,
+    self_signed_names,
+)
+from .volumes import File
+
+if TYPE_CHECKING:
+    from .publish import Volumes
+    from .stack import Progress
+
+
+@dataclass(frozen=True)
+class Served:
+    """What nginx serves over HTTPS after `up`, and what it takes to get there."""
+
+    certificate: Certificate | None  # None: RUMISTACK_TLS=off
+    changed: bool = False  # not what the tls volume holds: `up` writes it, a running nginx reloads
+    hsts: bool = False
+    nginx_version: tuple[int, int, int] | None = None
+    issue: bool = False  # acme: ask the ACME server once nginx answers on port 80
+    replace: bool = False  # acme: the ACME server changed, so a new certificate although the kept one is good
+    acme_files: dict[str, File] = field(default_factory=dict)  # into the acme volume
+
+    @property
+    def facts(self) -> TlsFacts:
+        """What the rendered config says about it."""
+        if self.certificate is None:
+            return TlsFacts()
+        return TlsFacts(hashlib.sha256(self.certificate.pem()).hexdigest()[:16], self.hsts, self.nginx_version)
+
+    def check_files(self) -> dict[str, File]:
+        """The certificate where `nginx -t` looks for it."""
+        return {f"{TLS_DIR}/{PEM_FILE}": File(self.certificate.pem(), mode=0o600)} if self.certificate else {}
+
+    def volume_files(self) -> dict[str, dict[str, File]]:
+        """What `up` writes into the TLS volumes: {volume: {path: File}}."""
+        files: dict[str, dict[str, File]] = {}
+        if self.changed and self.certificate:
+            files[TLS_VOLUME] = {PEM_FILE: File(self.certificate.pem(), mode=0o600)}
+        if self.acme_files:
+            files[ACME_VOLUME] = self.acme_files
+        return files
+
+
+def local(config: Config, now: datetime) -> Certificate | None:
+    """The certificate from this host, checked: the self-hoster's files, or the kept self-signed one
+    (made here the first time). None in the other modes."""
+    if config.tls == "files":
+        return load_files(config.tls_cert_file, config.tls_key_file, config.domain, now)
+    if config.tls == "self-signed":
+        return kept_self_signed(config.self_signed_dir, self_signed_names(config.domain, config.bind_address), now)
+    return None
+
+
+def prepare(config: Config, certificate: Certificate | None, now: datetime, volumes: Volumes) -> Served:
+    """Decide what nginx serves: `certificate` (see local), or in acme mode what the volumes hold."""
+    if not config.https:
+        return Served(None)
+    version = volumes.nginx_version()
+    renewal_file = f"renewal/{config.domain}.conf"
+    found = volumes.read({TLS_VOLUME: (PEM_FILE,), ACME_VOLUME: (renewal_file,)})
+    in_volume = found.get(TLS_VOLUME, {}).get(PEM_FILE)
+    if config.tls != "acme":
+        return Served(certificate, changed=in_volume != certificate.pem(),
+                      hsts=publicly_trusted(certificate, config.domain, now), nginx_version=version)
+
+    current = _parse(in_volume)
+    renewal = found.get(ACME_VOLUME, {}).get(renewal_file)
+    usable = current is not None and not current.placeholder and current.covers(config.domain)
+    replace = usable and renewal is not None and acme.server_of(renewal) != config.acme_directory
+    if usable and current.not_after > now:
+        # certbot's, and still good: nginx keeps it until certbot delivers the next one
+        served, changed = current, False
+    else:
+        served, changed = placeholder(config.domain, now), True
+    return Served(served, changed=changed, hsts=publicly_trusted(served, config.domain, now), nginx_version=version,
+                  issue=not usable or current.due(now) or replace, replace=replace, acme_files=_acme_files(config))
+
+
+def _acme_files(config: Config) -> dict[str, File]:
+    files = {acme.HOOK: File(acme.install_hook(config.domain), mode=0o755)}
+    if config.acme_ca_bundle:
+        try:
+            files[acme.CA_BUNDLE] = File(config.acme_ca_bundle.read_bytes())
+        except OSError as exc:
+            raise CertificateError(f"RUMISTACK_ACME_CA_BUNDLE={config.acme_ca_bundle}: cannot read it ({exc.strerror})") from None
+    return files
+
+
+def _parse(pem: bytes | None) -> Certificate | None:
+    try:
+        return Certificate.from_pem(pem) if pem else None
+    except CertificateError:
+        return None  # damaged: replaced like a missing one
+
+
+def obtain(config: Config, certbot: Container | None, served: Served, volumes: Volumes, now: datetime,
+           progress: Progress) -> bool:
+    """Ask the ACME server for the domain's certificate if `served` says so, through certbot in its
+    container (nginx answers the http-01 challenge); its deploy hook installs it and reloads nginx.
+    True if it did."""
+    if not served.issue:
+        return False
+    progress.step(f"asking {config.acme_directory} for a certificate for {config.domain} (http-01 through nginx)")
+    code, output = certbot.exec_run(acme.obtain_command(config, served.replace))
+    said = "\n".join(output.decode(errors="replace").strip().splitlines()[-15:])
+    if code != 0:
+        raise StackError(
+            f"the ACME server issued no certificate for {config.domain}, so nginx serves "
+            f"{'the previous one' if not served.certificate.placeholder else 'a placeholder'}. certbot said:\n{said}\n"
+            f"check that {config.domain} points to this host and that port 80 reaches RUMISTACK_HTTP_PORT="
+            f"{config.http_port}, then run `rumistack up` again"
+        )
+    installed = in_use(config, volumes)
+    if installed is None or installed.placeholder or not installed.covers(config.domain) or installed.due(now):
+        raise StackError(f"certbot reported success, but the certificate nginx reads is not a current one for "
+                         f"{config.domain}; certbot said:\n{said}")
+    return True
+
+
+def in_use(config: Config, volumes: Volumes) -> Certificate | None:
+    """The certificate in the tls volume: the one nginx has loaded (None: off, or none yet)."""
+    if not config.https:
+        return None
+    return _parse(volumes.read({TLS_VOLUME: (PEM_FILE,)}).get(TLS_VOLUME, {}).get(PEM_FILE))
