@@ -102,8 +102,7 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     certificate = https.local(config, now)  # a bad certificate file stops `up` before anything changes
     client = connect()
     stack = services(config, load_secrets(config.state_dir))
-    for service in stack:
-        _image(client, service.image, progress)
+    image_ids = {service.name: _image(client, service.image, progress) for service in stack}
     engine = EngineVolumes(client, config)
     served, files = checked_config(config, certificate, engine, progress.step)
 
@@ -124,7 +123,8 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     for service in stack:
         _wait_healthy(config, {name: containers[name] for name in service.depends_on}, progress)
         joined = containers[service.pid_namespace] if service.pid_namespace else None
-        containers[service.name], changed = _ensure_container(client, config, service, network, progress, joined)
+        containers[service.name], changed = _ensure_container(
+            client, config, service, image_ids[service.name], network, progress, joined)
         if changed:
             recreated.add(service.name)
     if "nginx" not in recreated and (config_changed or "rumitalk" in recreated):
@@ -178,7 +178,7 @@ def _running(client: docker.DockerClient, config: Config, service: str) -> Conta
 
 def _remove_others(client: docker.DockerClient, config: Config, wanted: set[str], progress: Progress) -> None:
     """Remove containers of services that are no longer part of the stack; their volumes stay."""
-    for container in client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={config.project}", LABEL_SERVICE]}):
+    for container in _service_containers(client, config):
         if container.labels[LABEL_SERVICE] not in wanted:
             progress.step(f"removing {container.labels[LABEL_SERVICE]} (no longer part of the stack)")
             container.remove(force=True)
@@ -217,16 +217,22 @@ def _network(client: docker.DockerClient, config: Config):
     return client.networks.create(name, driver="bridge", labels=network_labels(config))
 
 
+def _service_containers(client: docker.DockerClient, config: Config, service: str | None = None) -> list[Container]:
+    """The project's service containers (helpers excluded), or those of one service."""
+    label = f"{LABEL_SERVICE}={service}" if service else LABEL_SERVICE
+    return client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={config.project}", label]})
+
+
 def _find(client: docker.DockerClient, config: Config, service: str) -> Container | None:
-    found = client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={config.project}", f"{LABEL_SERVICE}={service}"]})
+    found = _service_containers(client, config, service)
     return found[0] if found else None
 
 
-def _ensure_container(client, config: Config, service: Service, network, progress: Progress,
+def _ensure_container(client, config: Config, service: Service, image_id: str, network, progress: Progress,
                       joined: Container | None = None) -> tuple[Container, bool]:
     """The service's container, created anew only when its definition changed; `joined`: the container
     whose process namespace it shares (service.pid_namespace)."""
-    spec = service.digest(client.images.get(service.image).id, *([joined.id] if joined else []))
+    spec = service.digest(image_id, *([joined.id] if joined else []))
     existing = _find(client, config, service.name)
     if existing is not None and existing.labels.get(LABEL_SPEC) == spec:
         if existing.status != "running":
@@ -348,7 +354,7 @@ def certificate(config: Config) -> tls.Certificate | None:
 def status(config: Config) -> list[ServiceStatus]:
     client = connect()
     result = []
-    for container in client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={config.project}", LABEL_SERVICE]}):
+    for container in _service_containers(client, config):
         state = container.attrs["State"]
         result.append(ServiceStatus(
             service=container.labels.get(LABEL_SERVICE, "?"),
@@ -363,8 +369,7 @@ def status(config: Config) -> list[ServiceStatus]:
 def logs(config: Config, service: str | None, follow: bool, tail: int) -> Iterator[tuple[str, str]]:
     """(service, line) pairs from the project's containers; with `follow`, until interrupted."""
     client = connect()
-    filters = [f"{LABEL_PROJECT}={config.project}", f"{LABEL_SERVICE}={service}" if service else LABEL_SERVICE]
-    containers = client.containers.list(all=True, filters={"label": filters})
+    containers = _service_containers(client, config, service)
     if not containers:
         raise StackError(f"no container for {service!r}" if service else "the stack is not running")
     lines: queue.Queue[tuple[str, str] | None] = queue.Queue()
