@@ -16,7 +16,6 @@ import argparse
 import base64
 import dataclasses
 import functools
-import io
 import json
 import os
 import re
@@ -26,7 +25,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.error
@@ -41,8 +39,9 @@ import docker
 
 from rumistack import stack
 from rumistack.config import load_config
-from rumistack.spec import container_name, labels, network_name
+from rumistack.spec import NGINX_GID, container_name, labels, network_name
 from rumistack.users import UserFile
+from rumistack.volumes import File, archive
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -241,10 +240,10 @@ class Setups:
             self.config.nginx_image, ["nginx", "-c", "/etc/bench/nginx.conf", "-g", "daemon off;"],
             name=f"{self.config.project}-auth-basic", labels=self.labels, network=network,
         )
-        plain.put_archive("/", _tar({
-            "etc/bench/nginx.conf": (BENCH / "nginx-auth-basic.conf").read_bytes(),
-            "etc/bench/htpasswd": self.users.content(),
-        }))
+        plain.put_archive("/", archive({
+            "nginx.conf": File((BENCH / "nginx-auth-basic.conf").read_bytes(), gid=NGINX_GID),
+            "htpasswd": File(self.users.content(), gid=NGINX_GID),
+        }, prefix="/etc/bench"))
         plain.start()
         self.plain_url = f"http://{_ip(plain, network)}/"
         self.plain_cpu = _container_cpu(plain)
@@ -271,16 +270,6 @@ class Setups:
             self.caddy.terminate()
             self.caddy.wait(timeout=10)
         stack.down(self.config, remove_volumes=True)
-
-
-def _tar(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.gid = len(data), 0o644, 101
-            tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 @dataclass
