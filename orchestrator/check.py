@@ -29,6 +29,7 @@ import ssl
 from dataclasses import dataclass
 
 from .errors import RumistackError
+from .exemptions import BUILTIN, STRICT_OPEN
 from .probe import ProbeError, Response, request
 
 CREDENTIALS = ("none", "wrong", "malformed", "no-colon", "right", "lowercase", "bearer")
@@ -47,8 +48,10 @@ class Case:
 OPEN_API_ROUTES = (("POST", "/api/auth/login"), ("POST", "/api/auth/register"),
                    ("POST", "/api/auth/requestPasswordReset"), ("GET", "/api/config"), ("GET", "/api/banner"),
                    ("GET", "/api/share/rumistack-check"))
-# what strict mode leaves open
-STRICT_OPEN_ROUTES = (("POST", "/api/auth/refresh"), ("POST", "/api/auth/logout"))
+# what strict mode leaves open: rumitalk's token refresh and logout, both POST routes
+STRICT_OPEN_ROUTES = tuple(("POST", e.path) for e in STRICT_OPEN)
+# the built-in exact exemptions, asked for plainly and with a query
+EXEMPT_TARGETS = tuple(t for e in BUILTIN if e.exact for t in (e.path, f"{e.path}?probe=1"))
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def cases(strict: bool = False) -> list[Case]:
                    "/manifest.webmanifest.bak", "/manifest.webmanifest/", "/manifest.webmanifestx",
                    "/apix", "/api", "/x/api/", "/x/api/convos"):
         out.append(Case("near-miss", target, "none", "challenge"))
-    for target in ("/health", "/health?probe=1", "/manifest.webmanifest"):
+    for target in EXEMPT_TARGETS:
         out.append(Case("exempt", target, "none", "exempt"))
     for target in ("/api/convos", "/api/"):
         out.append(Case("api", target, "none", "challenge" if strict else "exempt"))

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -145,76 +145,52 @@ def _flag(value: str) -> bool:
 
 @dataclass(frozen=True)
 class Key:
+    """A setting: its name in .env and the environment, its default, and the rule its value must meet."""
+
     name: str
-    field: str
     default: str
     parse: Callable[[str], object]
+    field: str = ""  # the Config attribute that holds the parsed value
 
 
-KEYS: tuple[Key, ...] = (
-    Key("RUMISTACK_PROJECT", "project", "rumistack", _project),
-    Key("RUMISTACK_DOMAIN", "domain", "localhost", _domain),
-    Key("RUMISTACK_HTTP_PORT", "http_port", "8080", _port),
-    Key("RUMISTACK_BIND_ADDRESS", "bind_address", "0.0.0.0", _address),
-    Key("RUMISTACK_NGINX_IMAGE", "nginx_image", "nginx:1.28.0-alpine", _image),
-    Key("RUMITALK_IMAGE", "rumitalk_image", "ghcr.io/rumitalk/rumitalk:v0.8.0", _image),
-    Key("RUMISTACK_MONGO_IMAGE", "mongo_image", "mongo:8.0.4", _image),
-    Key("RUMISTACK_MONGO_URI", "mongo_uri", "", _mongo_uri),
-    Key("RUMISTACK_SEARCH", "search", "false", _flag),
-    Key("RUMISTACK_MEILI_IMAGE", "meili_image", "getmeili/meilisearch:v1.12.3", _image),
-    Key("RUMISTACK_REALM", "realm", "RumiTalk", _realm),
-    Key("RUMISTACK_STATE_DIR", "state_dir", ".rumistack", _path),
-    Key("RUMISTACK_HEALTH_TIMEOUT", "health_timeout", "120", _seconds),
-    Key("RUMISTACK_AUTH_CACHE_SECONDS", "auth_cache_seconds", "300", _seconds),
-    Key("RUMISTACK_STRICT_API", "strict_api", "false", _flag),
-    Key("RUMISTACK_TOKEN_CACHE_SECONDS", "token_cache_seconds", "30", _seconds),
-    Key("RUMISTACK_STREAM_TIMEOUT", "stream_timeout", "900", _timeout),
-    Key("RUMISTACK_MAX_UPLOAD", "max_upload", "25m", _size),
-    Key("RUMISTACK_EXEMPT_OAUTH", "exempt_oauth", "false", _flag),
-    Key("RUMISTACK_EXEMPT_PATHS", "exempt_paths", "", parse_extra),
-    Key("RUMISTACK_TLS", "tls", "self-signed", _tls_mode),
-    Key("RUMISTACK_HTTPS_PORT", "https_port", "8443", _port),
-    Key("RUMISTACK_TLS_CERT_FILE", "tls_cert_file", "", _optional_path),
-    Key("RUMISTACK_TLS_KEY_FILE", "tls_key_file", "", _optional_path),
-    Key("RUMISTACK_ACME_DIRECTORY", "acme_directory", "https://acme-v02.api.letsencrypt.org/directory", _https_url),
-    Key("RUMISTACK_ACME_EMAIL", "acme_email", "", _optional_email),
-    Key("RUMISTACK_ACME_CA_BUNDLE", "acme_ca_bundle", "", _optional_path),
-    Key("RUMISTACK_CERTBOT_IMAGE", "certbot_image", "certbot/certbot:v5.7.0", _image),
-    Key("RUMISTACK_TOOLS_BASE_IMAGE", "tools_base_image", "python:3.12-slim-bookworm", _image),
-)
+def _key(name: str, default: str, parse: Callable[[str], object]):
+    """A Config field read from the key `name`."""
+    return field(metadata={"key": Key(name, default, parse)})
 
 
 @dataclass(frozen=True)
 class Config:
-    project: str
-    domain: str
-    http_port: int
-    bind_address: str
-    nginx_image: str
-    rumitalk_image: str
-    mongo_image: str
-    mongo_uri: str
-    search: bool
-    meili_image: str
-    realm: str
-    state_dir: Path
-    health_timeout: int
-    auth_cache_seconds: int
-    strict_api: bool
-    token_cache_seconds: int
-    stream_timeout: int
-    max_upload: str
-    exempt_oauth: bool
-    exempt_paths: tuple[Exemption, ...]
-    tls: str
-    https_port: int
-    tls_cert_file: Path | None
-    tls_key_file: Path | None
-    acme_directory: str
-    acme_email: str
-    acme_ca_bundle: Path | None
-    certbot_image: str
-    tools_base_image: str
+    """The parsed settings: one field per key, declared here only (KEYS is read off these fields)."""
+
+    project: str = _key("RUMISTACK_PROJECT", "rumistack", _project)
+    domain: str = _key("RUMISTACK_DOMAIN", "localhost", _domain)
+    http_port: int = _key("RUMISTACK_HTTP_PORT", "8080", _port)
+    bind_address: str = _key("RUMISTACK_BIND_ADDRESS", "0.0.0.0", _address)
+    nginx_image: str = _key("RUMISTACK_NGINX_IMAGE", "nginx:1.28.0-alpine", _image)
+    rumitalk_image: str = _key("RUMITALK_IMAGE", "ghcr.io/rumitalk/rumitalk:v0.8.0", _image)
+    mongo_image: str = _key("RUMISTACK_MONGO_IMAGE", "mongo:8.0.4", _image)
+    mongo_uri: str = _key("RUMISTACK_MONGO_URI", "", _mongo_uri)
+    search: bool = _key("RUMISTACK_SEARCH", "false", _flag)
+    meili_image: str = _key("RUMISTACK_MEILI_IMAGE", "getmeili/meilisearch:v1.12.3", _image)
+    realm: str = _key("RUMISTACK_REALM", "RumiTalk", _realm)
+    state_dir: Path = _key("RUMISTACK_STATE_DIR", ".rumistack", _path)
+    health_timeout: int = _key("RUMISTACK_HEALTH_TIMEOUT", "120", _seconds)
+    auth_cache_seconds: int = _key("RUMISTACK_AUTH_CACHE_SECONDS", "300", _seconds)
+    strict_api: bool = _key("RUMISTACK_STRICT_API", "false", _flag)
+    token_cache_seconds: int = _key("RUMISTACK_TOKEN_CACHE_SECONDS", "30", _seconds)
+    stream_timeout: int = _key("RUMISTACK_STREAM_TIMEOUT", "900", _timeout)
+    max_upload: str = _key("RUMISTACK_MAX_UPLOAD", "25m", _size)
+    exempt_oauth: bool = _key("RUMISTACK_EXEMPT_OAUTH", "false", _flag)
+    exempt_paths: tuple[Exemption, ...] = _key("RUMISTACK_EXEMPT_PATHS", "", parse_extra)
+    tls: str = _key("RUMISTACK_TLS", "self-signed", _tls_mode)
+    https_port: int = _key("RUMISTACK_HTTPS_PORT", "8443", _port)
+    tls_cert_file: Path | None = _key("RUMISTACK_TLS_CERT_FILE", "", _optional_path)
+    tls_key_file: Path | None = _key("RUMISTACK_TLS_KEY_FILE", "", _optional_path)
+    acme_directory: str = _key("RUMISTACK_ACME_DIRECTORY", "https://acme-v02.api.letsencrypt.org/directory", _https_url)
+    acme_email: str = _key("RUMISTACK_ACME_EMAIL", "", _optional_email)
+    acme_ca_bundle: Path | None = _key("RUMISTACK_ACME_CA_BUNDLE", "", _optional_path)
+    certbot_image: str = _key("RUMISTACK_CERTBOT_IMAGE", "certbot/certbot:v5.7.0", _image)
+    tools_base_image: str = _key("RUMISTACK_TOOLS_BASE_IMAGE", "python:3.12-slim-bookworm", _image)
 
     @property
     def exemptions(self) -> tuple[Exemption, ...]:
@@ -245,6 +221,10 @@ class Config:
     def self_signed_dir(self) -> Path:
         """Where RUMISTACK_TLS=self-signed keeps its certificate (self-signed.crt) and key."""
         return self.state_dir / "tls"
+
+
+# every key, in the order of Config's fields
+KEYS: tuple[Key, ...] = tuple(replace(f.metadata["key"], field=f.name) for f in fields(Config))
 
 
 def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None = None) -> Config:

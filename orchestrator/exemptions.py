@@ -10,33 +10,49 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import Enum
+
+
+class Match(Enum):
+    """How an exemption's path matches a request: each kind is one nginx location modifier."""
+
+    EXACT = "="  # the path itself, nothing more
+    PREFIX = "^~"  # the path and everything below it; no regex location can take it over
+
+    @property
+    def modifier(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
 class Exemption:
     path: str  # a prefix ends with "/"
-    exact: bool
+    match: Match
     why: str
     streams: bool = False  # answers may be long-lived streams (server-sent events)
     token: bool = False  # strict mode: basic credentials, or a bearer token rumitalk confirms
 
+    @property
+    def exact(self) -> bool:
+        return self.match is Match.EXACT
+
 
 BUILTIN: tuple[Exemption, ...] = (
-    Exemption("/api/", False, "rumitalk's api: its own bearer-token auth guards it", streams=True),
-    Exemption("/manifest.webmanifest", True, "browsers fetch the manifest without credentials"),
-    Exemption("/health", True, "health checks; safari re-prompts for credentials here"),
+    Exemption("/api/", Match.PREFIX, "rumitalk's api: its own bearer-token auth guards it", streams=True),
+    Exemption("/manifest.webmanifest", Match.EXACT, "browsers fetch the manifest without credentials"),
+    Exemption("/health", Match.EXACT, "health checks; safari re-prompts for credentials here"),
 )
 STRICT_API = Exemption(
-    "/api/", False, "rumitalk's api, strict mode: basic credentials, or a bearer token rumitalk confirms",
+    "/api/", Match.PREFIX, "rumitalk's api, strict mode: basic credentials, or a bearer token rumitalk confirms",
     streams=True, token=True)
 # the api routes strict mode leaves open, each with its reason
 STRICT_OPEN: tuple[Exemption, ...] = (
-    Exemption("/api/auth/refresh", True,
+    Exemption("/api/auth/refresh", Match.EXACT,
               "token refresh: rumitalk's httponly refresh cookie guards it, and an expired bearer token "
               "must not lock the user out"),
-    Exemption("/api/auth/logout", True, "logout: ending a session never needs more than the session"),
+    Exemption("/api/auth/logout", Match.EXACT, "logout: ending a session never needs more than the session"),
 )
-OAUTH = Exemption("/oauth/", False, "social login: the provider redirects here without basic credentials (RUMISTACK_EXEMPT_OAUTH)")
+OAUTH = Exemption("/oauth/", Match.PREFIX, "social login: the provider redirects here without basic credentials (RUMISTACK_EXEMPT_OAUTH)")
 
 # path segments of unreserved characters only: nothing nginx or a browser
 # would decode, and nothing that could end a directive
@@ -52,9 +68,9 @@ def parse_extra(value: str) -> tuple[Exemption, ...]:
         if not entry:
             continue
         if _PREFIX.fullmatch(entry):
-            result.append(Exemption(entry[:-1], False, "listed in RUMISTACK_EXEMPT_PATHS"))
+            result.append(Exemption(entry[:-1], Match.PREFIX, "listed in RUMISTACK_EXEMPT_PATHS"))
         elif _EXACT.fullmatch(entry):
-            result.append(Exemption(entry, True, "listed in RUMISTACK_EXEMPT_PATHS"))
+            result.append(Exemption(entry, Match.EXACT, "listed in RUMISTACK_EXEMPT_PATHS"))
         else:
             raise ValueError(
                 f"{entry!r} is neither an exact path (/robots.txt) nor a prefix (/public/*); use letters, "
@@ -73,3 +89,9 @@ def exemptions(oauth: bool, extra: tuple[Exemption, ...], strict_api: bool = Fal
             raise ValueError(f"{exemption.path} is exempt already")
         seen.add(exemption.path)
     return chosen
+
+
+def summary(chosen: tuple[Exemption, ...] = BUILTIN) -> str:
+    """The exempt paths in words, for help texts: "/api/, /manifest.webmanifest and /health"."""
+    paths = [e.path for e in chosen]
+    return ", ".join(paths[:-1]) + f" and {paths[-1]}" if len(paths) > 1 else "".join(paths)
