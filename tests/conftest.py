@@ -11,12 +11,17 @@ import os
 import docker
 import pytest
 from docker.errors import DockerException, ImageNotFound
+from hypothesis import settings
 
 import images
 from rumistack.config import KEYS
 from testenv import IN_CI, TEST_LABEL, TEST_LABELS
 
 OFFICIAL_NGINX = next(k.default for k in KEYS if k.name == "RUMISTACK_NGINX_IMAGE")
+
+# the property tests judge what is accepted, never how fast: a loaded machine must not fail them
+settings.register_profile("rumistack", deadline=None)
+settings.load_profile("rumistack")
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image cannot be pulled here
 os.environ.setdefault("TC_HOST", "127.0.0.1")  # wait strategies knock on loopback, never on the gateway's address
