@@ -39,7 +39,8 @@ import docker
 
 from rumistack import stack
 from rumistack.config import load_config
-from rumistack.spec import NGINX_GID, container_name, labels, network_name
+from rumistack.layout import NGINX_GID
+from rumistack.spec import container_name, labels, network_name
 from rumistack.users import UserFile
 from rumistack.volumes import File, archive
 
@@ -215,7 +216,7 @@ class Setups:
             # /api/ takes a bearer token the upstream confirms (it answers 200 to every path)
             "RUMISTACK_STRICT_API": "true",
         })
-        self.labels = {**labels(self.config), **extra_labels}
+        self.labels = {**labels(self.config.project), **extra_labels}
         self.users = UserFile(self.config.users_file)
 
     def start(self, log: Callable[[str], None]) -> None:

@@ -3,7 +3,7 @@ lines and the deploy hook. Nothing here speaks the protocol; certbot does.
 
 - The certbot container shares nginx's process namespace, so nginx's master
   is its pid 1: the deploy hook puts a new certificate where nginx reads it
-  (tls.TLS_DIR) and sends it SIGHUP, a graceful reload.
+  (layout.TLS_DIR) and sends it SIGHUP, a graceful reload.
 - HTTP-01: certbot writes the challenge into the webroot volume, which nginx
   serves on port 80 under /.well-known/acme-challenge/.
 - Its account key, certificates and renewal settings live in the acme volume
@@ -16,12 +16,10 @@ lines and the deploy hook. Nothing here speaks the protocol; certbot does.
 from __future__ import annotations
 
 from .config import Config
-from .tls import PEM_FILE, TLS_DIR
+from .layout import ACME_CONFIG_DIR, PEM_FILE, TLS_DIR, WEBROOT
 
-CONFIG_DIR = "/etc/letsencrypt"  # the acme volume
-WEBROOT = "/var/lib/rumistack/acme-webroot"  # the webroot volume; read-only in nginx
-HOOK = "renewal-hooks/deploy/rumistack-install"  # in CONFIG_DIR; certbot runs it after each renewal
-CA_BUNDLE = "rumistack-ca-bundle.pem"  # in CONFIG_DIR: RUMISTACK_ACME_CA_BUNDLE, when set
+HOOK = "renewal-hooks/deploy/rumistack-install"  # in ACME_CONFIG_DIR; certbot runs it after each renewal
+CA_BUNDLE = "rumistack-ca-bundle.pem"  # in ACME_CONFIG_DIR: RUMISTACK_ACME_CA_BUNDLE, when set
 RENEW_INTERVAL = 12 * 3600
 RENEW = ("certbot", "renew", "--non-interactive")
 
@@ -33,13 +31,13 @@ RENEW_LOOP = f"while :; do sleep {RENEW_INTERVAL}; {' '.join(RENEW)}; done"
 OBTAIN = f"""set -e
 domain=$1; shift
 # one lineage, the domain's: another (an earlier domain) would be renewed for nothing
-for dir in {CONFIG_DIR}/live/*/; do
+for dir in {ACME_CONFIG_DIR}/live/*/; do
     [ -d "$dir" ] || continue
     name=$(basename "$dir")
     [ "$name" = "$domain" ] || certbot delete --non-interactive --cert-name "$name"
 done
 certbot certonly "$@"
-RENEWED_LINEAGE={CONFIG_DIR}/live/$domain {CONFIG_DIR}/{HOOK}
+RENEWED_LINEAGE={ACME_CONFIG_DIR}/live/$domain {ACME_CONFIG_DIR}/{HOOK}
 """
 
 
@@ -50,7 +48,7 @@ def install_hook(domain: str) -> bytes:
 # certbot runs this after it renews a certificate: nginx reads the chain and
 # the key from one file, replaced by one rename, then reloads gracefully
 set -eu
-lineage={CONFIG_DIR}/live/{domain}
+lineage={ACME_CONFIG_DIR}/live/{domain}
 [ "${{RENEWED_LINEAGE:-$lineage}}" = "$lineage" ] || exit 0
 umask 077
 cat "$lineage/fullchain.pem" "$lineage/privkey.pem" > {TLS_DIR}/.{PEM_FILE}.new
@@ -81,7 +79,7 @@ def obtain_command(config: Config, replace: bool) -> list[str]:
 
 def environment(config: Config) -> tuple[tuple[str, str], ...]:
     """certbot trusts RUMISTACK_ACME_CA_BUNDLE (copied into its volume) for the ACME server, when set."""
-    return (("REQUESTS_CA_BUNDLE", f"{CONFIG_DIR}/{CA_BUNDLE}"),) if config.acme_ca_bundle else ()
+    return (("REQUESTS_CA_BUNDLE", f"{ACME_CONFIG_DIR}/{CA_BUNDLE}"),) if config.acme_ca_bundle else ()
 
 
 def server_of(renewal_conf: bytes) -> str | None:

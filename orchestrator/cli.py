@@ -11,18 +11,22 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn
+from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn
+from rich.progress import Progress as Bars
 
 from . import check as checks
 from . import stack, tls
 from .compose import render_bundle
 from .config import Config, load_config
 from .errors import DockerUnavailable, RumistackError
+from .exemptions import STRICT_OPEN, summary
 from .mounted import VOLUMES_DIR_ENV, MountedVolumes
+from .progress import Progress
 from .probe import tls_context
-from .publish import Volumes, push_users
+from .publish import push_users
 from .tls import SELF_SIGNED_CERT, Certificate
 from .users import UserFile, WeakPassword
+from .volumes import Volumes
 
 _err = Console(stderr=True, highlight=False)
 
@@ -36,7 +40,7 @@ class _Group(click.Group):
             ctx.exit(exc.exit_code)
 
 
-class _ConsoleProgress(stack.Progress):
+class _ConsoleProgress(Progress):
     """On a terminal: a progress bar per layer while pulling, and one live
     line while waiting for health. Elsewhere (CI, pipes): plain lines, one
     per change of state."""
@@ -44,7 +48,7 @@ class _ConsoleProgress(stack.Progress):
     def __init__(self) -> None:
         self._status = None
         self._last: str | None = None
-        self._bars: Progress | None = None
+        self._bars: Bars | None = None
         self._tasks: dict[str, TaskID] = {}
         self._layer_states: dict[str, str] = {}
 
@@ -59,7 +63,7 @@ class _ConsoleProgress(stack.Progress):
             self._layer_states[layer] = status
             return
         if self._bars is None:
-            self._bars = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=_err)
+            self._bars = Bars(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), console=_err)
             self._bars.start()
         if layer not in self._tasks:
             self._tasks[layer] = self._bars.add_task(layer, total=None)
@@ -104,7 +108,21 @@ class _Options:
     volumes_dir: Path | None
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+_HELP = f"""RumiTalk behind nginx with HTTP Basic Auth.
+
+    Basic Auth guards everything except {summary()}, each for
+    its reason; in strict API mode (RUMISTACK_STRICT_API) /api/ needs Basic
+    credentials or a token RumiTalk confirms, except {summary(STRICT_OPEN)}.
+
+    \b
+    Typical use:
+      rumistack adduser alice
+      rumistack up
+      rumistack status
+    """
+
+
+@click.group(cls=_Group, help=_HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--env-file", type=click.Path(dir_okay=False, path_type=Path), default=".env", show_default=True,
               help="The configuration file; environment variables of the same names override it.")
 @click.option("--volumes-dir", type=click.Path(file_okay=False, path_type=Path), envvar=VOLUMES_DIR_ENV,
@@ -113,17 +131,6 @@ class _Options:
 @click.version_option(package_name="rumistack")
 @click.pass_context
 def cli(ctx: click.Context, env_file: Path, volumes_dir: Path | None) -> None:
-    """RumiTalk behind nginx with HTTP Basic Auth.
-
-    Basic Auth guards everything except /api/ (RumiTalk's own auth guards it),
-    /manifest.webmanifest and /health.
-
-    \b
-    Typical use:
-      rumistack adduser alice
-      rumistack up
-      rumistack status
-    """
     ctx.obj = _Options(env_file, volumes_dir)
 
 
@@ -139,7 +146,7 @@ def _config() -> Config:
     return load_config(_options().env_file)
 
 
-def _volumes(config: Config, progress: stack.Progress) -> Volumes:
+def _volumes(config: Config, progress: Progress) -> Volumes:
     """The stack's volumes: mounted here (the compose tools container), or through the Docker engine."""
     volumes_dir = _options().volumes_dir
     if volumes_dir is not None:
@@ -156,7 +163,7 @@ def _read_password(from_stdin: bool) -> str:
 def _apply_users(config: Config, users: UserFile) -> None:
     """Copy the changed user file into a running stack's volume."""
     try:
-        pushed = push_users(users, _volumes(config, stack.Progress()))
+        pushed = push_users(users, _volumes(config, Progress()))
     except DockerUnavailable:
         pushed = False
     if pushed:

@@ -8,9 +8,10 @@ The file runs the services spec.services() gives for the default
 configuration (HTTPS with a self-signed certificate), every one the same way,
 none by name: image, entrypoint, command, mounts, tmpfs, ports, health check,
 start order, process namespace, stop signal, restart policy and labels. The values
-compose itself needs from .env (images, ports, address, project name) are
-written as compose's `${KEY:-default}`, with the defaults
-of config.KEYS; every other `$` is escaped. The containers' environment is
+compose itself needs from .env (images, ports, address, project name) reach
+it through spec.services' `setting` hook, which writes them as compose's
+`${KEY:-default}`, with the defaults of config.KEYS; every other `$` is
+escaped. The containers' environment is
 not in the file at all: `render` (render_bundle) writes each service's, as
 `up` computes it, derived values and secrets included, to
 <state dir>/compose/<service>.env, the service's env_file. So no secret and
@@ -29,15 +30,16 @@ from pathlib import Path
 
 import yaml
 
-from . import spec
-from .config import KEYS, Config, Key
+from . import https, spec, tls
+from .config import KEYS, Config, Key, load_config
 from .errors import ConfigError
 from .files import replace_atomically
 from .mounted import VOLUMES_DIR_ENV
-from .publish import WRITTEN_VOLUMES, Volumes, publish, require_users
-from .render import UPSTREAM
+from .layout import UPSTREAM_HOST
+from .publish import WRITTEN_VOLUMES, publish, require_users
 from .secretstore import GENERATORS, load_secrets
 from .users import UserFile
+from .volumes import Volumes
 
 FILE = Path("compose/docker-compose.yml")  # from the checkout's root, compose's project directory
 DOCKERFILE = "compose/Dockerfile"
@@ -56,16 +58,6 @@ HEADER = """\
 """
 
 
-class _FromEnv(str):
-    """A config value compose reads from .env: written as `${KEY:-default}`."""
-
-    key: Key
-
-
-class _IntFromEnv(int):
-    key: Key
-
-
 class _Compose(str):
     """A string already in compose's syntax: written as it is."""
 
@@ -74,26 +66,18 @@ def _interpolation(key: Key) -> _Compose:
     return _Compose(f"${{{key.name}:-{key.default}}}")
 
 
-def _key(name: str) -> Key:
-    return next(key for key in KEYS if key.name == name)
+_BY_FIELD = {key.field: key for key in KEYS}
+
+
+def _setting(field: str) -> _Compose:
+    """A value of .env as compose reads it: `${KEY:-default}` (spec.services' `setting` hook)."""
+    return _interpolation(_BY_FIELD[field])
 
 
 def _default_config() -> Config:
-    """The default configuration, its plain values marked as coming from .env.
-
-    Flags and lists keep their defaults unmarked: they shape the stack (which
-    services run), and the file is the default stack.
-    """
-    values = {}
-    for key in KEYS:
-        value = key.parse(key.default)
-        if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
-            value = (_FromEnv if isinstance(value, str) else _IntFromEnv)(value)
-            value.key = key
-        elif isinstance(value, Path):  # a path: only ever handed on, never used here
-            value = _interpolation(key)
-        values[key.field] = value
-    return Config(**values)
+    """The default configuration: its flags and lists shape the stack (which services run), and the
+    file is the default stack; its plain values are written as `_setting`s."""
+    return load_config("/nonexistent", environ={})
 
 
 # stand-ins for the secrets: if one reached a value of the file, generation fails
@@ -101,7 +85,7 @@ _SECRETS = {name: f"\0secret {name}\0" for name in GENERATORS}
 
 
 def _services() -> tuple[spec.Service, ...]:
-    return spec.services(_default_config(), _SECRETS)
+    return spec.services(_default_config(), _SECRETS, _setting)
 
 
 def _write(value):
@@ -110,8 +94,6 @@ def _write(value):
         return {k: _write(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_write(v) for v in value]
-    if isinstance(value, (_FromEnv, _IntFromEnv)):
-        return str(_interpolation(value.key))
     if isinstance(value, _Compose):
         return str(value)
     if isinstance(value, str):
@@ -125,7 +107,7 @@ def env_file(state_dir: str | Path, service: str) -> str:
     return f"{state_dir}/{ENV_DIR}/{service}.env"
 
 
-def _service(service: spec.Service, config: Config) -> dict:
+def _service(service: spec.Service) -> dict:
     out: dict = {"image": service.image}
     if service.entrypoint is not None:
         out["entrypoint"] = list(service.entrypoint)
@@ -134,10 +116,10 @@ def _service(service: spec.Service, config: Config) -> dict:
     if service.pid_namespace is not None:
         out["pid"] = f"service:{service.pid_namespace}"
     # the environment as `up` gives it, written by `render` (secrets included)
-    out["env_file"] = [_Compose(env_file(config.state_dir, service.name))]
+    out["env_file"] = [_Compose(env_file(_setting("state_dir"), service.name))]
     if service.depends_on:
         out["depends_on"] = {name: {"condition": "service_healthy"} for name in service.depends_on}
-    out["labels"] = spec.labels(config, service=service.name)
+    out["labels"] = spec.labels(_setting("project"), service=service.name)
     if service.mounts:
         out["volumes"] = [
             {"type": "volume", "source": m.volume, "target": m.target, "read_only": m.read_only}
@@ -169,14 +151,14 @@ def _tools() -> dict:
     return {
         "profiles": [TOOLS_PROFILE],
         "build": {"context": ".", "dockerfile": DOCKERFILE,
-                  "args": {"BASE_IMAGE": _interpolation(_key("RUMISTACK_TOOLS_BASE_IMAGE"))}},
+                  "args": {"BASE_IMAGE": _setting("tools_base_image")}},
         "environment": environment,
         "volumes": [{"type": "volume", "source": v, "target": f"{VOLUMES_DIR}/{v}"} for v in WRITTEN_VOLUMES]
-        + [{"type": "bind", "source": _interpolation(_key("RUMISTACK_STATE_DIR")), "target": TOOLS_STATE_DIR,
+        + [{"type": "bind", "source": _setting("state_dir"), "target": TOOLS_STATE_DIR,
             "bind": {"create_host_path": True}}],
         "network_mode": "none",
         # `nginx -t` resolves the upstream's name; with no network, any address will do
-        "extra_hosts": [f"{UPSTREAM.split(':')[0]}:127.0.0.1"],
+        "extra_hosts": [f"{UPSTREAM_HOST}:127.0.0.1"],
     }
 
 
@@ -185,14 +167,14 @@ def document() -> dict:
     for key in KEYS:
         if any(c in key.default for c in "${}"):
             raise ValueError(f"the default of {key.name} cannot be written as ${{{key.name}:-...}}")
-    config = _default_config()
     services = _services()
     volumes = [m.volume for s in services for m in s.mounts] + list(WRITTEN_VOLUMES)
+    labels = spec.labels(_setting("project"))
     return _write({
-        "name": config.project,
-        "services": {s.name: _service(s, config) for s in services} | {TOOLS: _tools()},
-        "networks": {"default": {"labels": spec.labels(config)}},
-        "volumes": {v: {"labels": spec.labels(config)} for v in dict.fromkeys(volumes)},
+        "name": _setting("project"),
+        "services": {s.name: _service(s) for s in services} | {TOOLS: _tools()},
+        "networks": {"default": {"labels": labels}},
+        "volumes": {v: {"labels": labels} for v in dict.fromkeys(volumes)},
     })
 
 
@@ -233,7 +215,7 @@ def render_bundle(config: Config, users: UserFile, volumes: Volumes, step: Calla
             f"this configuration's stack is {', '.join(wanted)}; compose/docker-compose.yml runs the default "
             f"stack, {', '.join(bundled)}: use `rumistack up` for this one"
         )
-    publish(config, users, volumes, step)
+    publish(config, volumes, https.local(config, tls.now()), step, users)
     step("writing each service's environment for docker compose")
     (Path(config.state_dir) / ENV_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
     for service in services:

@@ -1,20 +1,17 @@
-"""HTTPS for the stack: the certificate nginx serves, put in place by
-RUMISTACK_TLS mode; the ACME request through certbot once nginx answers on
-port 80; and what nginx serves, for `status`.
-
-`up` calls, in order: local() before it needs Docker (so a bad certificate
-file is refused before anything changes), prepare() before it renders and
-checks the config, obtain() once the containers are healthy. The volumes
-are reached through publish.Volumes: the Docker engine, or mounted in the
-compose bundle's tools container.
+"""HTTPS for the stack, by RUMISTACK_TLS mode: the certificate from this
+host (local), what nginx serves and whether to ask the ACME server
+(prepare), the ACME request through certbot (obtain), and the certificate
+nginx has (in_use, for `status`). Each takes the volumes it reads as an
+argument (volumes.Volumes), so the same decisions hold through the Docker
+engine and in the compose bundle's tools container.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from docker.models.containers import Container
 
@@ -23,9 +20,8 @@ from .config import Config
 from .errors import CertificateError, StackError
 from .render import TlsFacts
 from .spec import ACME_VOLUME, TLS_VOLUME
+from .layout import PEM_FILE, TLS_DIR
 from .tls import (
-    PEM_FILE,
-    TLS_DIR,
     Certificate,
     kept_self_signed,
     load_files,
@@ -33,11 +29,7 @@ from .tls import (
     publicly_trusted,
     self_signed_names,
 )
-from .volumes import File
-
-if TYPE_CHECKING:
-    from .publish import Volumes
-    from .stack import Progress
+from .volumes import File, Volumes
 
 
 @dataclass(frozen=True)
@@ -126,13 +118,13 @@ def _parse(pem: bytes | None) -> Certificate | None:
 
 
 def obtain(config: Config, certbot: Container | None, served: Served, volumes: Volumes, now: datetime,
-           progress: Progress) -> bool:
+           step: Callable[[str], None]) -> bool:
     """Ask the ACME server for the domain's certificate if `served` says so, through certbot in its
     container (nginx answers the http-01 challenge); its deploy hook installs it and reloads nginx.
     True if it did."""
     if not served.issue:
         return False
-    progress.step(f"asking {config.acme_directory} for a certificate for {config.domain} (http-01 through nginx)")
+    step(f"asking {config.acme_directory} for a certificate for {config.domain} (http-01 through nginx)")
     code, output = certbot.exec_run(acme.obtain_command(config, served.replace))
     said = "\n".join(output.decode(errors="replace").strip().splitlines()[-15:])
     if code != 0:

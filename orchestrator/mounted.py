@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import StackError
 from .files import replace_atomically, sync_directory
-from .render import AUTH_TMPFS, CONF_DIR, MAIN_FILE, USER_FILE
+from .layout import AUTH_TMPFS, CONF_DIR, NGINX_TEST, USER_FILE
 from .volumes import File, config_refused, user_file_name
 
 # the environment variable that tells the CLI where the volumes are mounted
@@ -43,7 +43,7 @@ class MountedVolumes:
             replace_atomically(path, file.data, file.mode)
         # nginx -t creates the cache directory inside the tmpfs the nginx container has
         Path(AUTH_TMPFS).mkdir(parents=True, exist_ok=True)
-        result = subprocess.run([nginx, "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"], capture_output=True, text=True)
+        result = subprocess.run([nginx, *NGINX_TEST[1:]], capture_output=True, text=True)
         if result.returncode != 0:
             raise config_refused((result.stderr + result.stdout).strip())
 
@@ -73,7 +73,7 @@ class MountedVolumes:
                 replace_atomically(path, file.data, file.mode, file.uid, file.gid)
 
     def publish_user_file(self, volume: str, file: File) -> None:
-        """The same layout as volumes.publish_user_file: the content as
+        """The same layout as EngineVolumes.publish_user_file: the content as
         htpasswd-<hash>, then the link `htpasswd` switched to it in one
         rename; the file before it stays, older ones go."""
         root = self._mounted(volume)

@@ -1,53 +1,37 @@
-"""Config, certificate and users into place: decide the certificate nginx
-serves (https.prepare), render the nginx configuration for it, check both
-with `nginx -t`, and write them and the user file into the stack's volumes.
+"""Config, certificate and users into place, one way for `up`, `reload`
+and `render`: decide the certificate nginx serves (https.prepare), render
+the nginx configuration for it, check both with `nginx -t`, and only then
+write them and the user file into the stack's volumes. A config nginx
+refuses is never written, so the running nginx keeps its good one.
 
-One way for every way in: `rumistack up` and `rumistack render` reach the
-volumes through the Docker engine (volumes.EngineVolumes); the compose
-bundle's tools container has them mounted (mounted.MountedVolumes). `up`
-and `reload` use checked_config and write what changed themselves.
+The volumes are reached through the Docker engine (volumes.EngineVolumes)
+or mounted in the compose bundle's tools container (mounted.MountedVolumes).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
 
 from . import https, tls
 from .config import Config
 from .errors import UserError
-from .render import render
-from .spec import AUTH_VOLUME, CONFIG_VOLUME, NGINX_GID, TLS_VOLUME
+from .layout import NGINX_GID
+from .render import config_id, render
+from .spec import AUTH_VOLUME, CONFIG_VOLUME, TLS_VOLUME
 from .tls import Certificate
 from .users import UserFile
-from .volumes import File
+from .volumes import File, Volumes
 
 # the volumes publish writes into
 WRITTEN_VOLUMES = (CONFIG_VOLUME, AUTH_VOLUME, TLS_VOLUME)
 
 
-class Volumes(Protocol):
-    """The stack's volumes, by their name in spec.py ("nginx-config", ...)."""
-
-    def exists(self, volume: str) -> bool: ...
-
-    def check(self, files: dict[str, str], others: dict[str, File]) -> None:
-        """Raise StackError when nginx refuses the config files, with `others` (absolute paths: the
-        certificate) in place."""
-
-    def read(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, bytes]]:
-        """{volume: {path: content}}: the files of `wanted` ({volume: paths}) that exist."""
-
-    def nginx_version(self) -> tuple[int, int, int] | None:
-        """The version of the nginx that runs the config, None if it cannot be known here."""
-
-    def write(self, volumes: dict[str, dict[str, File]]) -> None:
-        """{volume: {path in the volume: File}}; each file replaced atomically."""
-
-    def publish_user_file(self, volume: str, file: File) -> None:
-        """`file` as the volume's user file: written as htpasswd-<hash of its
-        content>, then the link htpasswd switched to it in one rename
-        (volumes.publish_user_file)."""
+@dataclass(frozen=True)
+class Published:
+    served: https.Served  # the certificate nginx serves, and whether to ask the ACME server
+    config_id: str  # of the config in the config volume now (render.config_id)
+    config_changed: bool  # not the config the running nginx had loaded: it needs a reload
 
 
 def require_users(users: UserFile) -> None:
@@ -60,28 +44,28 @@ def users_file(users: UserFile) -> File:
     return File(users.content(), mode=0o640, uid=0, gid=NGINX_GID)
 
 
-def config_files(files: dict[str, str]) -> dict[str, File]:
-    return {name: File(text.encode()) for name, text in files.items()}
-
-
-def checked_config(config: Config, certificate: Certificate | None, volumes: Volumes,
-                   step: Callable[[str], None]) -> tuple[https.Served, dict[str, str]]:
-    """Decide what nginx serves over HTTPS (`certificate`: https.local's), render the config for it,
-    and check both with `nginx -t`; StackError if nginx refuses them."""
+def publish(config: Config, volumes: Volumes, certificate: Certificate | None, step: Callable[[str], None],
+            users: UserFile | None = None, loaded: str | None = None) -> Published:
+    """Render and check the config for `certificate` (https.local's), then write the config (unless
+    it is `loaded`, the config_id a running nginx has), the certificate, and `users` when given.
+    StackError if nginx refuses the config: then nothing is written."""
+    if users is not None:
+        require_users(users)
     served = https.prepare(config, certificate, tls.now(), volumes)
     files = render(config, served.facts)
     step("checking the nginx configuration with nginx -t")
     volumes.check(files, served.check_files())
-    return served, files
-
-
-def publish(config: Config, users: UserFile, volumes: Volumes, step: Callable[[str], None] = lambda message: None) -> None:
-    """Render, check and write the config, the certificate and the users."""
-    require_users(users)
-    served, files = checked_config(config, https.local(config, tls.now()), volumes, step)
-    step("writing the configuration and the users into their volumes")
-    volumes.write({CONFIG_VOLUME: config_files(files), **served.volume_files()})
-    publish_users(users, volumes)
+    wanted = config_id(config, served.facts)  # with HTTPS, it names the certificate too
+    changed = wanted != loaded
+    writes = {**served.volume_files()}
+    if changed:
+        writes[CONFIG_VOLUME] = {name: File(text.encode()) for name, text in files.items()}
+    if writes:
+        step("writing the configuration into its volume" if changed else "writing the certificate into its volume")
+        volumes.write(writes)
+    if users is not None:
+        publish_users(users, volumes)
+    return Published(served, wanted, changed)
 
 
 def publish_users(users: UserFile, volumes: Volumes) -> None:

@@ -14,22 +14,8 @@ from importlib import resources
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from . import acme
 from .config import Config
-from .tls import TLS_DIR
-
-CONF_DIR = "/etc/rumistack/nginx"  # the config volume, mounted read-only in nginx
-# the auth volume, likewise; short on purpose: nginx resolves the user file
-# link in it on every request, at one readlink a path component
-AUTH_DIR = "/rumistack-auth"
-USER_FILE = "htpasswd"  # in AUTH_DIR: a link to the current htpasswd-<hash> (volumes.publish_user_file)
-# a tmpfs on the nginx container (spec.py) for the cache of verified
-# credentials and the verifier's socket; nginx creates both inside it, so
-# without it nginx does not start
-AUTH_TMPFS = "/run/rumistack"
-MAIN_FILE = "nginx.conf"
-HEALTH_PORT = 8081
-UPSTREAM = "rumitalk:3080"
+from .layout import AUTH_DIR, AUTH_TMPFS, CONF_DIR, HEALTH_PORT, MAIN_FILE, TLS_DIR, UPSTREAM, USER_FILE, WEBROOT
 
 
 _TEMPLATES = {
@@ -110,7 +96,7 @@ def _render(config: Config, tls: TlsFacts, config_id: str) -> dict[str, str]:
         "tls": config.https,
         "acme": config.tls == "acme",
         "tls_dir": TLS_DIR,
-        "webroot": acme.WEBROOT,
+        "webroot": WEBROOT,
         "certificate_id": tls.certificate_id,
         "hsts": tls.hsts,
         "http2_directive": tls.nginx_version is not None and tls.nginx_version >= HTTP2_DIRECTIVE_SINCE,

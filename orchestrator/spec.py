@@ -2,6 +2,9 @@
 
 `rumistack up` builds containers from this, and compose/docker-compose.yml is
 generated from it (rumistack.compose); nothing else describes the stack.
+A value that comes from .env reaches a service through the `setting` hook
+of `services`: `up` takes the value itself, the compose renderer writes
+`${KEY:-default}` so that compose reads it from .env.
 Names follow Docker Compose's (`<project>_<volume>`, `<project>_default`), and
 volumes and the network carry compose's labels too, so both ways of running
 the stack share them.
@@ -11,12 +14,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from . import acme
 from .config import Config
-from .render import AUTH_DIR, AUTH_TMPFS, CONF_DIR, HEALTH_PORT, MAIN_FILE
-from .tls import TLS_DIR
+from .layout import (
+    ACME_CONFIG_DIR,
+    AUTH_DIR,
+    AUTH_TMPFS,
+    AUTH_TMPFS_OPTIONS,
+    CONF_DIR,
+    HEALTH_PORT,
+    NGINX_RUN,
+    TLS_DIR,
+    WEBROOT,
+)
 
 LABEL_PROJECT = "rumistack.project"
 LABEL_SERVICE = "rumistack.service"
@@ -31,7 +45,6 @@ TLS_VOLUME = "tls"  # the certificate nginx serves
 ACME_VOLUME = "acme"  # certbot's account, certificates and renewal settings
 WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
 
-NGINX_GID = 101  # the `nginx` group of the official images: its workers read the user file
 RESTART = "unless-stopped"  # every service's restart policy
 
 
@@ -52,8 +65,8 @@ class Tmpfs:
 
 @dataclass(frozen=True)
 class Port:
-    host_ip: str
-    host_port: int
+    host_ip: str  # (or what a renderer writes for the setting: see `services`)
+    host_port: int | str
     container_port: int
 
 
@@ -91,7 +104,10 @@ class Service:
 
 
 # verified credentials are cached here, in memory only: never on a disk
-AUTH_TMPFS_MOUNT = Tmpfs(AUTH_TMPFS, "size=16m,mode=0755,noexec,nosuid,nodev")
+AUTH_TMPFS_MOUNT = Tmpfs(AUTH_TMPFS, AUTH_TMPFS_OPTIONS)
+
+# a setting's value as a renderer writes it, by its Config field name
+Setting = Callable[[str], Any]
 
 
 def _wget(url: str) -> tuple[str, ...]:
@@ -104,18 +120,18 @@ def _tls_mounts(config: Config) -> tuple[Mount, ...]:
         return ()
     certificate = Mount(TLS_VOLUME, TLS_DIR, read_only=True, no_copy=True)
     if config.tls == "acme":
-        return (certificate, Mount(WEBROOT_VOLUME, acme.WEBROOT, read_only=True, no_copy=True))
+        return (certificate, Mount(WEBROOT_VOLUME, WEBROOT, read_only=True, no_copy=True))
     return (certificate,)
 
 
-def _certbot(config: Config) -> Service:
+def _certbot(config: Config, setting: Setting) -> Service:
     """Renews the certificate by itself and reloads nginx (see orchestrator/acme.py)."""
     return Service(
         name="certbot",
-        image=config.certbot_image,
+        image=setting("certbot_image"),
         entrypoint=("sh", "-c"),
         command=(acme.RENEW_LOOP,),
-        mounts=(Mount(ACME_VOLUME, acme.CONFIG_DIR), Mount(WEBROOT_VOLUME, acme.WEBROOT), Mount(TLS_VOLUME, TLS_DIR)),
+        mounts=(Mount(ACME_VOLUME, ACME_CONFIG_DIR), Mount(WEBROOT_VOLUME, WEBROOT), Mount(TLS_VOLUME, TLS_DIR)),
         environment=acme.environment(config),
         depends_on=("nginx",),
         pid_namespace="nginx",  # nginx's master is its pid 1: the deploy hook reloads it with SIGHUP
@@ -123,20 +139,22 @@ def _certbot(config: Config) -> Service:
     )
 
 
-def services(config: Config, secrets: dict[str, str]) -> tuple[Service, ...]:
-    """The services, each after the ones it depends on."""
+def services(config: Config, secrets: dict[str, str], setting: Setting | None = None) -> tuple[Service, ...]:
+    """The services, each after the ones it depends on. `setting` gives what to write for a value of
+    .env, by its Config field (default: the value)."""
+    setting = setting or (lambda name: getattr(config, name))
     stack: list[Service] = []
     if not config.mongo_uri:
         stack.append(Service(
             name="mongodb",
-            image=config.mongo_image,
+            image=setting("mongo_image"),
             mounts=(Mount("mongodb-data", "/data/db"),),
             healthcheck=HealthCheck(("CMD", "mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok")),
         ))
     if config.search:
         stack.append(Service(
             name="meilisearch",
-            image=config.meili_image,
+            image=setting("meili_image"),
             environment=(("MEILI_MASTER_KEY", secrets["MEILI_MASTER_KEY"]), ("MEILI_NO_ANALYTICS", "true")),
             mounts=(Mount("meili-data", "/meili_data"),),
             healthcheck=HealthCheck(_wget("http://127.0.0.1:7700/health")),
@@ -154,7 +172,7 @@ def services(config: Config, secrets: dict[str, str]) -> tuple[Service, ...]:
         environment |= {"MEILI_HOST": "http://meilisearch:7700", "MEILI_MASTER_KEY": secrets["MEILI_MASTER_KEY"]}
     stack.append(Service(
         name="rumitalk",
-        image=config.rumitalk_image,
+        image=setting("rumitalk_image"),
         environment=tuple(sorted(environment.items())),
         mounts=(
             Mount("rumitalk-uploads", "/app/uploads"),
@@ -166,21 +184,21 @@ def services(config: Config, secrets: dict[str, str]) -> tuple[Service, ...]:
     ))
     stack.append(Service(
         name="nginx",
-        image=config.nginx_image,
-        command=("nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"),
+        image=setting("nginx_image"),
+        command=NGINX_RUN,
         mounts=(
             Mount(CONFIG_VOLUME, CONF_DIR, read_only=True, no_copy=True),
             Mount(AUTH_VOLUME, AUTH_DIR, read_only=True, no_copy=True),
         ) + _tls_mounts(config),
         tmpfs=(AUTH_TMPFS_MOUNT,),
-        ports=(Port(config.bind_address, config.http_port, 80),)
-        + ((Port(config.bind_address, config.https_port, 443),) if config.https else ()),
+        ports=(Port(setting("bind_address"), setting("http_port"), 80),)
+        + ((Port(setting("bind_address"), setting("https_port"), 443),) if config.https else ()),
         depends_on=("rumitalk",),  # nginx resolves RumiTalk's name when it starts
         healthcheck=HealthCheck(_wget(f"http://127.0.0.1:{HEALTH_PORT}/nginx-health"), start_period=10),
         stop_signal="SIGQUIT",  # graceful: finish requests in flight
     ))
     if config.tls == "acme":
-        stack.append(_certbot(config))
+        stack.append(_certbot(config, setting))
     return tuple(stack)
 
 
@@ -201,15 +219,15 @@ def network_name(config: Config) -> str:
     return f"{config.project}_default"
 
 
-def labels(config: Config, **extra: str) -> dict[str, str]:
-    return {LABEL_PROJECT: config.project, **{f"rumistack.{k}": v for k, v in extra.items()}}
+def labels(project: str, **extra: str) -> dict[str, str]:
+    return {LABEL_PROJECT: project, **{f"rumistack.{k}": v for k, v in extra.items()}}
 
 
-def volume_labels(config: Config, volume: str) -> dict[str, str]:
+def volume_labels(project: str, volume: str) -> dict[str, str]:
     """rumistack's label and compose's, so `docker compose up` takes the volume as its own."""
-    return {**labels(config), COMPOSE_PROJECT: config.project, COMPOSE_VOLUME: volume}
+    return {**labels(project), COMPOSE_PROJECT: project, COMPOSE_VOLUME: volume}
 
 
-def network_labels(config: Config) -> dict[str, str]:
+def network_labels(project: str) -> dict[str, str]:
     """rumistack's label and compose's, so `docker compose up` takes the network as its own."""
-    return {**labels(config), COMPOSE_PROJECT: config.project, COMPOSE_NETWORK: "default"}
+    return {**labels(project), COMPOSE_PROJECT: project, COMPOSE_NETWORK: "default"}

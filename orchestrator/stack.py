@@ -17,17 +17,17 @@ import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 from docker.models.containers import Container
 from docker.types import Healthcheck
-from docker.utils import parse_repository_tag
 from docker.types import Mount as DockerMount
 
 from . import https, tls
 from .config import Config
-from .errors import DockerUnavailable, StackError, UserError
-from .publish import checked_config, config_files, publish_users
-from .render import CONF_DIR, HEALTH_PORT, MAIN_FILE, config_id
+from .errors import DockerUnavailable, StackError
+from .layout import HEALTH_PORT, NGINX_TEST
+from .progress import Progress
+from .publish import publish, require_users
+from .pull import image_id, reason
 from .secretstore import load_secrets
 from .spec import (
-    CONFIG_VOLUME,
     LABEL_PROJECT,
     LABEL_SERVICE,
     LABEL_SPEC,
@@ -45,19 +45,6 @@ from .users import UserFile
 from .volumes import EngineVolumes
 
 _NS = 1_000_000_000
-
-
-class Progress:
-    """What `up` reports while it works; the CLI shows it, tests ignore it."""
-
-    def step(self, message: str) -> None:
-        pass
-
-    def layer(self, image: str, layer: str, status: str, current: int | None, total: int | None) -> None:
-        """A layer of an image being pulled: its status and, while downloading, bytes so far."""
-
-    def waiting(self, states: dict[str, str], elapsed: float) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -86,8 +73,7 @@ def connect() -> docker.DockerClient:
 
 def engine_volumes(config: Config, progress: Progress = Progress()) -> EngineVolumes:
     """The project's volumes through the Docker engine; the nginx image is pulled when first needed."""
-    client = connect()
-    return EngineVolumes(client, config, prepare=lambda: _image(client, config.nginx_image, progress))
+    return EngineVolumes(connect(), config, progress)
 
 
 def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
@@ -96,26 +82,20 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     Only what changed changes: a container whose definition is the same is
     left running, a changed nginx config is applied by a graceful reload.
     """
-    if not users.names():
-        raise UserError("there are no users yet, so no one could log in: add one with `rumistack adduser NAME`")
+    require_users(users)
     now = tls.now()
     certificate = https.local(config, now)  # a bad certificate file stops `up` before anything changes
     client = connect()
     stack = services(config, load_secrets(config.state_dir))
-    image_ids = {service.name: _image(client, service.image, progress) for service in stack}
-    engine = EngineVolumes(client, config)
-    served, files = checked_config(config, certificate, engine, progress.step)
+    image_ids = {service.name: image_id(client, service.image, progress) for service in stack}
+    engine = EngineVolumes(client, config, progress)
+    running_nginx = _running(client, config, "nginx")
+    published = publish(config, engine, certificate, progress.step, users,
+                        loaded=_loaded_config(running_nginx) if running_nginx else None)
 
     network = _network(client, config)
     for volume in volumes(stack):
         engine.ensure(volume)
-    running_nginx = _running(client, config, "nginx")
-    wanted = config_id(config, served.facts)  # with HTTPS, it names the certificate too
-    config_changed = running_nginx is None or _loaded_config(running_nginx) != wanted
-    changed_files = {**({CONFIG_VOLUME: config_files(files)} if config_changed else {}), **served.volume_files()}
-    if changed_files:
-        engine.write(changed_files)
-    publish_users(users, engine)
     _remove_others(client, config, {s.name for s in stack}, progress)
 
     containers: dict[str, Container] = {}
@@ -127,11 +107,11 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
             client, config, service, image_ids[service.name], network, progress, joined)
         if changed:
             recreated.add(service.name)
-    if "nginx" not in recreated and (config_changed or "rumitalk" in recreated):
+    if "nginx" not in recreated and (published.config_changed or "rumitalk" in recreated):
         # a new config or certificate, or RumiTalk's new address (nginx resolved it at start)
-        _reload_nginx(containers["nginx"], wanted, progress)
+        _reload_nginx(containers["nginx"], published.config_id, progress)
     _wait_healthy(config, containers, progress)
-    if https.obtain(config, containers.get("certbot"), served, engine, now, progress):
+    if https.obtain(config, containers.get("certbot"), published.served, engine, now, progress.step):
         return up(config, users, progress)  # once more with the issued certificate (it may turn hsts on)
     return config.url
 
@@ -144,10 +124,8 @@ def reload(config: Config, progress: Progress = Progress()) -> None:
     nginx = _running(client, config, "nginx")
     if nginx is None:
         raise StackError("nginx is not running: start the stack with `rumistack up`")
-    engine = EngineVolumes(client, config)
-    served, files = checked_config(config, certificate, engine, progress.step)
-    engine.write({CONFIG_VOLUME: config_files(files), **served.volume_files()})
-    _reload_nginx(nginx, config_id(config, served.facts), progress)
+    published = publish(config, EngineVolumes(client, config, progress), certificate, progress.step)
+    _reload_nginx(nginx, published.config_id, progress)
 
 
 def _loaded_config(nginx: Container) -> str:
@@ -159,7 +137,7 @@ def _loaded_config(nginx: Container) -> str:
 def _reload_nginx(nginx: Container, wanted: str, progress: Progress) -> None:
     """Graceful reload: new workers start with the new config, old ones finish their requests.
     Returns once nginx reports the config `wanted` (its config_id)."""
-    code, output = nginx.exec_run(["nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}"])
+    code, output = nginx.exec_run(list(NGINX_TEST))
     if code != 0:
         raise StackError(f"the running nginx refused the new configuration and keeps the old one: {output.decode().strip()}")
     nginx.kill(signal="SIGHUP")
@@ -184,37 +162,12 @@ def _remove_others(client: docker.DockerClient, config: Config, wanted: set[str]
             container.remove(force=True)
 
 
-def _image(client: docker.DockerClient, ref: str, progress: Progress) -> str:
-    """The image's id, pulling it when it is not here."""
-    try:
-        return client.images.get(ref).id
-    except ImageNotFound:
-        pass
-    progress.step(f"pulling {ref}")
-    repository, tag = parse_repository_tag(ref)
-    try:
-        for event in client.api.pull(repository, tag=tag or "latest", stream=True, decode=True):
-            if "error" in event:
-                raise StackError(_pull_failed(ref, event["error"]))
-            if "id" in event and "status" in event:
-                detail = event.get("progressDetail") or {}
-                progress.layer(ref, event["id"], event["status"], detail.get("current"), detail.get("total"))
-        return client.images.get(ref).id
-    except DockerException as exc:
-        raise StackError(_pull_failed(ref, _reason(exc))) from None
-
-
-def _pull_failed(ref: str, reason: str) -> str:
-    return (f"image {ref} is not on this machine and could not be pulled ({reason}): "
-            "check the name in .env, or build or load the image first")
-
-
 def _network(client: docker.DockerClient, config: Config):
     name = network_name(config)
     found = client.networks.list(names=[name], filters={"label": f"{LABEL_PROJECT}={config.project}"})
     if found:
         return found[0]
-    return client.networks.create(name, driver="bridge", labels=network_labels(config))
+    return client.networks.create(name, driver="bridge", labels=network_labels(config.project))
 
 
 def _service_containers(client: docker.DockerClient, config: Config, service: str | None = None) -> list[Container]:
@@ -228,11 +181,11 @@ def _find(client: docker.DockerClient, config: Config, service: str) -> Containe
     return found[0] if found else None
 
 
-def _ensure_container(client, config: Config, service: Service, image_id: str, network, progress: Progress,
+def _ensure_container(client, config: Config, service: Service, image: str, network, progress: Progress,
                       joined: Container | None = None) -> tuple[Container, bool]:
     """The service's container, created anew only when its definition changed; `joined`: the container
     whose process namespace it shares (service.pid_namespace)."""
-    spec = service.digest(image_id, *([joined.id] if joined else []))
+    spec = service.digest(image, *([joined.id] if joined else []))
     existing = _find(client, config, service.name)
     if existing is not None and existing.labels.get(LABEL_SPEC) == spec:
         if existing.status != "running":
@@ -253,7 +206,7 @@ def _ensure_container(client, config: Config, service: Service, image_id: str, n
         entrypoint=list(service.entrypoint) if service.entrypoint else None,
         pid_mode=f"container:{joined.id}" if joined else None,
         environment=dict(service.environment),
-        labels=labels(config, service=service.name, spec=spec),
+        labels=labels(config.project, service=service.name, spec=spec),
         healthcheck=Healthcheck(
             test=list(service.healthcheck.test),
             interval=service.healthcheck.interval * _NS,
@@ -282,15 +235,15 @@ def _start(container: Container, service: Service, config: Config) -> None:
         container.start()
     except APIError as exc:
         container.remove(force=True)
-        reason = _reason(exc)
-        if "already allocated" in reason or "address already in use" in reason:
-            port = next((p for p in service.ports if f":{p.host_port}" in reason), service.ports[0])
+        why = reason(exc)
+        if "already allocated" in why or "address already in use" in why:
+            port = next((p for p in service.ports if f":{p.host_port}" in why), service.ports[0])
             key = "RUMISTACK_HTTPS_PORT" if port.container_port == 443 else "RUMISTACK_HTTP_PORT"
             raise StackError(
                 f"port {port.host_port} on {port.host_ip} is already in use by another program: "
                 f"choose a free one with {key} in .env"
             ) from None
-        raise StackError(f"{service.name} could not start: {reason}") from None
+        raise StackError(f"{service.name} could not start: {why}") from None
 
 
 def _wait_healthy(config: Config, containers: dict[str, Container], progress: Progress) -> None:
@@ -317,10 +270,6 @@ def _wait_healthy(config: Config, containers: dict[str, Container], progress: Pr
 
 def _tail(container: Container, lines: int = 20) -> str:
     return container.logs(tail=lines).decode(errors="replace").rstrip() or "(no output)"
-
-
-def _reason(exc: DockerException) -> str:
-    return getattr(exc, "explanation", None) or str(exc)
 
 
 def down(config: Config, remove_volumes: bool = False, progress: Progress = Progress()) -> int:

@@ -33,9 +33,6 @@ from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, St
 from .config import is_ip
 from .errors import CertificateError
 from .files import replace_atomically
-
-TLS_DIR = "/etc/rumistack/tls"  # the tls volume; read-only in nginx
-PEM_FILE = "cert.pem"  # the chain, then the key
 SELF_SIGNED_DAYS = 825  # the longest validity Apple's platforms accept for a certificate a user trusts
 RENEW_BEFORE = timedelta(days=30)  # a kept or issued certificate closer to its end than this is replaced
 PLACEHOLDER = "rumistack placeholder"  # the organisation of the certificate served until ACME delivers

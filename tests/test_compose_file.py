@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from rumistack import acme, compose, spec
-from rumistack.config import KEYS, Config, load_config
+from rumistack.config import KEYS, load_config
 from rumistack.secretstore import GENERATORS
 
 ROOT = Path(__file__).parent.parent
@@ -108,7 +108,7 @@ def test_a_service_in_another_process_namespace_joins_it_the_compose_way():
     """acme's certbot, which the bundle does not run: translated like any other service."""
     config = load_config("/nonexistent", environ={"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"})
     (certbot,) = [s for s in spec.services(config, {name: "x" for name in GENERATORS}) if s.name == "certbot"]
-    written = compose._service(certbot, config)
+    written = compose._service(certbot)
     assert written["pid"] == "service:nginx"
     assert written["entrypoint"] == ["sh", "-c"] and written["command"] == [acme.RENEW_LOOP]
     assert written["depends_on"] == {"nginx": {"condition": "service_healthy"}}
@@ -134,18 +134,19 @@ def test_every_field_of_a_service_reaches_its_compose_key():
         ports=(spec.Port("127.0.0.1", 1, 2),), environment=(("A", "b"),), stop_signal="SIGTERM", depends_on=("y",),
         entrypoint=("sh", "-c"), pid_namespace="y",
     )
-    written = compose._service(everything, Config(**{key.field: key.parse(key.default) for key in KEYS}))
+    written = compose._service(everything)
     assert set(COMPOSE_KEYS.values()) | {"labels", "restart"} == set(written)
 
 
 def _grown(monkeypatch, extra):
     original = spec.services
-    monkeypatch.setattr(spec, "services", lambda config, secrets: (extra(config, secrets), *original(config, secrets)))
+    monkeypatch.setattr(spec, "services", lambda config, secrets, setting=None: (
+        extra(setting, secrets), *original(config, secrets, setting)))
 
 
 def test_a_service_added_to_spec_appears_with_its_volume_and_values_from_env(monkeypatch):
-    _grown(monkeypatch, lambda config, secrets: spec.Service(
-        name="cache", image=config.rumitalk_image, healthcheck=spec.HealthCheck(("CMD", "ping")),
+    _grown(monkeypatch, lambda setting, secrets: spec.Service(
+        name="cache", image=setting("rumitalk_image"), healthcheck=spec.HealthCheck(("CMD", "ping")),
         command=("serve", "--literal", "pa$word"), mounts=(spec.Mount("cache-data", "/data", no_copy=True),),
         environment=(("PASSWORD", secrets["JWT_SECRET"]),),
     ))
@@ -161,7 +162,7 @@ def test_a_service_added_to_spec_appears_with_its_volume_and_values_from_env(mon
 
 
 def test_a_secret_outside_the_environment_stops_the_generation(monkeypatch):
-    _grown(monkeypatch, lambda config, secrets: spec.Service(
+    _grown(monkeypatch, lambda setting, secrets: spec.Service(
         name="leaky", image="x:1", healthcheck=spec.HealthCheck(("CMD", "ping")),
         command=("serve", f"--key={secrets['CREDS_KEY']}"),
     ))

@@ -12,13 +12,15 @@ from dotenv import dotenv_values
 from rumistack.compose import render_bundle
 from rumistack.config import load_config
 from rumistack.errors import ConfigError, StackError, UserError
+from rumistack import https
 from rumistack.https import Served
+from rumistack.layout import NGINX_GID, PEM_FILE, TLS_DIR
 from rumistack.mounted import MountedVolumes
 from rumistack.publish import publish, push_users
 from rumistack.render import render
 from rumistack.secretstore import load_secrets
-from rumistack.spec import NGINX_GID, services
-from rumistack.tls import PEM_FILE, SELF_SIGNED_CERT, TLS_DIR, Certificate
+from rumistack.spec import services
+from rumistack.tls import SELF_SIGNED_CERT, Certificate, now
 from rumistack.users import UserFile
 from rumistack.volumes import File, user_file_name
 
@@ -54,6 +56,11 @@ class RecordingVolumes:
         self.user_files[volume] = file
 
 
+def _publish(config, users, volumes):
+    """What `render` does: publish with the certificate from this host."""
+    return publish(config, volumes, https.local(config, now()), lambda message: None, users)
+
+
 @pytest.fixture
 def users(tmp_path):
     users = UserFile(tmp_path / "state" / "htpasswd")
@@ -64,7 +71,7 @@ def users(tmp_path):
 def test_publish_checks_the_rendered_config_with_the_certificate_then_writes_them_and_the_users(users, tmp_path):
     config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
     volumes = RecordingVolumes()
-    publish(config, users, volumes)
+    _publish(config, users, volumes)
     pem = volumes.written["tls"][PEM_FILE]
     assert pem.mode == 0o600
     certificate = Certificate.from_pem(pem.data)
@@ -80,10 +87,10 @@ def test_publish_checks_the_rendered_config_with_the_certificate_then_writes_the
 def test_publish_writes_the_certificate_only_when_the_volume_holds_another(users, tmp_path):
     config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
     volumes = RecordingVolumes()
-    publish(config, users, volumes)
-    publish(config, users, volumes)
+    _publish(config, users, volumes)
+    _publish(config, users, volumes)
     volumes.written["tls"][PEM_FILE] = File(b"another certificate")
-    publish(config, users, volumes)
+    _publish(config, users, volumes)
     # the users go behind their link each time (publish_user_file), not through write
     assert volumes.writes == [["nginx-config", "tls"], ["nginx-config"], ["nginx-config", "tls"]]
 
@@ -91,7 +98,7 @@ def test_publish_writes_the_certificate_only_when_the_volume_holds_another(users
 def test_publish_refuses_when_no_one_could_log_in(tmp_path):
     volumes = RecordingVolumes()
     with pytest.raises(UserError, match="rumistack adduser NAME"):
-        publish(load_config("/nonexistent", environ={}), UserFile(tmp_path / "htpasswd"), volumes)
+        _publish(load_config("/nonexistent", environ={}), UserFile(tmp_path / "htpasswd"), volumes)
     assert volumes.written == {} and volumes.user_files == {}
 
 

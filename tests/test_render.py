@@ -4,7 +4,8 @@ import pytest
 
 from rumistack.config import load_config
 from rumistack.exemptions import BUILTIN as EXEMPTIONS
-from rumistack.render import AUTH_TMPFS, TlsFacts, config_id, render
+from rumistack.layout import AUTH_TMPFS
+from rumistack.render import TlsFacts, config_id, render
 from rumistack.secretstore import GENERATORS
 from rumistack.spec import services
 

@@ -26,9 +26,9 @@ from docker.errors import NotFound
 from docker.models.containers import Container
 from web import TlsPort
 
-from rumistack.render import AUTH_DIR, CONF_DIR
+from rumistack.layout import AUTH_DIR, CONF_DIR, TLS_DIR
 from rumistack.spec import COMPOSE_PROJECT, LABEL_PROJECT, LABEL_SERVICE
-from rumistack.tls import SELF_SIGNED_CERT, TLS_DIR
+from rumistack.tls import SELF_SIGNED_CERT
 
 ROOT = Path(__file__).parents[2]
 _NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__", ".rumistack", ".env",

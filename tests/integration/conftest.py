@@ -18,7 +18,6 @@ from __future__ import annotations
 import ssl
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Protocol
 import docker
 import pytest
 from bundle import Bundle, readme_blocks
+from engine import engine_volumes
 from clirun import PASSWORD as CLI_PASSWORD
 from clirun import Project, free_port, new_project_name, rumistack
 from docker.models.containers import Container
@@ -36,15 +36,15 @@ from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import HttpWaitStrategy
 from web import TlsPort, base_url, basic, send
 
-from rumistack.acme import WEBROOT
 from rumistack.config import load_config
+from rumistack.layout import AUTH_DIR, CONF_DIR, MAIN_FILE, PEM_FILE, TLS_DIR, WEBROOT
 from rumistack.probe import ProbeError
 from rumistack.publish import users_file
-from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, TlsFacts, render
-from rumistack.spec import AUTH_TMPFS_MOUNT, COMPOSE_PROJECT
-from rumistack.tls import PEM_FILE, TLS_DIR, Certificate, now, self_signed
+from rumistack.render import TlsFacts, render
+from rumistack.spec import AUTH_TMPFS_MOUNT, AUTH_VOLUME, COMPOSE_PROJECT, CONFIG_VOLUME, TLS_VOLUME, WEBROOT_VOLUME
+from rumistack.tls import Certificate, now, self_signed
 from rumistack.users import UserFile
-from rumistack.volumes import File, nginx_version, publish_user_file, write_files
+from rumistack.volumes import EngineVolumes, File
 from testenv import IN_CI, TEST_LABELS
 
 USER, PASSWORD, REALM = "alice", "correct horse battery", "RumiTalk Test"
@@ -100,11 +100,9 @@ class _Urls:
 class ContainerProxy(_Urls):
     port: int  # a web.TlsPort when the proxy speaks HTTPS
     users: UserFile
-    auth_volume: str
+    volumes: EngineVolumes  # nginx's, which the proxy's user changes are published into
     nginx: DockerContainer
     stub: DockerContainer  # its port 3080 is published too, to compare with RumiTalk's own answers
-    client: docker.DockerClient
-    image: str
     http_port: int | None = None  # with HTTPS: plain HTTP, which only redirects (and answers ACME challenges)
     ca_file: Path | None = None
     user: str = USER
@@ -132,7 +130,7 @@ class ContainerProxy(_Urls):
         return self.nginx.get_wrapped_container().logs().decode(errors="replace")
 
     def _push(self) -> None:
-        publish_user_file(self.client, self.image, "test", self.auth_volume, users_file(self.users))
+        self.volumes.publish_user_file(AUTH_VOLUME, users_file(self.users))
 
 
 @dataclass
@@ -220,25 +218,16 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                   user_file: File | None = None, https: Https | None = None) -> Iterator[ContainerProxy]:
     """nginx running `files` as its config directory, in front of the stand-in; the auth volume
     holds one user, or `user_file` if given; with `https`, its certificate and webroot in their volumes."""
-    suffix = uuid.uuid4().hex[:8]
     users = UserFile(tmp_path / "htpasswd")
     users.add(USER, PASSWORD)
-
-    def volume(kind: str) -> str:
-        return docker_client.volumes.create(f"rumistack-test-{kind}-{suffix}", labels=TEST_LABELS).name
-
-    conf_volume, auth_volume = volume("conf"), volume("auth")
-    contents = {
-        conf_volume: {name: File(text.encode()) for name, text in files.items()},
-    }
-    mounts = {conf_volume: CONF_DIR, auth_volume: AUTH_DIR}
+    mounts = {CONFIG_VOLUME: CONF_DIR, AUTH_VOLUME: AUTH_DIR} | ({TLS_VOLUME: TLS_DIR, WEBROOT_VOLUME: WEBROOT} if https else {})
+    volumes = engine_volumes(docker_client, test_images["nginx"], *mounts)
+    contents = {CONFIG_VOLUME: {name: File(text.encode()) for name, text in files.items()}}
     if https:
-        tls_volume, webroot_volume = volume("tls"), volume("webroot")
-        contents[tls_volume] = {PEM_FILE: File(https.certificate.pem(), mode=0o600)}
-        contents[webroot_volume] = https.webroot
-        mounts.update({tls_volume: TLS_DIR, webroot_volume: WEBROOT})
-    write_files(docker_client, test_images["nginx"], "test", contents)
-    publish_user_file(docker_client, test_images["nginx"], "test", auth_volume, user_file or users_file(users))
+        contents[TLS_VOLUME] = {PEM_FILE: File(https.certificate.pem(), mode=0o600)}
+        contents[WEBROOT_VOLUME] = https.webroot
+    volumes.write(contents)
+    volumes.publish_user_file(AUTH_VOLUME, user_file or users_file(users))
     with Network(docker_network_kw={"labels": TEST_LABELS}) as network:
         stub = (
             DockerContainer(test_images["rumitalk"])
@@ -260,10 +249,10 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                              else HttpWaitStrategy(80, "/health").for_status_code(200))
             )
             for name, target in mounts.items():
-                nginx = nginx.with_volume_mapping(name, target, "ro")
+                nginx = nginx.with_volume_mapping(volumes.docker_name(name), target, "ro")
             with nginx:
                 port = int(nginx.get_exposed_port(80))
-                proxy = ContainerProxy(port, users, auth_volume, nginx, stub, docker_client, test_images["nginx"])
+                proxy = ContainerProxy(port, users, volumes, nginx, stub)
                 if https:
                     proxy.ca_file = tmp_path / "ca.pem"
                     proxy.ca_file.write_bytes(https.certificate.chain_pem())
@@ -291,7 +280,7 @@ def https_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Contai
     rumi.test and 127.0.0.1) and the webroot holding one challenge."""
     config = load_config("/nonexistent", environ={
         "RUMISTACK_REALM": REALM, "RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "rumi.test"})
-    files = render(config, TlsFacts(nginx_version=nginx_version(docker_client, test_images["nginx"], "test")))
+    files = render(config, TlsFacts(nginx_version=engine_volumes(docker_client, test_images["nginx"]).nginx_version()))
     https = Https(self_signed(["rumi.test", "127.0.0.1"], now()),
                   {f".well-known/acme-challenge/{CHALLENGE[0]}": File(CHALLENGE[1])})
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files, https=https) as running:

@@ -25,7 +25,9 @@ from web import TlsPort, basic, login, send
 
 from rumistack import acme, stack
 from rumistack.config import load_config
+from rumistack.layout import ACME_CONFIG_DIR
 from rumistack.probe import ProbeError, request, tls_context
+from rumistack.progress import Progress
 from rumistack.spec import LABEL_PROJECT, container_name, network_name
 from rumistack.users import UserFile
 from rumistack.volumes import File, archive
@@ -56,7 +58,7 @@ def wait_for_log(container: Container, text: str, seconds: float = 30) -> None:
         time.sleep(0.1)
 
 
-class PointDnsAtNginx(stack.Progress):
+class PointDnsAtNginx(Progress):
     """`up`'s progress, used to point the test DNS at nginx's address as soon as its container exists;
     `up` asks the ACME server only after nginx is healthy, which comes later."""
 
@@ -327,7 +329,7 @@ def test_the_account_and_the_certificate_survive_down_and_up_without_asking_agai
     finally:
         acme_stack.join_network()
     code, listing = acme_stack.container("certbot").exec_run(
-        ["sh", "-c", f"ls {acme.CONFIG_DIR}/accounts/*/*/ && cat /proc/1/comm"])
+        ["sh", "-c", f"ls {ACME_CONFIG_DIR}/accounts/*/*/ && cat /proc/1/comm"])
     assert code == 0 and b"nginx" in listing  # the account kept, and certbot in nginx's process namespace
 
 
@@ -351,7 +353,7 @@ def test_a_new_acme_server_gets_a_new_certificate(acme_stack, monkeypatch):
     monkeypatch.setenv("RUMISTACK_ACME_DIRECTORY", "https://pebble-two:14000/dir")
     acme_stack.up()
     assert acme_stack.served().serial_number != before.serial_number
-    code, renewal = acme_stack.container("certbot").exec_run(["cat", f"{acme.CONFIG_DIR}/renewal/{DOMAIN}.conf"])
+    code, renewal = acme_stack.container("certbot").exec_run(["cat", f"{ACME_CONFIG_DIR}/renewal/{DOMAIN}.conf"])
     assert acme.server_of(renewal) == "https://pebble-two:14000/dir"
 
 

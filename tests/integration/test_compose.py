@@ -23,10 +23,11 @@ from web import TlsPort, basic, connect, send
 
 from rumistack.config import KEYS, load_config
 from rumistack.https import Served
-from rumistack.render import AUTH_DIR, CONF_DIR, USER_FILE, render
+from rumistack.layout import AUTH_DIR, CONF_DIR, NGINX_GID, PEM_FILE, TLS_DIR, USER_FILE
+from rumistack.render import render
 from rumistack.secretstore import load_secrets
-from rumistack.spec import LABEL_PROJECT, NGINX_GID, services, volumes
-from rumistack.tls import PEM_FILE, TLS_DIR, Certificate
+from rumistack.spec import LABEL_PROJECT, services, volumes
+from rumistack.tls import Certificate
 from rumistack.volumes import user_file_name
 
 PASSWORD = "correct horse battery"

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from rumistack.config import load_config
 from rumistack.errors import ConfigError
+from rumistack.layout import AUTH_DIR, CONF_DIR, MAIN_FILE, NGINX_GID, USER_FILE
 from rumistack.probe import ProbeError, request
-from rumistack.render import AUTH_DIR, CONF_DIR, MAIN_FILE, USER_FILE, render
-from rumistack.spec import AUTH_TMPFS_MOUNT, NGINX_GID
+from rumistack.render import render
+from rumistack.spec import AUTH_TMPFS_MOUNT
 from rumistack.users import UserFile
 from rumistack.volumes import File, archive, user_file_name
 from testenv import TEST_LABELS

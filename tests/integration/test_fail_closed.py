@@ -12,8 +12,9 @@ from web import basic, send
 
 from rumistack import publish
 from rumistack.config import load_config
-from rumistack.render import AUTH_DIR, AUTH_TMPFS, CONF_DIR, MAIN_FILE, render
-from rumistack.spec import NGINX_GID
+from rumistack.layout import AUTH_DIR, AUTH_TMPFS, CONF_DIR, NGINX_GID, NGINX_RUN
+from rumistack.spec import AUTH_VOLUME
+from rumistack.render import render
 from rumistack.users import UserFile
 from rumistack.volumes import File
 from testenv import TEST_LABELS
@@ -53,8 +54,8 @@ def test_protected_paths_are_never_served_when_the_user_file_is_unusable(docker_
 def test_a_missing_or_misplaced_user_file_serves_nothing_protected(docker_client, test_images, tmp_path, case, damage):
     files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
     with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
-        docker_client.containers.run(proxy.image, ["sh", "-ec", f"cd /v && {damage}"], remove=True,
-                                      volumes={proxy.auth_volume: {"bind": "/v", "mode": "rw"}},
+        docker_client.containers.run(test_images["nginx"], ["sh", "-ec", f"cd /v && {damage}"], remove=True,
+                                      volumes={proxy.volumes.docker_name(AUTH_VOLUME): {"bind": "/v", "mode": "rw"}},
                                       labels=TEST_LABELS)
         for path in PROTECTED:
             challenged = send(proxy.port, path)
@@ -71,7 +72,7 @@ def test_nginx_without_the_cache_tmpfs_does_not_start(docker_client, test_images
         volumes = {m["Name"]: {"bind": m["Destination"], "mode": "ro"} for m in container.attrs["Mounts"] if m["Type"] == "volume"}
         assert {v["bind"] for v in volumes.values()} == {CONF_DIR, AUTH_DIR}
         without = docker_client.containers.run(
-            proxy.image, ["nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"], volumes=volumes,
+            test_images["nginx"], list(NGINX_RUN), volumes=volumes,
             extra_hosts={"rumitalk": "127.0.0.1"}, labels=TEST_LABELS, detach=True,
         )
         assert without.wait(timeout=30)["StatusCode"] != 0

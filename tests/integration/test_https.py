@@ -10,13 +10,15 @@ import threading
 
 import pytest
 from conftest import CHALLENGE, REALM, Https, running_proxy
+from engine import engine_volumes
 from web import basic, send
 
 from rumistack.config import load_config
-from rumistack.render import CONF_DIR, MAIN_FILE, TlsFacts, render
+from rumistack.layout import CONF_DIR, MAIN_FILE, PEM_FILE, TLS_DIR
+from rumistack.render import TlsFacts, render
 from rumistack.spec import AUTH_TMPFS_MOUNT
-from rumistack.tls import PEM_FILE, TLS_DIR, now, self_signed
-from rumistack.volumes import File, archive, check_config, nginx_version
+from rumistack.tls import now, self_signed
+from rumistack.volumes import File, archive
 from testenv import TEST_LABELS
 
 @pytest.mark.parametrize("target", ["/", "/c/new?x=1", "/api/convos", "/health", "/manifest.webmanifest",
@@ -123,12 +125,13 @@ def test_a_publicly_trusted_certificate_gets_hsts_on_every_answer(docker_client,
 def test_the_tls_config_passes_nginx_t_in_nginx_1_22_and_1_26_without_warnings(docker_client, test_images,
                                                                                image, version):
     image = test_images[image]
-    detected = nginx_version(docker_client, image, "test")
+    engine = engine_volumes(docker_client, image)
+    detected = engine.nginx_version()
     assert detected == version
     config = load_config("/nonexistent", environ={"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "rumi.test"})
     files = render(config, TlsFacts(nginx_version=detected))
     pem = {f"{TLS_DIR}/{PEM_FILE}": File(self_signed(["rumi.test"], now()).pem(), mode=0o600)}
-    check_config(docker_client, image, "test", files, pem)
+    engine.check(files, pem)
     assert _nginx_t_warnings(docker_client, image, files, pem) == ""
 
 

@@ -1,33 +1,34 @@
 """Config checks and volume writes through helper containers of the nginx image."""
 
 import pytest
+from engine import engine_volumes
 
 from rumistack.config import load_config
 from rumistack.errors import StackError
 from rumistack.render import render
-from rumistack.volumes import File, check_config, publish_user_file, user_file_name, write_files
+from rumistack.volumes import File, user_file_name
 from testenv import TEST_LABELS
 
 
 def test_nginx_accepts_the_rendered_config(docker_client, test_images):
-    check_config(docker_client, test_images["nginx"], "test", render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"})))
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
+    engine_volumes(docker_client, test_images["nginx"]).check(files, {})
 
 
 def test_a_config_nginx_refuses_is_reported_with_nginxs_words(docker_client, test_images):
     files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
     files["snippets/proxy.conf"] += "proxy_no_such_directive on;\n"
     with pytest.raises(StackError, match='unknown directive "proxy_no_such_directive"'):
-        check_config(docker_client, test_images["nginx"], "test", files)
+        engine_volumes(docker_client, test_images["nginx"]).check(files, {})
 
 
 def test_files_land_in_the_volume_with_their_owner_and_mode(docker_client, test_images):
-    volume = docker_client.volumes.create(labels=TEST_LABELS).name
-    write_files(docker_client, test_images["nginx"], "test", {volume: {
-        "htpasswd": File(b"alice:$2y$12$x\n", mode=0o640, gid=101), "sub/dir/f.conf": File(b"x")}})
-    write_files(docker_client, test_images["nginx"], "test", {volume: {"htpasswd": File(b"bob:$2y$12$y\n", mode=0o640, gid=101)}})
+    engine = engine_volumes(docker_client, test_images["nginx"], "v")
+    engine.write({"v": {"htpasswd": File(b"alice:$2y$12$x\n", mode=0o640, gid=101), "sub/dir/f.conf": File(b"x")}})
+    engine.write({"v": {"htpasswd": File(b"bob:$2y$12$y\n", mode=0o640, gid=101)}})
     listing = docker_client.containers.run(
         test_images["nginx"], ["sh", "-c", "cd /v && stat -c '%n %a %u %g' htpasswd sub/dir/f.conf && cat htpasswd && ls -A"],
-        volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True, labels=TEST_LABELS,
+        volumes={engine.docker_name("v"): {"bind": "/v", "mode": "ro"}}, remove=True, labels=TEST_LABELS,
     ).decode()
     assert listing.splitlines() == ["htpasswd 640 0 101", "sub/dir/f.conf 644 0 0", "bob:$2y$12$y", "htpasswd", "sub"]
 
@@ -40,12 +41,12 @@ def _listing(docker_client, image: str, volume: str) -> list[str]:
 
 
 def test_the_user_file_link_points_at_the_newest_content_and_keeps_one_before_it(docker_client, test_images):
-    volume = docker_client.volumes.create(labels=TEST_LABELS).name
+    engine = engine_volumes(docker_client, test_images["nginx"], "auth")
     contents = [b"alice:$2y$12$a\n", b"alice:$2y$12$b\n", b"alice:$2y$12$c\n"]
     for data in contents:
-        publish_user_file(docker_client, test_images["nginx"], "test", volume, File(data, mode=0o640, gid=101))
+        engine.publish_user_file("auth", File(data, mode=0o640, gid=101))
     _, previous, current = (user_file_name(data) for data in contents)
-    assert _listing(docker_client, test_images["nginx"], volume) == [
+    assert _listing(docker_client, test_images["nginx"], engine.docker_name("auth")) == [
         f"'htpasswd' -> '{current}' 777 0 0",
         *sorted(f"'{name}' 640 0 101" for name in (previous, current)),
         "alice:$2y$12$c",

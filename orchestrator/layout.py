@@ -1,0 +1,38 @@
+"""The container layout: where each container of the stack finds what
+rumistack puts there, and the command lines that depend on it.
+
+Every module that names a path inside a container, or runs nginx, takes it
+from here; nothing here imports the rest of rumistack.
+"""
+
+from __future__ import annotations
+
+# nginx: its config volume, mounted read-only, and the file nginx runs with -c
+CONF_DIR = "/etc/rumistack/nginx"
+MAIN_FILE = "nginx.conf"
+# the auth volume, read-only likewise; short on purpose: nginx resolves the
+# user file link in it on every request, at one readlink a path component
+AUTH_DIR = "/rumistack-auth"
+USER_FILE = "htpasswd"  # in AUTH_DIR: a link to the current htpasswd-<hash> (volumes.EngineVolumes.publish_user_file)
+# a tmpfs on the nginx container for the cache of verified credentials and
+# the verifier's socket; nginx creates both inside it, so without it nginx
+# does not start. In memory only: never on a disk
+AUTH_TMPFS = "/run/rumistack"
+AUTH_TMPFS_OPTIONS = "size=16m,mode=0755,noexec,nosuid,nodev"
+# the tls volume, read-only in nginx: the chain, then the key, in one file
+TLS_DIR = "/etc/rumistack/tls"
+PEM_FILE = "cert.pem"
+# the acme http-01 webroot volume (read-only in nginx) and certbot's own
+# directory (the acme volume: account, certificates, renewal settings)
+WEBROOT = "/var/lib/rumistack/acme-webroot"
+ACME_CONFIG_DIR = "/etc/letsencrypt"
+# on nginx's loopback only: its health check and which config it has loaded
+HEALTH_PORT = 8081
+# RumiTalk, by its service name on the stack's network
+UPSTREAM_HOST = "rumitalk"
+UPSTREAM = f"{UPSTREAM_HOST}:3080"
+NGINX_GID = 101  # the `nginx` group of the official images: its workers read the user file
+
+# nginx with rumistack's complete config, and the check of that config
+NGINX_RUN = ("nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;")
+NGINX_TEST = ("nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}")
