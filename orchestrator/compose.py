@@ -54,7 +54,7 @@ HEADER = """\
 # regenerate with `python -m rumistack.compose` from the checkout's root.
 # Run from the directory with your .env (the checkout's root):
 #   docker compose --project-directory . -f compose/docker-compose.yml ...
-# README.md, "Docker Compose only", has the commands.
+# docs/compose.md has the commands.
 """
 
 

@@ -1,5 +1,5 @@
 """The compose bundle in tests: a copy of the checkout as compose's project
-directory, the README's "Docker Compose only" commands run as written, and
+directory, the commands of docs/compose.md ("run it") run as written, and
 what a running stack is made of, to compare two of them.
 
 Objects that compose and rumistack create for a bundle cannot carry the
@@ -35,16 +35,22 @@ _NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "*.egg-info", "__pycache__
                                      ".pytest_cache", ".hypothesis", "build")
 
 
-def readme_blocks() -> list[list[str]]:
-    """The command lines of each code block in the README's "Docker Compose only" section."""
-    section = (ROOT / "README.md").read_text().split("\n## Docker Compose only\n", 1)[1].split("\n## ", 1)[0]
+DOCS_PAGE, DOCS_SECTION = ROOT / "docs" / "compose.md", "run it"  # the bundle's commands, as self-hosters read them
+
+
+def docs_blocks() -> list[list[str]]:
+    """The command lines of each code block in docs/compose.md's "run it" section."""
+    page = DOCS_PAGE.read_text()
+    heading = f"\n## {DOCS_SECTION}\n"
+    assert heading in page, f"{DOCS_PAGE} has no section {DOCS_SECTION!r}"
+    section = page.split(heading, 1)[1].split("\n## ", 1)[0]
     return [[line for line in block.splitlines() if line.strip()] for block in re.findall(r"^```\n(.*?)^```", section, re.S | re.M)]
 
 
-def readme_command(containing: str) -> str:
+def docs_command(containing: str) -> str:
     """The one command line of that section that contains `containing`."""
-    found = [line for block in readme_blocks() for line in block if containing in line]
-    assert len(found) == 1, f"the README's Docker Compose section has {len(found)} commands with {containing!r}"
+    found = [line for block in docs_blocks() for line in block if containing in line]
+    assert len(found) == 1, f"the {DOCS_SECTION!r} section of {DOCS_PAGE.name} has {len(found)} commands with {containing!r}"
     return found[0]
 
 
@@ -65,7 +71,7 @@ class Bundle:
 
     @classmethod
     def create(cls, tmp: Path, image_env: dict[str, str], realm: str = "RumiTalk") -> Bundle:
-        """The state directory is the default, .rumistack in the copy, as the README has it; HTTPS too,
+        """The state directory is the default, .rumistack in the copy, as docs/compose.md has it; HTTPS too,
         with the self-signed certificate `render` makes there."""
         root = tmp / "checkout"
         shutil.copytree(ROOT, root, ignore=_NOT_COPIED)
@@ -104,8 +110,8 @@ class Bundle:
         return result
 
     def compose(self, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
-        """`docker compose` with the options the README gives it, then `args`."""
-        options = readme_command(" down").removesuffix(" down")
+        """`docker compose` with the options docs/compose.md gives it, then `args`."""
+        options = docs_command(" down").removesuffix(" down")
         return self.sh(" ".join([options, *args]), input=input)
 
     def containers(self, client: docker.DockerClient) -> list[Container]:
@@ -113,7 +119,7 @@ class Bundle:
 
     def remove(self, client: docker.DockerClient) -> None:
         """Everything this project made: containers, network, volumes, the tools image."""
-        self.sh(readme_command(" down"), check=False)
+        self.sh(docs_command(" down"), check=False)
         for container in self.containers(client):
             container.remove(force=True)
         for label in (LABEL_PROJECT, COMPOSE_PROJECT):

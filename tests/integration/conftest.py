@@ -3,7 +3,7 @@ the RumiTalk stand-in, on a Docker network of its own, with the config,
 users and certificate in named volumes written by rumistack's own volume
 code (testcontainers: rumistack's rendered config over plain HTTP or over
 HTTPS, or the seed config from RumiTalk's documentation); and the compose
-bundle, brought up by the README's "Docker Compose only" commands, which
+bundle, brought up by the commands of docs/compose.md ("run it"), which
 serves HTTPS with its self-signed certificate. `proxy` is all three
 rumistack stacks.
 
@@ -26,7 +26,7 @@ from typing import Protocol
 
 import docker
 import pytest
-from bundle import Bundle, readme_blocks
+from bundle import Bundle, docs_blocks
 from engine import engine_volumes
 from clirun import PASSWORD as CLI_PASSWORD
 from clirun import Project, free_port, new_project_name, rumistack
@@ -194,8 +194,8 @@ def compose_plugin(docker_client) -> None:
 
 @pytest.fixture(scope="session")
 def compose_bundle(docker_client, image_env, compose_plugin, tmp_path_factory) -> Bundle:
-    """The bundle up by the README's "Docker Compose only" commands for hosts without Python, as written."""
-    (block,) = [b for b in readme_blocks() if "cp .env.example .env" in b]
+    """The bundle up by docs/compose.md's commands for hosts without Python, as written."""
+    (block,) = [b for b in docs_blocks() if "cp .env.example .env" in b]
     bundle = Bundle.create(tmp_path_factory.mktemp("compose"), image_env, realm=REALM)
     try:
         for command in block:

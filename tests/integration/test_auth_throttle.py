@@ -1,6 +1,6 @@
 """Failed verifications are rate-limited: a burst of wrong passwords gets
 429 while a cached user keeps getting in, and the failures are logged in the
-form the README's fail2ban filter reads. Its own nginx (`containers_proxy`
+form the fail2ban filter of docs/operations.md reads. Its own nginx (`containers_proxy`
 is per module, and its logs can be read), so no other test's failures count
 here."""
 
@@ -11,12 +11,12 @@ from pathlib import Path
 
 from web import basic, send
 
-README = Path(__file__).parents[2] / "README.md"
+OPERATIONS = Path(__file__).parents[2] / "docs" / "operations.md"  # its fail2ban section has the filter
 NGINX_DATE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d")  # fail2ban cuts it off before matching
 
 
 def _failregex() -> re.Pattern:
-    line = next(line for line in README.read_text().splitlines() if line.startswith("failregex = "))
+    line = next(line for line in OPERATIONS.read_text().splitlines() if line.startswith("failregex = "))
     return re.compile(line.removeprefix("failregex = ").replace("<HOST>", r"(?P<host>\S+)"))
 
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bundle import ROOT, Bundle, files, outside_environment, readme_command, snapshot
+from bundle import ROOT, Bundle, files, outside_environment, docs_command, snapshot
 from certs import make_ca, write_pair
 from clirun import free_port
 from cryptography import x509
@@ -57,10 +57,10 @@ def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compos
     for service in SERVICES:  # as `render` leaves them
         (environment / f"{service}.env").write_text(f"FROM_ENV_FILE='{service}'\n")
 
-    checked = _compose(tmp_path, readme_command(" config --quiet"))
+    checked = _compose(tmp_path, docs_command(" config --quiet"))
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
 
-    bundle = json.loads(_compose(tmp_path, readme_command(" config --quiet").replace("--quiet", "--format json")).stdout)
+    bundle = json.loads(_compose(tmp_path, docs_command(" config --quiet").replace("--quiet", "--format json")).stdout)
     project = expected["RUMISTACK_PROJECT"]
     assert bundle["name"] == project
     assert bundle["services"]["rumitalk"]["image"] == expected["RUMITALK_IMAGE"]
@@ -137,7 +137,7 @@ def test_compose_runs_what_rumistack_up_runs_with_the_same_config_users_and_envi
     bundle.sh("rumistack down")
     assert bundle.containers(docker_client) == []
 
-    started = bundle.sh(readme_command("rumistack render &&"))
+    started = bundle.sh(docs_command("rumistack render &&"))
     assert "warn" not in started.stderr.lower()
     by_compose = snapshot(docker_client, bundle.project)
 
@@ -169,13 +169,13 @@ def _rumitalk_env(client, bundle: Bundle) -> list[str]:
 
 
 def test_a_changed_env_applies_after_render_and_down_keeps_the_volumes(bundle, docker_client):
-    bundle.sh(readme_command("rumistack render &&"))
+    bundle.sh(docs_command("rumistack render &&"))
     assert send(bundle.port, "/").headers["WWW-Authenticate"] == 'Basic realm="RumiTalk"'
 
     # only nginx's config changes: the reload applies it
     bundle.env["RUMISTACK_REALM"] = "Family chat"
     bundle.sh("rumistack render")
-    bundle.sh(readme_command("kill -s HUP nginx"))
+    bundle.sh(docs_command("kill -s HUP nginx"))
     deadline = time.monotonic() + 10  # nginx reloads in the background: new workers take over within moments
     while send(bundle.port, "/").headers["WWW-Authenticate"] != 'Basic realm="Family chat"':
         assert time.monotonic() < deadline, "nginx did not reload its configuration"
@@ -185,11 +185,11 @@ def test_a_changed_env_applies_after_render_and_down_keeps_the_volumes(bundle, d
     bundle.https_port = free_port()
     bundle.env["RUMISTACK_HTTPS_PORT"] = str(bundle.https_port)
     bundle.sh("rumistack render")
-    bundle.sh(readme_command("kill -s HUP nginx"))
+    bundle.sh(docs_command("kill -s HUP nginx"))
     assert send(bundle.port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200
     assert f"DOMAIN_CLIENT=https://127.0.0.1:{bundle.https_port}" in _rumitalk_env(docker_client, bundle)
 
-    bundle.sh(readme_command(" down"))
+    bundle.sh(docs_command(" down"))
     assert bundle.containers(docker_client) == []
     assert docker_client.networks.list(names=[f"{bundle.project}_default"]) == []
     kept = {v.name for v in docker_client.volumes.list(filters={"label": f"{LABEL_PROJECT}={bundle.project}"})}
