@@ -16,13 +16,14 @@ from rich.progress import Progress as Bars
 
 from . import check as checks
 from . import stack, tls
+from .appsettings import AppSettings, load_app_settings
 from .compose import render_bundle
 from .config import Config, load_config
 from .errors import DockerUnavailable, RumistackError
 from .exemptions import STRICT_OPEN, summary
 from .mounted import VOLUMES_DIR_ENV, MountedVolumes
-from .progress import Progress
 from .probe import tls_context
+from .progress import Progress
 from .publish import push_users
 from .tls import SELF_SIGNED_CERT, Certificate
 from .users import UserFile, WeakPassword
@@ -227,10 +228,29 @@ def up(yes: bool) -> None:
     """Render the config, write it and the users into volumes, start nginx and
     RumiTalk, and wait until both are healthy. Changes only what changed."""
     config = _config()
+    app = load_app_settings(config)
     if not config.https:
         _confirm_plain_http(config, yes)
-    url = stack.up(config, UserFile(config.users_file), _ConsoleProgress())
+    _warn_plain_http_cookies(config)
+    url = stack.up(config, UserFile(config.users_file), app, _ConsoleProgress())
     click.echo(f"RumiTalk is up at {url}")
+    click.echo(_providers_line(config, app))
+    if not app.providers():
+        click.echo(f"warning: no AI provider is configured, so the chat will not answer: add a key such as "
+                   f"OPENAI_API_KEY=... to {config.rumitalk_env_file} (or a custom endpoint to "
+                   f"{config.rumitalk_config_file}), then run `rumistack up` again", err=True)
+
+
+def _providers_line(config: Config, app: AppSettings) -> str:
+    names = [p.describe() for p in app.providers()]
+    return f"ai providers: {', '.join(names) if names else 'none'}"
+
+
+def _warn_plain_http_cookies(config: Config) -> None:
+    if config.drops_secure_cookies:
+        click.echo(f"warning: browsers open {config.browser_url} over plain HTTP, so they drop RumiTalk's Secure "
+                   "login cookies and users are logged out on every reload: use HTTPS (RUMISTACK_TLS), or set "
+                   "RUMISTACK_PUBLIC_URL=https://... when a proxy in front terminates TLS", err=True)
 
 
 def _confirm_plain_http(config: Config, yes: bool) -> None:
@@ -267,7 +287,7 @@ def render() -> None:
     the volumes, and each service's environment into the state directory.
     After a change, a running nginx takes it on a reload (SIGHUP)."""
     config = _config()
-    render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()))
+    render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()), load_app_settings(config))
     click.echo(f"wrote the nginx configuration, the certificate, the users and the services' environment for "
                f"{config.project}")
 
@@ -287,16 +307,21 @@ def status(as_json: bool) -> None:
     services = stack.status(config)
     users = len(UserFile(config.users_file).names())
     certificate = stack.certificate(config) if config.https else None
+    app = load_app_settings(config)
     if as_json:
+        providers = [{"name": p.name, "custom": p.custom, "user_provided": p.user_provided} for p in app.providers()]
         click.echo(json.dumps({"url": config.url, "users": users, "services": [s.as_dict() for s in services],
-                               "https": _https_json(config, certificate)}))
+                               "https": _https_json(config, certificate), "ai_providers": providers}))
         return
     for s in services:
         click.echo(f"{s.service:<12} {s.container:<30} {s.state:<10} {s.health}")
     if not services:
         click.echo("not running (start it with `rumistack up`)")
     click.echo(f"url: {config.url}")
+    if config.public_url:
+        click.echo(f"browsers open: {config.browser_url}")
     click.echo(f"users: {users}")
+    click.echo(_providers_line(config, app))
     for line in _https_lines(config, certificate):
         click.echo(line)
 

@@ -7,6 +7,7 @@ same keys with the same defaults (a test keeps the two in step).
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -135,6 +136,21 @@ def _mongo_uri(value: str) -> str:
     return value
 
 
+def _cidrs(value: str) -> tuple[str, ...]:
+    try:
+        return tuple(str(ipaddress.ip_network(part.strip(), strict=False)) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("use addresses or networks separated by commas, such as 172.16.0.0/12,192.168.1.10") from None
+
+
+def _optional_url(value: str) -> str:
+    url = urlsplit(value)
+    if value and (url.scheme not in ("http", "https") or not url.hostname or url.path not in ("", "/")
+                  or url.query or re.search(r"[\s\"'\\$;{}]", value)):
+        raise ValueError("use the URL browsers open, such as https://chat.example.com, or leave it empty")
+    return value.rstrip("/")
+
+
 def _flag(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
         return True
@@ -191,6 +207,10 @@ class Config:
     acme_ca_bundle: Path | None = _key("RUMISTACK_ACME_CA_BUNDLE", "", _optional_path)
     certbot_image: str = _key("RUMISTACK_CERTBOT_IMAGE", "certbot/certbot:v5.7.0", _image)
     tools_base_image: str = _key("RUMISTACK_TOOLS_BASE_IMAGE", "python:3.12-slim-bookworm", _image)
+    rumitalk_env_file: Path = _key("RUMITALK_ENV_FILE", "rumitalk.env", _path)
+    rumitalk_config_file: Path = _key("RUMITALK_CONFIG_FILE", "rumitalk.yaml", _path)
+    trusted_proxies: tuple[str, ...] = _key("RUMISTACK_TRUSTED_PROXIES", "", _cidrs)
+    public_url: str = _key("RUMISTACK_PUBLIC_URL", "", _optional_url)
 
     @property
     def exemptions(self) -> tuple[Exemption, ...]:
@@ -214,6 +234,19 @@ class Config:
         return f"{scheme}://{host}/" if port == default else f"{scheme}://{host}:{port}/"
 
     @property
+    def browser_url(self) -> str:
+        """The URL browsers use: RUMISTACK_PUBLIC_URL behind another proxy, else nginx's own."""
+        return self.public_url + "/" if self.public_url else self.url
+
+    @property
+    def drops_secure_cookies(self) -> bool:
+        """Browsers reach RumiTalk over plain HTTP at a name that is not loopback: they drop its Secure login
+        cookies (a browser treats only loopback as a secure context without HTTPS)."""
+        url = urlsplit(self.browser_url)
+        host = url.hostname or ""
+        return url.scheme == "http" and host != "localhost" and not (is_ip(host) and ipaddress.ip_address(host).is_loopback)
+
+    @property
     def users_file(self) -> Path:
         return self.state_dir / "htpasswd"
 
@@ -232,6 +265,7 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
     environ = os.environ if environ is None else environ
     env_file = Path(env_file)
     from_file = dotenv_values(env_file) if env_file.is_file() else {}
+    _refuse_unknown(env_file, from_file)
     values: dict[str, object] = {}
     raws: dict[str, str] = {}
     for key in KEYS:
@@ -249,6 +283,16 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
                           "list each path once") from None
     _check_tls(config)
     return config
+
+
+def _refuse_unknown(env_file: Path, from_file: Mapping[str, str | None]) -> None:
+    """A misspelt key would be ignored silently: refused, with the closest known one."""
+    known = [key.name for key in KEYS]
+    for name in from_file:
+        if name.startswith("RUMISTACK_") and name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the keys"
+            raise ConfigError(f"{env_file}: {name} is not a rumistack setting: {hint}")
 
 
 def _check_tls(config: Config) -> None:

@@ -36,3 +36,9 @@ NGINX_GID = 101  # the `nginx` group of the official images: its workers read th
 # nginx with rumistack's complete config, and the check of that config
 NGINX_RUN = ("nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;")
 NGINX_TEST = ("nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}")
+
+# RumiTalk: its config volume (the YAML, read-only), and where its image
+# writes its logs (its working directory's logs/)
+RUMITALK_CONFIG_DIR = "/app/config"
+RUMITALK_LOG_DIR = "/app/logs"
+RUMITALK_UID = 1000  # the `node` user of RumiTalk's image: it reads its YAML

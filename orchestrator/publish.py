@@ -14,17 +14,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import https, tls
+from .appsettings import AppSettings
 from .config import Config
 from .errors import UserError
-from .layout import NGINX_GID
+from .layout import NGINX_GID, RUMITALK_UID
 from .render import config_id, render
-from .spec import AUTH_VOLUME, CONFIG_VOLUME, TLS_VOLUME
+from .spec import AUTH_VOLUME, CONFIG_VOLUME, RUMITALK_CONFIG_VOLUME, TLS_VOLUME
 from .tls import Certificate
 from .users import UserFile
 from .volumes import File, Volumes
 
 # the volumes publish writes into
-WRITTEN_VOLUMES = (CONFIG_VOLUME, AUTH_VOLUME, TLS_VOLUME)
+WRITTEN_VOLUMES = (CONFIG_VOLUME, AUTH_VOLUME, TLS_VOLUME, RUMITALK_CONFIG_VOLUME)
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,10 @@ def users_file(users: UserFile) -> File:
 
 
 def publish(config: Config, volumes: Volumes, certificate: Certificate | None, step: Callable[[str], None],
-            users: UserFile | None = None, loaded: str | None = None) -> Published:
+            users: UserFile | None = None, loaded: str | None = None, app: AppSettings | None = None) -> Published:
     """Render and check the config for `certificate` (https.local's), then write the config (unless
-    it is `loaded`, the config_id a running nginx has), the certificate, and `users` when given.
-    StackError if nginx refuses the config: then nothing is written."""
+    it is `loaded`, the config_id a running nginx has), the certificate, RumiTalk's YAML from `app`,
+    and `users`, each when given. StackError if nginx refuses the config: then nothing is written."""
     if users is not None:
         require_users(users)
     served = https.prepare(config, certificate, tls.now(), volumes)
@@ -60,8 +61,11 @@ def publish(config: Config, volumes: Volumes, certificate: Certificate | None, s
     writes = {**served.volume_files()}
     if changed:
         writes[CONFIG_VOLUME] = {name: File(text.encode()) for name, text in files.items()}
+    if app is not None and app.config_name:
+        # under its content's name, so it never changes under a running RumiTalk; it may hold keys
+        writes[RUMITALK_CONFIG_VOLUME] = {app.config_name: File(app.config_yaml, 0o600, RUMITALK_UID, RUMITALK_UID)}
     if writes:
-        step("writing the configuration into its volume" if changed else "writing the certificate into its volume")
+        step(f"writing {', '.join(sorted(writes))} into {'its volume' if len(writes) == 1 else 'their volumes'}")
         volumes.write(writes)
     if users is not None:
         publish_users(users, volumes)

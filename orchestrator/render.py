@@ -26,6 +26,7 @@ _TEMPLATES = {
     "snippets/streaming.conf": "snippets/streaming.conf.j2",
 }
 _STRICT_TEMPLATES = {"snippets/strict-api.conf": "snippets/strict-api.conf.j2"}
+_TRUSTED_PROXIES_TEMPLATES = {"snippets/trusted-proxies.conf": "snippets/trusted-proxies.conf.j2"}
 CURRENT_USER_PATH = "/api/user"  # rumitalk's current-user endpoint: 200 for a valid bearer token
 _TLS_TEMPLATES = {"snippets/tls.conf": "snippets/tls.conf.j2"}
 _ACME_TEMPLATES = {"snippets/acme-challenge.conf": "snippets/acme-challenge.conf.j2"}
@@ -101,6 +102,7 @@ def _render(config: Config, tls: TlsFacts, config_id: str) -> dict[str, str]:
         "hsts": tls.hsts,
         "http2_directive": tls.nginx_version is not None and tls.nginx_version >= HTTP2_DIRECTIVE_SINCE,
         "https_port_suffix": "" if config.https_port == 443 else f":{config.https_port}",
+        "trusted_proxies": config.trusted_proxies,
     }
     templates = dict(_TEMPLATES)
     if config.https:
@@ -109,4 +111,6 @@ def _render(config: Config, tls: TlsFacts, config_id: str) -> dict[str, str]:
         templates.update(_ACME_TEMPLATES)
     if config.strict_api:
         templates.update(_STRICT_TEMPLATES)
+    if config.trusted_proxies:
+        templates.update(_TRUSTED_PROXIES_TEMPLATES)
     return {name: env.get_template(template).render(context) for name, template in sorted(templates.items())}

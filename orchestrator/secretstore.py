@@ -5,6 +5,11 @@ encrypt the API keys users store, MEILI_MASTER_KEY guards the search index.
 A new value would log everyone out or make stored credentials unreadable, so
 a value, once written, is never replaced: a later run only adds what is
 missing. The file is `secrets.env` in the state directory, mode 0600.
+
+Moving an existing install in, RumiTalk's settings file brings its secrets
+along (`offered`): they are recorded instead of generated ones. One that
+differs from a value already recorded is refused: choosing between them is
+the self-hoster's call, never rumistack's.
 """
 
 from __future__ import annotations
@@ -29,20 +34,42 @@ GENERATORS: dict[str, Callable[[], str]] = {
 }
 
 
-def load_secrets(state_dir: Path) -> dict[str, str]:
-    """The secrets, generating (and saving) any that do not exist yet."""
+# what a new value of each secret breaks
+_CONSEQUENCE = {
+    "JWT_SECRET": "a new one logs everyone out",
+    "JWT_REFRESH_SECRET": "a new one logs everyone out",
+    "CREDS_KEY": "a new one makes every API key users stored unreadable",
+    "CREDS_IV": "a new one makes every API key users stored unreadable",
+    "MEILI_MASTER_KEY": "a new one locks RumiTalk out of its search index until it is rebuilt",
+}
+
+
+def load_secrets(state_dir: Path, offered: dict[str, str] | None = None) -> dict[str, str]:
+    """The secrets: those recorded, then the `offered` ones (from RumiTalk's settings file), then new ones
+    for any still missing, each recorded once. UserError if an offered one differs from the recorded one."""
     path = Path(state_dir) / "secrets.env"
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            existing = {k: v for k, v in dotenv_values(path).items() if v}
+            existing = {k: v for k, v in dotenv_values(path, interpolate=False).items() if v}
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror}") from None
-        missing = {name: make() for name, make in GENERATORS.items() if name not in existing}
+        for name, value in sorted((offered or {}).items()):
+            if name in existing and existing[name] != value:
+                raise UserError(
+                    f"{name} in RumiTalk's settings file differs from the one this stack already uses ({path}); "
+                    f"{_CONSEQUENCE[name]}. To keep the stack's, remove {name} from the settings file; to use the "
+                    f"file's, remove its line from {path}")
+        missing = {name: (offered or {}).get(name) or make() for name, make in GENERATORS.items() if name not in existing}
+        for name, value in missing.items():
+            if "'" in value or "\n" in value:
+                raise UserError(f"{name} in RumiTalk's settings file has a quote or a line break, which cannot be "
+                                "kept safely: choose another value")
         if missing:
-            os.write(fd, "".join(f"{name}={value}\n" for name, value in missing.items()).encode())
+            # single quotes: dotenv takes the value as it is, whatever it holds
+            os.write(fd, "".join(f"{name}='{value}'\n" for name, value in missing.items()).encode())
             os.fsync(fd)
         return {**existing, **missing}
     finally:

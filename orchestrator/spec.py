@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import acme
+from .appsettings import AppSettings
 from .config import Config
 from .layout import (
     ACME_CONFIG_DIR,
@@ -28,6 +29,8 @@ from .layout import (
     CONF_DIR,
     HEALTH_PORT,
     NGINX_RUN,
+    RUMITALK_CONFIG_DIR,
+    RUMITALK_LOG_DIR,
     TLS_DIR,
     WEBROOT,
 )
@@ -44,6 +47,7 @@ AUTH_VOLUME = "nginx-auth"
 TLS_VOLUME = "tls"  # the certificate nginx serves
 ACME_VOLUME = "acme"  # certbot's account, certificates and renewal settings
 WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
+RUMITALK_CONFIG_VOLUME = "rumitalk-config"  # RumiTalk's YAML, named by its content
 
 RESTART = "unless-stopped"  # every service's restart policy
 
@@ -139,9 +143,32 @@ def _certbot(config: Config, setting: Setting) -> Service:
     )
 
 
-def services(config: Config, secrets: dict[str, str], setting: Setting | None = None) -> tuple[Service, ...]:
-    """The services, each after the ones it depends on. `setting` gives what to write for a value of
-    .env, by its Config field (default: the value)."""
+def _derived(config: Config, secrets: dict[str, str], app: AppSettings) -> dict[str, str]:
+    """RumiTalk's variables the stack sets, and its secrets; appsettings.DERIVED names each variable, so
+    that the settings file cannot set it too (a test holds the two in step)."""
+    derived = {
+        "HOST": "0.0.0.0",
+        "PORT": "3080",
+        "MONGO_URI": config.mongo_uri or "mongodb://mongodb:27017/RumiTalk",
+        "DOMAIN_CLIENT": config.browser_url.rstrip("/"),
+        "DOMAIN_SERVER": config.browser_url.rstrip("/"),
+        "SEARCH": "true" if config.search else "false",
+        # nginx puts the one client address it trusts last in X-Forwarded-For (behind trusted
+        # proxies too: it takes theirs with real_ip), so RumiTalk trusts exactly one hop, nginx
+        "TRUST_PROXY": "1",
+    }
+    if config.search:
+        derived["MEILI_HOST"] = "http://meilisearch:7700"
+    if app.config_name:
+        derived["CONFIG_PATH"] = f"{RUMITALK_CONFIG_DIR}/{app.config_name}"
+    names = ("JWT_SECRET", "JWT_REFRESH_SECRET", "CREDS_KEY", "CREDS_IV") + (("MEILI_MASTER_KEY",) if config.search else ())
+    return {**derived, **{name: secrets[name] for name in names}}
+
+
+def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSettings(),
+             setting: Setting | None = None) -> tuple[Service, ...]:
+    """The services, each after the ones it depends on; `app`: RumiTalk's own settings, its environment's
+    and YAML's. `setting` gives what to write for a value of .env, by its Config field (default: the value)."""
     setting = setting or (lambda name: getattr(config, name))
     stack: list[Service] = []
     if not config.mongo_uri:
@@ -159,17 +186,7 @@ def services(config: Config, secrets: dict[str, str], setting: Setting | None = 
             mounts=(Mount("meili-data", "/meili_data"),),
             healthcheck=HealthCheck(_wget("http://127.0.0.1:7700/health")),
         ))
-    environment = {
-        "HOST": "0.0.0.0",
-        "PORT": "3080",
-        "MONGO_URI": config.mongo_uri or "mongodb://mongodb:27017/RumiTalk",
-        "DOMAIN_CLIENT": config.url.rstrip("/"),
-        "DOMAIN_SERVER": config.url.rstrip("/"),
-        "SEARCH": "true" if config.search else "false",
-        **{name: secrets[name] for name in ("JWT_SECRET", "JWT_REFRESH_SECRET", "CREDS_KEY", "CREDS_IV")},
-    }
-    if config.search:
-        environment |= {"MEILI_HOST": "http://meilisearch:7700", "MEILI_MASTER_KEY": secrets["MEILI_MASTER_KEY"]}
+    environment = {**app.environment, **_derived(config, secrets, app)}
     stack.append(Service(
         name="rumitalk",
         image=setting("rumitalk_image"),
@@ -177,7 +194,8 @@ def services(config: Config, secrets: dict[str, str], setting: Setting | None = 
         mounts=(
             Mount("rumitalk-uploads", "/app/uploads"),
             Mount("rumitalk-images", "/app/client/public/images"),
-            Mount("rumitalk-logs", "/app/api/logs"),
+            Mount("rumitalk-logs", RUMITALK_LOG_DIR),
+            Mount(RUMITALK_CONFIG_VOLUME, RUMITALK_CONFIG_DIR, read_only=True, no_copy=True),
         ),
         depends_on=tuple(s.name for s in stack),
         healthcheck=HealthCheck(_wget("http://127.0.0.1:3080/health")),

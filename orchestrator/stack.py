@@ -20,6 +20,7 @@ from docker.types import Healthcheck
 from docker.types import Mount as DockerMount
 
 from . import https, tls
+from .appsettings import AppSettings
 from .config import Config
 from .errors import DockerUnavailable, StackError
 from .layout import HEALTH_PORT, NGINX_TEST
@@ -76,8 +77,9 @@ def engine_volumes(config: Config, progress: Progress = Progress()) -> EngineVol
     return EngineVolumes(connect(), config, progress)
 
 
-def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
-    """Bring the stack to its desired state and wait until it is healthy; return the URL.
+def up(config: Config, users: UserFile, app: AppSettings = AppSettings(), progress: Progress = Progress()) -> str:
+    """Bring the stack to its desired state and wait until it is healthy; return the URL. `app`:
+    RumiTalk's own settings (appsettings.load_app_settings), checked already.
 
     Only what changed changes: a container whose definition is the same is
     left running, a changed nginx config is applied by a graceful reload.
@@ -86,12 +88,12 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
     now = tls.now()
     certificate = https.local(config, now)  # a bad certificate file stops `up` before anything changes
     client = connect()
-    stack = services(config, load_secrets(config.state_dir))
+    stack = services(config, load_secrets(config.state_dir, app.secrets), app)
     image_ids = {service.name: image_id(client, service.image, progress) for service in stack}
     engine = EngineVolumes(client, config, progress)
     running_nginx = _running(client, config, "nginx")
     published = publish(config, engine, certificate, progress.step, users,
-                        loaded=_loaded_config(running_nginx) if running_nginx else None)
+                        loaded=_loaded_config(running_nginx) if running_nginx else None, app=app)
 
     network = _network(client, config)
     for volume in volumes(stack):
@@ -112,7 +114,7 @@ def up(config: Config, users: UserFile, progress: Progress = Progress()) -> str:
         _reload_nginx(containers["nginx"], published.config_id, progress)
     _wait_healthy(config, containers, progress)
     if https.obtain(config, containers.get("certbot"), published.served, engine, now, progress.step):
-        return up(config, users, progress)  # once more with the issued certificate (it may turn hsts on)
+        return up(config, users, app, progress)  # once more with the issued certificate (it may turn hsts on)
     return config.url
 
 

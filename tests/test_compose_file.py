@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from rumistack import acme, compose, spec
+from rumistack.appsettings import AppSettings
 from rumistack.config import KEYS, load_config
 from rumistack.secretstore import GENERATORS
 
@@ -114,13 +115,14 @@ def test_a_service_in_another_process_namespace_joins_it_the_compose_way():
     assert written["depends_on"] == {"nginx": {"condition": "service_healthy"}}
 
 
-def test_tools_service_gets_the_env_the_volumes_and_the_state_directory_without_a_network():
+def test_tools_service_gets_the_env_the_volumes_the_state_and_project_directories_without_a_network():
     tools = compose.document()["services"]["rumistack"]
     assert tools["profiles"] == ["tools"]
     assert tools["network_mode"] == "none"
     assert {v["source"]: v["target"] for v in tools["volumes"]} == {
         "nginx-config": "/volumes/nginx-config", "nginx-auth": "/volumes/nginx-auth", "tls": "/volumes/tls",
-        "${RUMISTACK_STATE_DIR:-.rumistack}": "/state"}
+        "rumitalk-config": "/volumes/rumitalk-config", "${RUMISTACK_STATE_DIR:-.rumistack}": "/state", ".": "/project"}
+    assert tools["working_dir"] == "/project"  # RumiTalk's settings file and YAML resolve as on the host
     assert tools["environment"]["RUMISTACK_VOLUMES_DIR"] == "/volumes"
     assert tools["environment"]["RUMISTACK_STATE_DIR"] == "/state"
     assert tools["environment"]["RUMISTACK_REALM"] == "${RUMISTACK_REALM:-RumiTalk}"
@@ -140,8 +142,8 @@ def test_every_field_of_a_service_reaches_its_compose_key():
 
 def _grown(monkeypatch, extra):
     original = spec.services
-    monkeypatch.setattr(spec, "services", lambda config, secrets, setting=None: (
-        extra(setting, secrets), *original(config, secrets, setting)))
+    monkeypatch.setattr(spec, "services", lambda config, secrets, app=AppSettings(), setting=None: (
+        extra(setting, secrets), *original(config, secrets, app, setting)))
 
 
 def test_a_service_added_to_spec_appears_with_its_volume_and_values_from_env(monkeypatch):

@@ -107,7 +107,7 @@ class Acme:
 
     def up(self) -> None:
         config = load_config()
-        stack.up(config, UserFile(config.users_file), self.progress)
+        stack.up(config, UserFile(config.users_file), progress=self.progress)
 
     def served(self) -> x509.Certificate:
         return x509.load_der_x509_certificate(send_raw(self.port, "/health").certificate)
