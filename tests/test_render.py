@@ -17,7 +17,7 @@ from nginxconf import (
 
 from rumistack.config import load_config
 from rumistack.exemptions import BUILTIN as EXEMPTIONS
-from rumistack.render import AUTH_TMPFS, CONF_DIR, TlsFacts, config_id, render
+from rumistack.render import AUTH_TMPFS, CONF_DIR, TlsFacts, config_id
 from rumistack.secretstore import GENERATORS
 from rumistack.spec import services
 
@@ -46,10 +46,6 @@ def _auth_location(conf):
 def _verify_location(conf):
     verifier = block(conf.file("snippets/auth-verifier.conf"), "server")
     return locations(verifier)["= /verify"]
-
-
-def test_rendering_is_deterministic():
-    assert render(_config()) == render(_config())
 
 
 def test_every_file_starts_with_the_generated_header():
