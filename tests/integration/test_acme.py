@@ -29,7 +29,7 @@ from rumistack.probe import ProbeError, request, tls_context
 from rumistack.spec import LABEL_PROJECT, container_name, network_name
 from rumistack.users import UserFile
 from rumistack.volumes import File, archive
-from testenv import TEST_LABELS
+from testenv import TEST_LABELS, project_name
 
 DOMAIN = "rumi.test"
 ALICE = {"Authorization": basic("alice", PASSWORD)}
@@ -168,7 +168,7 @@ def acme_stack(docker_client, test_images, image_env, tmp_path_factory) -> Itera
     environment in acme mode against Pebble. Removed afterwards. No stack runs yet: each test
     starts from the state it needs (`issued`, `fresh`), so any test passes alone or in any order."""
     home = tmp_path_factory.mktemp("acme")
-    project = f"rumistack-acme-{home.name[-6:].lower().replace('_', '-')}"
+    project = project_name("acme")  # the containers `up` makes carry no test label, only the project's name
     network = _make_network(docker_client, project)
 
     ca = make_ca("pebble test CA")
