@@ -1,4 +1,4 @@
-"""Shared fixtures: the Docker engine, the local test images, cleanup by label.
+"""Shared fixtures: the Docker engine, the local test images, cleanup by the run's id.
 
 Integration tests (marked `integration`) need a Docker engine and the local
 images. Outside CI a missing engine skips them; with CI=true it fails them.
@@ -7,21 +7,24 @@ images. Outside CI a missing engine skips them; with CI=true it fails them.
 from __future__ import annotations
 
 import os
+import warnings
 
 import docker
+import images
+import leftovers
 import pytest
 from docker.errors import DockerException, ImageNotFound
 from hypothesis import settings
-
-import images
 from rumistack.config import KEYS
-from testenv import IN_CI, TEST_LABEL, TEST_LABELS
+from testenv import IN_CI, RUN_ID
 
 OFFICIAL_NGINX = next(k.default for k in KEYS if k.name == "RUMISTACK_NGINX_IMAGE")
 
 # the property tests judge what is accepted, never how fast: a loaded machine must not fail them
 settings.register_profile("rumistack", deadline=None)
 settings.load_profile("rumistack")
+
+_SWEPT: list[str] = []  # the ended runs whose objects this one removed at its start
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")  # Ryuk's image cannot be pulled here
 os.environ.setdefault("TC_HOST", "127.0.0.1")  # wait strategies knock on loopback, never on the gateway's address
@@ -31,15 +34,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
-
-
-def _remove_labelled(client: docker.DockerClient, label: str) -> None:
-    for container in client.containers.list(all=True, filters={"label": label}):
-        container.remove(force=True)
-    for network in client.networks.list(filters={"label": label}):
-        network.remove()
-    for volume in client.volumes.list(filters={"label": label}):
-        volume.remove(force=True)
 
 
 @pytest.fixture(scope="session")
@@ -52,9 +46,18 @@ def docker_client() -> docker.DockerClient:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
-    # this run's objects only: other test runs may share the engine
+    # held until this process ends, however it ends: while it is, no other run sweeps this one's objects
+    lock = leftovers.hold_run_lock()
+    # what earlier runs left when they crashed; other runs may share the engine, so ended ones only
+    _SWEPT.extend(leftovers.sweep(client))
     yield client
-    _remove_labelled(client, f"{TEST_LABEL}={TEST_LABELS[TEST_LABEL]}")
+    # this run's objects only. If some stay, so does the run's file, and the next run tries again
+    failures = leftovers.remove_run(client, RUN_ID)
+    if failures:
+        warnings.warn(f"this test run's objects that could not be removed: {failures}")
+        lock.close()
+    else:
+        leftovers.release_run_lock(lock)
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +100,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         f"integration tests run: {ran} ({counts['passed']} passed, {counts['failed']} failed, "
         f"{counts['error']} errors, {counts['skipped']} skipped)"
     )
+    if _SWEPT:
+        terminalreporter.write_line(f"removed what {len(_SWEPT)} ended test runs left: {', '.join(_SWEPT)}")

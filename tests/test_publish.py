@@ -8,11 +8,11 @@ import stat
 
 import pytest
 from dotenv import dotenv_values
-
+from recording import RecordingVolumes
+from rumistack import https
 from rumistack.compose import render_bundle
 from rumistack.config import load_config
 from rumistack.errors import ConfigError, StackError, UserError
-from rumistack import https
 from rumistack.https import Served
 from rumistack.layout import NGINX_GID, PEM_FILE, TLS_DIR
 from rumistack.mounted import MountedVolumes
@@ -25,35 +25,6 @@ from rumistack.users import UserFile
 from rumistack.volumes import File, user_file_name
 
 GOOD = "correct horse battery"
-
-
-class RecordingVolumes:
-    """Volumes that keep what is written, and a check that accepts everything."""
-
-    def __init__(self, existing=("nginx-config", "nginx-auth")):
-        self.existing = set(existing)
-        self.checked, self.written, self.writes, self.user_files = [], {}, [], {}
-
-    def exists(self, volume):
-        return volume in self.existing
-
-    def check(self, files, others):
-        self.checked.append((files, others))
-
-    def read(self, wanted):
-        return {volume: {path: self.written[volume][path].data for path in paths if path in self.written[volume]}
-                for volume, paths in wanted.items() if volume in self.written}
-
-    def nginx_version(self):
-        return None
-
-    def write(self, volumes):
-        self.writes.append(sorted(volumes))
-        for volume, files in volumes.items():
-            self.written.setdefault(volume, {}).update(files)
-
-    def publish_user_file(self, volume, file):
-        self.user_files[volume] = file
 
 
 def _publish(config, users, volumes):

@@ -4,7 +4,9 @@ what a running stack is made of, to compare two of them.
 
 Objects that compose and rumistack create for a bundle cannot carry the
 test label (the compose file is the product's); like test_cli_up's, they
-are known by their project's unique name, and Bundle.remove removes them."""
+are known by their project's unique name, and Bundle.remove removes them.
+That name carries the run's id (testenv.project_name), so what a crashed
+run left is removed by the next one (tests/leftovers.py)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ import ssl
 import subprocess
 import sys
 import tarfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import docker
 from clirun import free_port
 from docker.errors import NotFound
 from docker.models.containers import Container
+from testenv import project_name
 from web import TlsPort
 
 from rumistack.layout import AUTH_DIR, CONF_DIR, TLS_DIR
@@ -75,7 +77,7 @@ class Bundle:
         with the self-signed certificate `render` makes there."""
         root = tmp / "checkout"
         shutil.copytree(ROOT, root, ignore=_NOT_COPIED)
-        project, http_port, https_port = f"rumistack-compose-{uuid.uuid4().hex[:8]}", free_port(), free_port()
+        project, http_port, https_port = project_name("compose"), free_port(), free_port()
         env = outside_environment()
         env.update(image_env)
         env.update({

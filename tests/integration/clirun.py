@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import uuid
 from dataclasses import dataclass
 
 import docker
@@ -11,6 +10,7 @@ from click.testing import CliRunner, Result
 
 from rumistack.cli import cli
 from rumistack.spec import LABEL_PROJECT
+from testenv import project_name
 
 PASSWORD = "correct horse battery"
 
@@ -42,4 +42,5 @@ class Project:
 
 
 def new_project_name() -> str:
-    return f"rumistack-e2e-{uuid.uuid4().hex[:8]}"
+    """The project's name carries the run's id, so a later run can remove what a crash left (tests/leftovers.py)."""
+    return project_name("e2e")

@@ -31,7 +31,7 @@ from rumistack.progress import Progress
 from rumistack.spec import LABEL_PROJECT, container_name, network_name
 from rumistack.users import UserFile
 from rumistack.volumes import File, archive
-from testenv import TEST_LABELS
+from testenv import TEST_LABELS, project_name
 
 DOMAIN = "rumi.test"
 ALICE = {"Authorization": basic("alice", PASSWORD)}
@@ -70,6 +70,11 @@ class PointDnsAtNginx(Progress):
         self._point()
 
     def waiting(self, states: dict[str, str], elapsed: float) -> None:
+        self._point()
+
+    def repoint(self) -> None:
+        """Point the DNS at nginx now, whatever it was told since (a test may point it elsewhere)."""
+        self.pointed = None
         self._point()
 
     def _point(self) -> None:
@@ -122,9 +127,24 @@ class Acme:
             network.disconnect(container)
 
     def join_network(self) -> None:
-        network = self.client.networks.get(self.network)
-        network.connect(self.pebble, aliases=["pebble", "pebble-two"])
-        network.connect(self.dns, aliases=["challtestsrv"])
+        """Pebble and its DNS server on the stack's network, made anew if `down` removed it."""
+        try:
+            network = self.client.networks.get(self.network)
+        except NotFound:
+            network = _make_network(self.client, self.project)
+        network.reload()
+        attached = network.attrs.get("Containers") or {}
+        for container, aliases in ((self.pebble, ["pebble", "pebble-two"]), (self.dns, ["challtestsrv"])):
+            if container.id not in attached:
+                network.connect(container, aliases=aliases)
+
+    def remove_stack(self) -> None:
+        """`down` with the volumes: no certificate, no ACME account, as before the first `up`."""
+        self.leave_network()
+        try:
+            stack.down(load_config(), remove_volumes=True)
+        finally:
+            self.join_network()
 
 
 def tls_context_for(root: bytes):
@@ -138,14 +158,20 @@ def send_raw(port: TlsPort, target: str, headers: dict[str, str] | None = None):
                    server_name=port.server_name, timeout=20)
 
 
+def _make_network(client, project: str):
+    """The stack's network, made before `up` (which uses it) so that Pebble and its DNS can be on it."""
+    return client.networks.create(network_name(load_config("/nonexistent", environ={"RUMISTACK_PROJECT": project})),
+                                  labels={LABEL_PROJECT: project, **TEST_LABELS})
+
+
 @pytest.fixture(scope="module")
 def acme_stack(docker_client, test_images, image_env, tmp_path_factory) -> Iterator[Acme]:
     """A project with its network made here, Pebble and its DNS server on it, and a user; the
-    environment in acme mode against Pebble. Removed afterwards."""
+    environment in acme mode against Pebble. Removed afterwards. No stack runs yet: each test
+    starts from the state it needs (`issued`, `fresh`), so any test passes alone or in any order."""
     home = tmp_path_factory.mktemp("acme")
-    project = f"rumistack-acme-{home.name[-6:].lower().replace('_', '-')}"
-    network = docker_client.networks.create(network_name(load_config("/nonexistent", environ={
-        "RUMISTACK_PROJECT": project})), labels={LABEL_PROJECT: project, **TEST_LABELS})
+    project = project_name("acme")  # the containers `up` makes carry no test label, only the project's name
+    network = _make_network(docker_client, project)
 
     ca = make_ca("pebble test CA")
     pebble_tls = ca.issue(["pebble", "pebble-two", "127.0.0.1"])
@@ -201,6 +227,28 @@ def acme_stack(docker_client, test_images, image_env, tmp_path_factory) -> Itera
             volume.remove(force=True)
 
 
+@pytest.fixture
+def fresh(acme_stack) -> Acme:
+    """The project without a stack, its certificate or its ACME account, as before the first `up`."""
+    acme_stack.remove_stack()
+    return acme_stack
+
+
+@pytest.fixture
+def issued(acme_stack) -> Acme:
+    """The stack up in the module's environment (Pebble's first directory, the first ports), serving
+    a certificate Pebble issued, and the test DNS pointing at nginx. Whatever an earlier test left
+    (another directory, another port, the DNS pointed elsewhere, the stack down), `up` puts it back:
+    a certificate from another directory is replaced, a certificate still good is kept."""
+    acme_stack.join_network()
+    acme_stack.progress.pointed = None  # the DNS may point elsewhere: point it again at nginx's first step
+    acme_stack.up()
+    acme_stack.progress.repoint()
+    assert acme_stack.served().issuer.rfc4514_string().startswith("CN=Pebble Intermediate CA")
+    return acme_stack
+
+
+@pytest.mark.usefixtures("fresh")
 def test_the_certificate_is_issued_through_http01_passing_through_nginx_with_basic_auth_on(acme_stack):
     acme_stack.up()
 
@@ -215,6 +263,7 @@ def test_the_certificate_is_issued_through_http01_passing_through_nginx_with_bas
     assert "acme-challenge" not in acme_stack.container("rumitalk").logs().decode()
 
 
+@pytest.mark.usefixtures("issued")
 def test_status_shows_the_issuer_and_the_expiry(acme_stack):
     status = rumistack("status")
     assert status.exit_code == 0, status.output
@@ -285,6 +334,7 @@ def _load(acme_stack: Acme, token: str, stop: threading.Event, result: LoadResul
     return workers
 
 
+@pytest.mark.usefixtures("issued")
 def test_a_forced_renewal_is_picked_up_by_nginx_under_load_without_a_failed_request(acme_stack):
     before = acme_stack.served().serial_number
     nginx = acme_stack.container("nginx")
@@ -319,6 +369,7 @@ def test_a_forced_renewal_is_picked_up_by_nginx_under_load_without_a_failed_requ
     assert nginx.attrs["State"]["StartedAt"] == started  # reloaded, never restarted
 
 
+@pytest.mark.usefixtures("issued")
 def test_the_account_and_the_certificate_survive_down_and_up_without_asking_again(acme_stack):
     served = acme_stack.served()
     acme_stack.leave_network()  # `down` removes the network; and the next up must not need the ACME server
@@ -333,6 +384,7 @@ def test_the_account_and_the_certificate_survive_down_and_up_without_asking_agai
     assert code == 0 and b"nginx" in listing  # the account kept, and certbot in nginx's process namespace
 
 
+@pytest.mark.usefixtures("issued")
 def test_certbot_follows_a_replaced_nginx_and_still_reloads_it(acme_stack, monkeypatch):
     nginx, certbot = acme_stack.container("nginx"), acme_stack.container("certbot")
     monkeypatch.setenv("RUMISTACK_HTTP_PORT", str(free_port()))  # a new port: nginx is replaced
@@ -348,6 +400,7 @@ def test_certbot_follows_a_replaced_nginx_and_still_reloads_it(acme_stack, monke
         time.sleep(0.05)
 
 
+@pytest.mark.usefixtures("issued")
 def test_a_new_acme_server_gets_a_new_certificate(acme_stack, monkeypatch):
     before = acme_stack.served()
     monkeypatch.setenv("RUMISTACK_ACME_DIRECTORY", "https://pebble-two:14000/dir")
@@ -357,13 +410,15 @@ def test_a_new_acme_server_gets_a_new_certificate(acme_stack, monkeypatch):
     assert acme.server_of(renewal) == "https://pebble-two:14000/dir"
 
 
+@pytest.mark.usefixtures("issued")
 def test_a_domain_that_does_not_point_here_is_one_clear_error_and_nginx_keeps_serving(acme_stack, monkeypatch):
-    """The test DNS now answers with an address where nothing listens: validation fails."""
+    """The test DNS answers with an address where nothing listens, and a new ACME server makes `up`
+    ask for a certificate although the kept one is good: validation fails."""
     served = acme_stack.served()
     code, _ = acme_stack.dns.exec_run(["wget", "-q", "-O", "-", "--post-data", json.dumps({"ip": "127.0.0.1"}),
                                        "http://127.0.0.1:8055/set-default-ipv4"])
     assert code == 0
-    monkeypatch.setenv("RUMISTACK_ACME_DIRECTORY", "https://pebble:14000/dir")
+    monkeypatch.setenv("RUMISTACK_ACME_DIRECTORY", "https://pebble-two:14000/dir")
     result = rumistack("up")
     assert result.exit_code == 4
     assert result.output.count("error: ") == 1
