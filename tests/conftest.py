@@ -55,8 +55,9 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """Image per service: the official nginx image when it is here, else the local one; stand-ins for the rest
-    (and the benchmark's static upstream). For the HTTPS tests also certbot, pebble (the ACME test server),
-    and Debian's nginx 1.22 and 1.26 (nginx-bookworm, nginx-trixie) whatever "nginx" is."""
+    (and the benchmark's static upstream), and for RumiTalk's AI provider ("ai"). For the HTTPS tests also
+    certbot, pebble (the ACME test server), and Debian's nginx 1.22 and 1.26 (nginx-bookworm, nginx-trixie)
+    whatever "nginx" is."""
     try:
         pinned = images.ensure_images(docker_client)
     except Exception as exc:  # any failure to build means no images: never a silent skip in CI
@@ -72,7 +73,7 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
             "meilisearch": pinned[images.MEILI], "python": pinned[images.PYTHON],
             "static-upstream": pinned[images.STATIC_UPSTREAM], "certbot": pinned[images.CERTBOT],
             "pebble": pinned[images.PEBBLE], "nginx-bookworm": pinned[images.NGINX],
-            "nginx-trixie": pinned[images.NGINX_TRIXIE]}
+            "nginx-trixie": pinned[images.NGINX_TRIXIE], "ai": pinned[images.AI]}
 
 
 @pytest.fixture(scope="session")
