@@ -26,6 +26,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+        if "chromium" in getattr(item, "fixturenames", ()):  # the real browser (tests/integration/conftest.py)
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the item (item.rep_setup, rep_call, rep_teardown), for fixtures that keep
+    evidence of a failure (the browser tests' screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
 
 
 def _remove_labelled(client: docker.DockerClient, label: str) -> None:
@@ -85,11 +96,12 @@ def image_env(test_images) -> dict[str, str]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    counts = {}
-    for outcome in ("passed", "failed", "skipped", "error"):
-        counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, []) if "integration" in getattr(r, "keywords", {}))
-    ran = counts["passed"] + counts["failed"] + counts["error"]
-    terminalreporter.write_line(
-        f"integration tests run: {ran} ({counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['error']} errors, {counts['skipped']} skipped)"
-    )
+    for kind in ("integration", "browser"):
+        counts = {}
+        for outcome in ("passed", "failed", "skipped", "error"):
+            counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, []) if kind in getattr(r, "keywords", {}))
+        ran = counts["passed"] + counts["failed"] + counts["error"]
+        terminalreporter.write_line(
+            f"{kind} tests run: {ran} ({counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['error']} errors, {counts['skipped']} skipped)"
+        )

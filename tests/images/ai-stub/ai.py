@@ -64,9 +64,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _record(self, model: str | None) -> None:
         record = {"method": self.command, "path": self.path, "key": self._key(), "model": model, "at": time.time()}
-        with _lock:
+        with _lock:  # and one whole line at a time on stdout
             _records.append(record)
-        print(json.dumps(record), flush=True)
+            sys.stdout.write(json.dumps(record) + "\n")
+            sys.stdout.flush()
 
     def _route(self, body: bytes) -> None:
         path = self.path.split("?", 1)[0]

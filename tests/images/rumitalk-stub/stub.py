@@ -36,7 +36,9 @@ is not valid YAML or not a mapping makes it exit at start).
   `GET /api/agents/chat/stream/<streamId>` streams it as server-sent
   events, each provider token relayed as it arrives
   (`data: {"text", "sent", "provider_sent"}`), then
-  `data: {"final": true, ...}`; a failure is `event: error`.
+  `data: {"final": true, ...}`; a failure is `event: error`. Each event
+  has its number as its `id`: a stream opened again with `Last-Event-ID`
+  (RumiTalk's client resumes with `?resume=true`) goes on after it.
   `POST /api/agents/chat/abort` (`{"streamId"}`) stops one. The provider:
   for openAI, OPENAI_API_KEY at OPENAI_REVERSE_PROXY (default OpenAI's
   own URL); for a custom endpoint its `baseURL` and `apiKey` (`${VAR}`
@@ -97,6 +99,7 @@ DEV_JWT_REFRESH_SECRET = "rumitalk-stub-dev-jwt-refresh-secret"
 
 _revoked: set[str] = set()  # token ids (jti) and sessions (sid) logged out in this process
 _lock = threading.Lock()
+_print_lock = threading.Lock()
 _database_seen = False
 WEBSOCKET_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -274,8 +277,9 @@ class Generation:
         self.cond = threading.Condition()
 
     def add(self, data: dict, event: str | None = None) -> None:
-        chunk = (f"event: {event}\n" if event else "") + f"data: {json.dumps(data)}\n\n"
-        with self.cond:
+        with self.cond:  # each event has its number as its id, for a stream resumed with Last-Event-ID
+            head = f"id: {len(self.events)}\n" + (f"event: {event}\n" if event else "")
+            chunk = f"{head}data: {json.dumps(data)}\n\n"
             self.events.append(chunk.encode())
             self.cond.notify_all()
 
@@ -392,7 +396,9 @@ class Handler(BaseHTTPRequestHandler):
     def _record(self) -> str:
         seen = {"method": self.command, "path": self.path, "headers": [[k, v] for k, v in self.headers.items()]}
         line = json.dumps(seen)
-        print(line, flush=True)
+        with _print_lock:  # one whole line at a time, whatever other requests print
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
         LOG.write(seen)
         return base64.b64encode(line.encode()).decode()
 
@@ -479,7 +485,8 @@ class Handler(BaseHTTPRequestHandler):
                 generation = _generations.get(rest.removeprefix("stream/"))
             if generation is None or generation.user != claims["id"]:
                 return self._json(404, {"message": "Stream not found"}, record)
-            return self._relay(generation, record)
+            last = self.headers.get("Last-Event-ID", "")
+            return self._relay(generation, int(last) + 1 if last.isdigit() else 0, record)
         if self.command != "POST":
             return self._json(404, {"message": "Not Found"}, record)
         form = self._form(body)
@@ -506,8 +513,8 @@ class Handler(BaseHTTPRequestHandler):
         return self._json(200, {"streamId": generation.id, "conversationId": generation.id, "endpoint": name,
                                 "model": model}, record)
 
-    def _relay(self, generation: Generation, record: str) -> None:
-        """The reply's events as server-sent events, each written the moment it exists."""
+    def _relay(self, generation: Generation, sent: int, record: str) -> None:
+        """The reply's events from number `sent` on as server-sent events, each written the moment it exists."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache, no-transform")
@@ -516,7 +523,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.flush()
-        sent = 0
         try:
             for _ in range(3600):  # at most an hour of silence in one-second waits
                 with generation.cond:

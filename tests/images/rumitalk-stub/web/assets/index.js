@@ -96,9 +96,11 @@
   }
 
   // server-sent events over XMLHttpRequest, as sse.js reads them: each
-  // progress event hands over what arrived, complete events are dispatched
-  function stream(id, onEvent) {
-    return new Promise((resolve, reject) => {
+  // progress event hands over what arrived, complete events are dispatched.
+  // Resolves with the HTTP status, or 0 when the connection failed; `last`
+  // is the id of the last event seen, to resume after it
+  function stream(id, onEvent, last) {
+    return new Promise((resolve) => {
       const xhr = new XMLHttpRequest();
       let seen = 0;
       let buffer = '';
@@ -111,25 +113,43 @@
           const block = buffer.slice(0, end);
           buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, '');
           let name = 'message';
+          let eventId = null;
           const data = [];
           for (const line of block.split(/\r?\n/)) {
             if (line.startsWith('event:')) name = line.slice(6).trim();
+            else if (line.startsWith('id:')) eventId = line.slice(3).trim();
             else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
           }
+          if (eventId !== null) state.lastEventId = eventId;
           if (data.length) onEvent(name, JSON.parse(data.join('\n')));
         }
       };
-      xhr.open('GET', '/api/agents/chat/stream/' + encodeURIComponent(id));
+      const path = '/api/agents/chat/stream/' + encodeURIComponent(id) + (last != null ? '?resume=true' : '');
+      const entry = { method: 'GET', path, bearer: true, status: null };
+      state.log.push(entry);
+      xhr.open('GET', path);
       xhr.setRequestHeader('Authorization', 'Bearer ' + state.token);
       xhr.setRequestHeader('Accept', 'text/event-stream');
+      if (last != null) xhr.setRequestHeader('Last-Event-ID', last);
+      xhr.addEventListener('readystatechange', () => { if (xhr.readyState >= 2) entry.status = xhr.status; });
       xhr.addEventListener('progress', take);
       xhr.addEventListener('load', () => { take(); resolve(xhr.status); });
-      xhr.addEventListener('error', () => reject(new Error('the stream failed')));
-      const entry = { method: 'GET', path: '/api/agents/chat/stream/' + id, bearer: true, status: null };
-      state.log.push(entry);
-      xhr.addEventListener('readystatechange', () => { if (xhr.readyState >= 2) entry.status = xhr.status; });
+      xhr.addEventListener('error', () => { entry.status = 0; resolve(0); });
       xhr.send();
     });
+  }
+
+  // a reply's stream: once more after a 401 (with a refreshed token), and
+  // resumed after the last event seen when the connection breaks, as
+  // RumiTalk's client resumes (?resume=true)
+  async function follow(id, onEvent) {
+    state.lastEventId = null;
+    let code = await stream(id, onEvent, null);
+    if (code === 401 && await refresh()) code = await stream(id, onEvent, null);
+    for (let tries = 0; code === 0 && tries < 3; tries++) {
+      code = await stream(id, onEvent, state.lastEventId === null ? '-1' : state.lastEventId);
+    }
+    return code;
   }
 
   async function send(text) {
@@ -169,8 +189,7 @@
         reply.appendChild(span);
       }
     };
-    let code = await stream(streamId, onEvent);
-    if (code === 401 && await refresh()) code = await stream(streamId, onEvent);
+    const code = await follow(streamId, onEvent);
     if (code !== 200) {
       reply.className = 'message error';
       reply.textContent = 'Error ' + code + ' while streaming';
