@@ -15,8 +15,8 @@ Chromium drops every connection it has open (net::ERR_NETWORK_CHANGED) whenever 
 interface of its network namespace changes, which on a machine running Docker happens each time a
 container starts or a network is made. So it runs in a network namespace of its own (unshare),
 which has only its loopback: there, netns_forward.py passes connections to the test process over a
-unix socket, and Chromium uses that as its HTTP proxy (CONNECT, for HTTPS: TLS still runs between
-the browser and nginx). The proxy connects only to 127.0.0.1 of this machine."""
+unix socket, and Chromium uses that as its HTTP proxy (CONNECT for HTTPS, so TLS still runs between
+the browser and nginx; plain HTTP requests are passed on one a connection). The proxy connects only to 127.0.0.1 of this machine."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from urllib.parse import urlsplit
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -62,8 +63,8 @@ def _pipe(source: socket.socket, target: socket.socket) -> None:
 
 
 def _tunnel(client: socket.socket) -> None:
-    """One CONNECT request from the browser: a tunnel to 127.0.0.1:<port> (for 127.0.0.1 or localhost),
-    or 403 for any other target."""
+    """One connection from the browser: a CONNECT tunnel (HTTPS), or one plain HTTP request, to
+    127.0.0.1:<port> (for 127.0.0.1 or localhost); 403 for any other target."""
     head = b""
     while b"\r\n\r\n" not in head and len(head) < 65536:
         data = client.recv(4096)
@@ -72,9 +73,17 @@ def _tunnel(client: socket.socket) -> None:
             return
         head += data
     request, _, rest = head.partition(b"\r\n\r\n")
-    method, target, _ = (request.split(b"\r\n", 1)[0].decode(errors="replace").split(" ") + ["", ""])[:3]
-    host, _, port = target.rpartition(":")
-    if method != "CONNECT" or host not in ("127.0.0.1", "localhost") or not port.isdigit():
+    line, _, fields = request.partition(b"\r\n")
+    method, target, version = (line.decode(errors="replace").split(" ") + ["", ""])[:3]
+    if method == "CONNECT":
+        host, _, port = target.rpartition(":")
+    else:  # plain http: GET http://host:port/path, passed on in origin form, one request a connection
+        url = urlsplit(target)
+        host, port, path = url.hostname or "", str(url.port or 80), (url.path or "/") + (f"?{url.query}" if url.query else "")
+        kept = [f for f in fields.split(b"\r\n") if f and f.split(b":")[0].strip().lower()
+                not in (b"connection", b"proxy-connection", b"keep-alive")]
+        rest = b"\r\n".join([f"{method} {path} {version}".encode(), *kept, b"Connection: close", b"", rest])
+    if host not in ("127.0.0.1", "localhost") or not port.isdigit():
         client.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         client.close()
         return
@@ -85,7 +94,8 @@ def _tunnel(client: socket.socket) -> None:
         client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
         client.close()
         return
-    client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+    if method == "CONNECT":
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
     if rest:
         upstream.sendall(rest)
     threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()

@@ -99,6 +99,7 @@ def test_the_whole_flow_load_login_streamed_reply_refresh_logout(site, new_page)
         ("GET", "/api/config", False), ("POST", "/api/auth/refresh", False)]
     assert [e["status"] for e in before_login] == [200, 200]
     _log_in(page)
+    assert page.is_visible("#chat") and not page.is_visible("#login-form")
     assert page.text_content("#user") == EMAIL and page.text_content("#endpoint") == "openAI"
     assert _chat(page, "hello from a browser") == "Stand-in reply to: hello from a browser"
 
