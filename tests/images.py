@@ -10,6 +10,8 @@
   (tests/images/python), the base of the compose bundle's tools image. It
   gets this machine's CA certificates, so pip in builds FROM it reaches PyPI
   wherever the host's pip does (here, through a TLS-inspecting proxy).
+- rumistack-test/ai-stub:local: a stand-in AI provider, OpenAI-compatible, that
+  records the key and model it was asked with (tests/images/ai-stub).
 - rumistack-test/static-upstream:local: a static asset in RumiTalk's place, for
   the benchmark (tests/images/static-upstream).
 - rumistack-test/certbot:local: certbot from Debian, for RUMISTACK_CERTBOT_IMAGE (tests/images/certbot).
@@ -48,9 +50,10 @@ STATIC_UPSTREAM = "rumistack-test/static-upstream:local"
 CERTBOT = "rumistack-test/certbot:local"
 PEBBLE = "rumistack-test/pebble:local"
 NGINX_TRIXIE = "rumistack-test/nginx-trixie:local"
+AI = "rumistack-test/ai-stub:local"
 _CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", MONGO: HERE / "mongo-stub", MEILI: HERE / "meili-stub",
              PYTHON: HERE / "python", STATIC_UPSTREAM: HERE / "static-upstream", CERTBOT: HERE / "certbot",
-             PEBBLE: HERE / "pebble", NGINX_TRIXIE: HERE / "nginx-trixie"}
+             PEBBLE: HERE / "pebble", NGINX_TRIXIE: HERE / "nginx-trixie", AI: HERE / "ai-stub"}
 # files of this machine that join an image's build context: {image: {name in the context: path}}
 _HOST_FILES = {PYTHON: {"host-ca-certificates.crt": Path("/etc/ssl/certs/ca-certificates.crt")}}
 

@@ -15,17 +15,20 @@ throttles the next one's right credential."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import ssl
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import docker
 import pytest
+import browser as browsing
 from bundle import Bundle, docs_blocks
 from engine import engine_volumes
 from clirun import PASSWORD as CLI_PASSWORD
@@ -105,6 +108,7 @@ class ContainerProxy(_Urls):
     stub: DockerContainer  # its port 3080 is published too, to compare with RumiTalk's own answers
     http_port: int | None = None  # with HTTPS: plain HTTP, which only redirects (and answers ACME challenges)
     ca_file: Path | None = None
+    ai: DockerContainer | None = None  # the stand-in AI provider, when the stand-in has one
     user: str = USER
     password: str = PASSWORD
     realm: str = REALM
@@ -128,6 +132,14 @@ class ContainerProxy(_Urls):
 
     def logs(self) -> str:
         return self.nginx.get_wrapped_container().logs().decode(errors="replace")
+
+    def stub_requests(self) -> list[dict]:
+        """Every request that reached the RumiTalk stand-in, from its log (one JSON line each on stdout)."""
+        return _json_lines(self.stub)
+
+    def ai_requests(self) -> list[dict]:
+        """Every request the stand-in AI provider got: method, path, the Bearer key, the model."""
+        return _json_lines(self.ai) if self.ai else []
 
     def _push(self) -> None:
         self.volumes.publish_user_file(AUTH_VOLUME, users_file(self.users))
@@ -165,6 +177,11 @@ class ComposeProxy(_Urls):
 
     def nginx_started_at(self) -> str:
         return self.nginx().attrs["State"]["StartedAt"]
+
+
+def _json_lines(container: DockerContainer) -> list[dict]:
+    out = container.get_wrapped_container().logs(stdout=True, stderr=False).decode(errors="replace")
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
 def _fresh(proxy: Proxy) -> Proxy:
@@ -213,11 +230,18 @@ class Https:
     webroot: dict[str, File] = field(default_factory=dict)
 
 
+AI_KEY = "sk-test-stand-in-provider-key"  # the key the stand-in RumiTalk gets for the stand-in provider
+
+
 @contextmanager
 def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str],
-                  user_file: File | None = None, https: Https | None = None) -> Iterator[ContainerProxy]:
+                  user_file: File | None = None, https: Https | None = None,
+                  stub_env: dict[str, str] | None = None, ai: bool = False) -> Iterator[ContainerProxy]:
     """nginx running `files` as its config directory, in front of the stand-in; the auth volume
-    holds one user, or `user_file` if given; with `https`, its certificate and webroot in their volumes."""
+    holds one user, or `user_file` if given; with `https`, its certificate and webroot in their volumes.
+    `stub_env` goes into the stand-in's environment. With `ai`, the stand-in AI provider runs on the
+    same network (as `ai`) and the stand-in's openAI endpoint points at it with AI_KEY (unless
+    `stub_env` says otherwise); the provider then refuses any other key."""
     users = UserFile(tmp_path / "htpasswd")
     users.add(USER, PASSWORD)
     mounts = {CONFIG_VOLUME: CONF_DIR, AUTH_VOLUME: AUTH_DIR} | ({TLS_VOLUME: TLS_DIR, WEBROOT_VOLUME: WEBROOT} if https else {})
@@ -228,7 +252,19 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
         contents[WEBROOT_VOLUME] = https.webroot
     volumes.write(contents)
     volumes.publish_user_file(AUTH_VOLUME, user_file or users_file(users))
-    with Network(docker_network_kw={"labels": TEST_LABELS}) as network:
+    env = dict(stub_env or {})
+    with Network(docker_network_kw={"labels": TEST_LABELS}) as network, ExitStack() as started:
+        provider = None
+        if ai:
+            key = env.setdefault("OPENAI_API_KEY", AI_KEY)
+            env.setdefault("OPENAI_REVERSE_PROXY", "http://ai:8000/v1")
+            provider = started.enter_context(
+                DockerContainer(test_images["ai"])
+                .with_network(network).with_network_aliases("ai")
+                .with_env("AI_STUB_KEY", key)
+                .with_kwargs(labels=TEST_LABELS)
+                .waiting_for(HttpWaitStrategy(8000, "/health").for_status_code(200))
+                .with_exposed_ports(8000))
         stub = (
             DockerContainer(test_images["rumitalk"])
             .with_network(network).with_network_aliases("rumitalk")
@@ -236,6 +272,8 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
             .waiting_for(HttpWaitStrategy(3080, "/health").for_status_code(200))
             .with_exposed_ports(3080)
         )
+        for name, value in env.items():
+            stub = stub.with_env(name, value)
         with stub:
             nginx = (
                 DockerContainer(test_images["nginx"])
@@ -252,7 +290,7 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                 nginx = nginx.with_volume_mapping(volumes.docker_name(name), target, "ro")
             with nginx:
                 port = int(nginx.get_exposed_port(80))
-                proxy = ContainerProxy(port, users, volumes, nginx, stub)
+                proxy = ContainerProxy(port, users, volumes, nginx, stub, ai=provider)
                 if https:
                     proxy.ca_file = tmp_path / "ca.pem"
                     proxy.ca_file.write_bytes(https.certificate.chain_pem())
@@ -333,3 +371,74 @@ def running_project(project) -> Project:
     result = rumistack("up")
     assert result.exit_code == 0, result.output
     return project
+
+
+@pytest.fixture(scope="session")
+def browser_certificate() -> Certificate:
+    """The self-signed certificate (rumi.test, 127.0.0.1) of the proxies the browser tests visit."""
+    return self_signed(["rumi.test", "127.0.0.1"], now())
+
+
+@pytest.fixture(scope="session")
+def playwright_driver(docker_client):
+    """playwright, once Debian's Chromium and certutil are here; a failure in CI, else a skip."""
+    missing = [what for what, there in (("/usr/bin/chromium (apt-get install chromium)", Path(browsing.CHROMIUM).exists()),
+                                        ("certutil (apt-get install libnss3-tools)", shutil.which("certutil")))
+               if not there]
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing.append("playwright (the test extras: pip install -e '.[test]')")
+    if missing:
+        message = f"no browser for the browser tests: missing {', '.join(missing)}; run scripts/test, which installs them"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="session")
+def chromium(playwright_driver, browser_certificate, tmp_path_factory):
+    """Chromium that trusts browser_certificate (an NSS database in its HOME: see browser.py)."""
+    home = tmp_path_factory.mktemp("browser-home")
+    pem = home / "rumistack-test.pem"
+    pem.write_bytes(browser_certificate.chain_pem())
+    launched = browsing.launch(playwright_driver, browsing.trusting_home(home, pem))
+    yield launched
+    launched.close()
+
+
+@pytest.fixture
+def new_page(chromium, request):
+    """new_page(credentials=(user, password) or None) -> a page in a browser context of its own, whose
+    Basic prompt is answered with the credentials as a person would type them. If the test fails, each
+    page's screenshot and console log (with page errors and the app's own log of its API calls) go to
+    test-artifacts/<test name>/."""
+    opened = []
+
+    def open_page(credentials: tuple[str, str] | None = None):
+        context = chromium.new_context(
+            http_credentials={"username": credentials[0], "password": credentials[1]} if credentials else None)
+        page = context.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(f"{message.type}: {message.text}"))
+        page.on("pageerror", lambda error: console.append(f"pageerror: {error}"))
+        page.on("requestfailed", lambda r: console.append(f"requestfailed: {r.method} {r.url} {r.failure}"))
+        opened.append((context, page, console))
+        return page
+
+    yield open_page
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        directory = browsing.artifact_dir(Path(request.config.rootpath), request.node.nodeid)
+        directory.mkdir(parents=True, exist_ok=True)
+        for n, (_, page, console) in enumerate(opened):
+            try:
+                page.screenshot(path=str(directory / f"page-{n}.png"), full_page=True)
+                app_log = page.evaluate("() => JSON.stringify((window.rumitalk || {}).log || [])")
+            except Exception as exc:  # a page that is gone still leaves its console log
+                app_log = f"(unavailable: {exc})"
+            (directory / f"console-{n}.log").write_text("\n".join([*console, f"app api log: {app_log}", ""]))
+    for context, _, _ in opened:
+        context.close()
