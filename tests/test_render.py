@@ -241,3 +241,23 @@ def test_a_new_certificate_is_a_new_config_id_so_its_reload_can_be_confirmed():
     assert " certificate 1111aaaa" in comments(read(config, first).file(TLS_SNIPPET))
     off = _config(RUMISTACK_TLS="off")
     assert config_id(off, first) == config_id(off, second)  # no HTTPS, no certificate in the config
+
+
+def test_behind_trusted_proxies_the_client_address_comes_from_their_x_forwarded_for_only():
+    conf = _conf(RUMISTACK_TRUSTED_PROXIES="172.16.0.0/12, 10.1.2.3")
+    included = f"{CONF_DIR}/snippets/trusted-proxies.conf"
+    assert included in [args[0] for args in directives(conf.http, "include")]
+    snippet = conf.file(included)
+    assert directives(snippet, "set_real_ip_from") == [["172.16.0.0/12"], ["10.1.2.3/32"]]
+    assert directive(snippet, "real_ip_header") == ["X-Forwarded-For"]
+    assert directive(snippet, "real_ip_recursive") == ["on"]
+    # the verifier keeps its own: the address the main server passes it, over its unix socket
+    verifier = block(conf.file("snippets/auth-verifier.conf"), "server")
+    assert directives(verifier, "set_real_ip_from") == [["unix:"]]
+    assert directive(verifier, "real_ip_header") == ["X-Rumistack-Client"]
+
+
+def test_without_trusted_proxies_no_header_sets_the_client_address():
+    conf = _conf()
+    assert "snippets/trusted-proxies.conf" not in conf.files
+    assert everywhere(conf.expand(conf.http), "real_ip_header") == [["X-Rumistack-Client"]]

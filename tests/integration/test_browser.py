@@ -17,6 +17,7 @@ import uuid
 import pytest
 from browser import launch
 from conftest import REALM, Https, _fresh, running_proxy
+from engine import engine_volumes
 
 try:
     from playwright.sync_api import Error as PlaywrightError
@@ -25,7 +26,6 @@ except ImportError:  # the chromium fixture then fails (in CI) or skips each tes
 
 from rumistack.config import load_config
 from rumistack.render import TlsFacts, render
-from rumistack.volumes import nginx_version
 
 EMAIL, APP_PASSWORD = "user@rumi.test", "stub-password"  # the stand-in's account
 PROVIDER_KEY = f"sk-test-browser-{uuid.uuid4().hex[:12]}"
@@ -37,7 +37,7 @@ def site(request, docker_client, test_images, tmp_path_factory, browser_certific
     """rumistack's rendered config (self-signed HTTPS, the default) in front of the stand-in with an
     openAI endpoint at the stand-in provider, in default or strict API mode."""
     config = load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM, **MODES[request.param]})
-    files = render(config, TlsFacts(nginx_version=nginx_version(docker_client, test_images["nginx"], "test")))
+    files = render(config, TlsFacts(nginx_version=engine_volumes(docker_client, test_images["nginx"]).nginx_version()))
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files,
                        https=Https(browser_certificate), stub_env={"OPENAI_API_KEY": PROVIDER_KEY},
                        ai=True) as proxy:
