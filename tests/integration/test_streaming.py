@@ -6,31 +6,14 @@ from __future__ import annotations
 
 import base64
 import gzip
-import http.client
 import json
 import os
-import time
 
 import pytest
 from conftest import running_proxy
-from web import basic, connect, login, send
-
 from rumistack.config import load_config
 from rumistack.render import render
-
-
-def _events(port: int, target: str, token: str) -> list[tuple[dict, float]]:
-    """Read a server-sent-event stream; return each event with the time it arrived."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    connection.request("GET", target, headers={"Authorization": f"Bearer {token}"})
-    response = connection.getresponse()
-    assert response.status == 200
-    events = []
-    while line := response.readline():
-        if line.startswith(b"data: "):
-            events.append((json.loads(line[6:]), time.time()))
-    connection.close()
-    return events
+from web import basic, connect, events, login, send
 
 
 @pytest.mark.parametrize("accel", ["", "&accel=no"], ids=["no X-Accel-Buffering", "X-Accel-Buffering: no"])
@@ -40,9 +23,9 @@ def test_each_streamed_event_arrives_before_the_next_is_sent(containers_proxy, a
     target = f"/api/stream?events=4&gap=0.6{accel}"
     direct = int(proxy.stub.get_exposed_port(3080))
     for port in (proxy.port, direct):  # through the proxy, and straight from RumiTalk for comparison
-        events = _events(port, target, token)
-        assert [e["n"] for e, _ in events] == [0, 1, 2, 3]
-        for (event, arrived), (following, _) in zip(events, events[1:]):
+        received = events(port, target, token)
+        assert [e["n"] for e, _ in received] == [0, 1, 2, 3]
+        for (event, arrived), (following, _) in zip(received, received[1:]):
             assert arrived < following["sent"], (port, event)
 
 
@@ -50,8 +33,8 @@ def test_a_silent_stream_lives_as_long_as_the_stream_timeout(docker_client, test
     files = render(load_config("/nonexistent", environ={"RUMISTACK_STREAM_TIMEOUT": "2", "RUMISTACK_TLS": "off"}))
     with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
         token = login(proxy.port)
-        assert len(_events(proxy.port, "/api/stream?events=2&gap=1", token)) == 2
-        assert len(_events(proxy.port, "/api/stream?events=2&gap=4", token)) == 1  # cut after 2 s of silence
+        assert len(events(proxy.port, "/api/stream?events=2&gap=1", token)) == 2
+        assert len(events(proxy.port, "/api/stream?events=2&gap=4", token)) == 1  # cut after 2 s of silence
 
 
 def test_the_default_stream_timeout_outlasts_ten_silent_minutes():

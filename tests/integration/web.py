@@ -4,9 +4,11 @@ what reached it decoded."""
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 from email.message import Message
 
@@ -72,3 +74,31 @@ def login(port: int, email: str = "user@rumi.test", password: str = "stub-passwo
                   json.dumps({"email": email, "password": password}).encode())
     assert answer.status == 200, answer.body
     return json.loads(answer.body)["token"]
+
+
+def events(port: int, target: str, token: str) -> list[tuple[dict, float]]:
+    """Read a server-sent-event stream (over HTTPS from a TlsPort); return each event's data with the time
+    it arrived."""
+    if isinstance(port, TlsPort):
+        connection = http.client.HTTPSConnection("127.0.0.1", int(port), timeout=60, context=port.context)
+    else:
+        connection = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
+    connection.request("GET", target, headers={"Authorization": f"Bearer {token}"})
+    response = connection.getresponse()
+    assert response.status == 200, (response.status, response.read()[:300])
+    found = []
+    while line := response.readline():
+        if line.startswith(b"data: "):
+            found.append((json.loads(line[6:]), time.time()))
+    connection.close()
+    return found
+
+
+def chat(port: int, token: str, text: str, endpoint: str = "openAI") -> list[tuple[dict, float]]:
+    """Send a chat message as RumiTalk's client does (start a generation, then read its stream); return the
+    stream's events with their arrival times."""
+    started = send(port, f"/api/agents/chat/{endpoint}?resumable=true", "POST",
+                   {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+                   json.dumps({"text": text}).encode())
+    assert started.status == 200, (started.status, started.body[:300])
+    return events(port, f"/api/agents/chat/stream/{json.loads(started.body)['streamId']}", token)
