@@ -15,6 +15,7 @@ the self-hoster's call, never rumistack's.
 from __future__ import annotations
 
 import fcntl
+import re
 import os
 import secrets
 from collections.abc import Callable
@@ -44,6 +45,12 @@ _CONSEQUENCE = {
 }
 
 
+def _quoted(value: str) -> str:
+    """A value as dotenv reads it back unchanged: plain when it is a token (as generated ones are), else in
+    single quotes, which dotenv takes as they are."""
+    return value if re.fullmatch(r"[A-Za-z0-9_.-]+", value) else f"'{value}'"
+
+
 def load_secrets(state_dir: Path, offered: dict[str, str] | None = None) -> dict[str, str]:
     """The secrets: those recorded, then the `offered` ones (from RumiTalk's settings file), then new ones
     for any still missing, each recorded once. UserError if an offered one differs from the recorded one."""
@@ -68,8 +75,7 @@ def load_secrets(state_dir: Path, offered: dict[str, str] | None = None) -> dict
                 raise UserError(f"{name} in RumiTalk's settings file has a quote or a line break, which cannot be "
                                 "kept safely: choose another value")
         if missing:
-            # single quotes: dotenv takes the value as it is, whatever it holds
-            os.write(fd, "".join(f"{name}='{value}'\n" for name, value in missing.items()).encode())
+            os.write(fd, "".join(f"{name}={_quoted(value)}\n" for name, value in missing.items()).encode())
             os.fsync(fd)
         return {**existing, **missing}
     finally:

@@ -209,3 +209,9 @@ def test_the_public_url_is_rumitalks_domain(here):
 def test_trusted_proxies_must_be_addresses_or_networks(value):
     with pytest.raises(ConfigError, match="RUMISTACK_TRUSTED_PROXIES"):
         _config(RUMISTACK_TRUSTED_PROXIES=value)
+
+
+def test_an_adopted_secret_of_any_printable_characters_reads_back_unchanged(tmp_path):
+    odd = "a b#c$d${E}\"f"
+    assert load_secrets(tmp_path, {"JWT_SECRET": odd})["JWT_SECRET"] == odd
+    assert load_secrets(tmp_path)["JWT_SECRET"] == odd

@@ -70,6 +70,7 @@ class Bundle:
     project: str
     http_port: int
     https_port: int
+    ai: Container | None = None  # the stand-in AI provider on the bundle's network, when a test starts one
 
     @classmethod
     def create(cls, tmp: Path, image_env: dict[str, str], realm: str = "RumiTalk") -> Bundle:

@@ -29,6 +29,7 @@ from typing import Protocol
 import docker
 import pytest
 import browser as browsing
+import provider
 from bundle import Bundle, docs_blocks
 from engine import engine_volumes
 from clirun import PASSWORD as CLI_PASSWORD
@@ -44,7 +45,15 @@ from rumistack.layout import AUTH_DIR, CONF_DIR, MAIN_FILE, PEM_FILE, TLS_DIR, W
 from rumistack.probe import ProbeError
 from rumistack.publish import users_file
 from rumistack.render import TlsFacts, render
-from rumistack.spec import AUTH_TMPFS_MOUNT, AUTH_VOLUME, COMPOSE_PROJECT, CONFIG_VOLUME, TLS_VOLUME, WEBROOT_VOLUME
+from rumistack.spec import (
+    AUTH_TMPFS_MOUNT,
+    AUTH_VOLUME,
+    COMPOSE_PROJECT,
+    CONFIG_VOLUME,
+    TLS_VOLUME,
+    WEBROOT_VOLUME,
+    network_labels,
+)
 from rumistack.tls import Certificate, now, self_signed
 from rumistack.users import UserFile
 from rumistack.volumes import EngineVolumes, File
@@ -109,6 +118,7 @@ class ContainerProxy(_Urls):
     http_port: int | None = None  # with HTTPS: plain HTTP, which only redirects (and answers ACME challenges)
     ca_file: Path | None = None
     ai: DockerContainer | None = None  # the stand-in AI provider, when the stand-in has one
+    provider_key: str | None = None  # the key the stand-in's openAI endpoint sends it
     user: str = USER
     password: str = PASSWORD
     realm: str = REALM
@@ -171,16 +181,35 @@ class ComposeProxy(_Urls):
         self.bundle.compose("run", "--rm", "rumistack", "deluser", name)
 
     def nginx(self) -> Container:
-        labels = [f"{COMPOSE_PROJECT}={self.bundle.project}", "com.docker.compose.service=nginx"]
+        return self._service("nginx")
+
+    def _service(self, name: str) -> Container:
+        labels = [f"{COMPOSE_PROJECT}={self.bundle.project}", f"com.docker.compose.service={name}"]
         (container,) = self.client.containers.list(filters={"label": labels})
         return container
+
+    @property
+    def provider_key(self) -> str:
+        return BUNDLE_AI_KEY
+
+    def stub_requests(self) -> list[dict]:
+        """Every request that reached the bundle's RumiTalk stand-in, from its log, less the health checks
+        its container runs itself (on its own loopback)."""
+        return [r for r in _json_lines(self._service("rumitalk"))
+                if not (r["path"] == "/health" and ["Host", "127.0.0.1:3080"] in r["headers"])]
+
+    def ai_requests(self) -> list[dict]:
+        """Every request the stand-in AI provider beside the bundle got."""
+        return provider.requests(self.bundle.ai)
 
     def nginx_started_at(self) -> str:
         return self.nginx().attrs["State"]["StartedAt"]
 
 
-def _json_lines(container: DockerContainer) -> list[dict]:
-    out = container.get_wrapped_container().logs(stdout=True, stderr=False).decode(errors="replace")
+def _json_lines(container: DockerContainer | Container) -> list[dict]:
+    if isinstance(container, DockerContainer):
+        container = container.get_wrapped_container()
+    out = container.logs(stdout=True, stderr=False).decode(errors="replace")
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
@@ -210,15 +239,22 @@ def compose_plugin(docker_client) -> None:
 
 
 @pytest.fixture(scope="session")
-def compose_bundle(docker_client, image_env, compose_plugin, tmp_path_factory) -> Bundle:
+def compose_bundle(docker_client, test_images, image_env, compose_plugin, tmp_path_factory) -> Bundle:
     """The bundle up by docs/compose.md's commands for hosts without Python, as written."""
     (block,) = [b for b in docs_blocks() if "cp .env.example .env" in b]
     bundle = Bundle.create(tmp_path_factory.mktemp("compose"), image_env, realm=REALM)
+    # RumiTalk's settings point its openAI endpoint at the stand-in provider, on the bundle's network
+    (bundle.root / "rumitalk.env").write_text(provider.settings(BUNDLE_AI_KEY))
+    network = f"{bundle.project}_default"
+    docker_client.networks.create(network, driver="bridge", labels={**network_labels(bundle.project), **TEST_LABELS})
     try:
+        bundle.ai = provider.start(docker_client, test_images["ai"], network, BUNDLE_AI_KEY)
         for command in block:
             bundle.sh(command, input=f"{PASSWORD}\n{PASSWORD}\n" if " adduser " in command else None)
         yield bundle
     finally:
+        if bundle.ai is not None:
+            bundle.ai.remove(force=True)  # before compose removes the network
         bundle.remove(docker_client)
 
 
@@ -231,6 +267,7 @@ class Https:
 
 
 AI_KEY = "sk-test-stand-in-provider-key"  # the key the stand-in RumiTalk gets for the stand-in provider
+BUNDLE_AI_KEY = "sk-test-bundle-provider-key"  # the compose bundle's, in its rumitalk.env
 
 
 @contextmanager
@@ -254,11 +291,11 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
     volumes.publish_user_file(AUTH_VOLUME, user_file or users_file(users))
     env = dict(stub_env or {})
     with Network(docker_network_kw={"labels": TEST_LABELS}) as network, ExitStack() as started:
-        provider = None
+        ai_container = None
         if ai:
             key = env.setdefault("OPENAI_API_KEY", AI_KEY)
             env.setdefault("OPENAI_REVERSE_PROXY", "http://ai:8000/v1")
-            provider = started.enter_context(
+            ai_container = started.enter_context(
                 DockerContainer(test_images["ai"])
                 .with_network(network).with_network_aliases("ai")
                 .with_env("AI_STUB_KEY", key)
@@ -290,7 +327,8 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                 nginx = nginx.with_volume_mapping(volumes.docker_name(name), target, "ro")
             with nginx:
                 port = int(nginx.get_exposed_port(80))
-                proxy = ContainerProxy(port, users, volumes, nginx, stub, ai=provider)
+                proxy = ContainerProxy(port, users, volumes, nginx, stub, ai=ai_container,
+                                       provider_key=env.get("OPENAI_API_KEY"))
                 if https:
                     proxy.ca_file = tmp_path / "ca.pem"
                     proxy.ca_file.write_bytes(https.certificate.chain_pem())
@@ -398,20 +436,10 @@ def playwright_driver(docker_client):
         yield driver
 
 
-@pytest.fixture(scope="session")
-def chromium(playwright_driver, browser_certificate, tmp_path_factory):
-    """Chromium that trusts browser_certificate (an NSS database in its HOME: see browser.py)."""
-    home = tmp_path_factory.mktemp("browser-home")
-    pem = home / "rumistack-test.pem"
-    pem.write_bytes(browser_certificate.chain_pem())
-    launched = browsing.launch(playwright_driver, browsing.trusting_home(home, pem))
-    yield launched
-    launched.close()
-
-
 @pytest.fixture
 def new_page(chromium, request):
-    """new_page(credentials=(user, password) or None) -> a page in a browser context of its own, whose
+    """new_page(credentials=(user, password) or None) -> a page of `chromium` (the test module's: it
+    knows which certificate to trust) in a browser context of its own, whose
     Basic prompt is answered with the credentials as a person would type them. If the test fails, each
     page's screenshot and console log (with page errors and the app's own log of its API calls) go to
     test-artifacts/<test name>/."""

@@ -63,7 +63,7 @@ def test_a_key_in_the_settings_file_makes_the_chat_stream_the_providers_reply(pr
     assert list(endpoints) == ["openAI"]
     received = chat(project.port, token, "hello through the proxy")
     tokens = [(event, arrived) for event, arrived in received if "text" in event and not event.get("final")]
-    assert "".join(e["text"] for e, _ in tokens).split() == "Stand-in reply to: hello through the proxy".split()
+    assert "".join(e["text"] for e, _ in tokens) == "Stand-in reply to: hello through the proxy"
     for (event, arrived), (following, _) in zip(tokens, tokens[1:]):
         assert arrived < following["provider_sent"], event  # relayed at once, not gathered first
     assert received[-1][0].get("final") is True
@@ -230,3 +230,23 @@ def test_behind_a_trusted_proxy_each_client_is_throttled_and_logged_as_itself(pr
     assert served.seen_header("X-Forwarded-For").split(",")[-1].strip() == "198.51.100.9"  # RumiTalk trusts one hop
     logs = rumistack("logs", "nginx", "--tail", "400").output
     assert 'client: 198.51.100.7' in logs and 'client: 198.51.100.8' in logs
+
+
+def test_the_compose_bundle_takes_the_same_settings_and_its_chat_streams_the_reply(compose_proxy, docker_client):
+    bundle = compose_proxy.bundle
+    token = login(compose_proxy.port)
+    received = chat(compose_proxy.port, token, "hello through the bundle")
+    tokens = [(event, arrived) for event, arrived in received if "text" in event and not event.get("final")]
+    assert "".join(e["text"] for e, _ in tokens) == "Stand-in reply to: hello through the bundle"
+    for (event, arrived), (following, _) in zip(tokens, tokens[1:]):
+        assert arrived < following["provider_sent"], event
+    key = compose_proxy.provider_key
+    assert {r["key"] for r in compose_proxy.ai_requests() if r["path"].startswith("/v1/chat")} == {key}
+    # the key: in RumiTalk's env file in the state directory (0600) and RumiTalk's container, nowhere else
+    state = [p for p in bundle.state_dir.rglob("*") if p.is_file() and key.encode() in p.read_bytes()]
+    assert [p.relative_to(bundle.state_dir).as_posix() for p in state] == ["compose/rumitalk.env"]
+    assert state[0].stat().st_mode & 0o777 == 0o600
+    assert key not in (bundle.root / "compose" / "docker-compose.yml").read_text()
+    holders = [c.labels["com.docker.compose.service"] for c in bundle.containers(docker_client)
+               if key in json.dumps(c.attrs)]
+    assert holders == ["rumitalk"]

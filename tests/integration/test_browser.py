@@ -15,7 +15,7 @@ import time
 import uuid
 
 import pytest
-from browser import launch
+from browser import launch, trusting_home
 from conftest import REALM, Https, _fresh, running_proxy
 from engine import engine_volumes
 
@@ -32,16 +32,28 @@ PROVIDER_KEY = f"sk-test-browser-{uuid.uuid4().hex[:12]}"
 MODES = {"https": {}, "https-strict": {"RUMISTACK_STRICT_API": "true"}}
 
 
-@pytest.fixture(scope="module", params=list(MODES))
+@pytest.fixture(scope="module", params=[*MODES, "compose"])
 def site(request, docker_client, test_images, tmp_path_factory, browser_certificate):
     """rumistack's rendered config (self-signed HTTPS, the default) in front of the stand-in with an
-    openAI endpoint at the stand-in provider, in default or strict API mode."""
+    openAI endpoint at the stand-in provider: started by testcontainers in default or strict API mode,
+    or the compose bundle (default mode, its RumiTalk configured by its rumitalk.env)."""
+    if request.param == "compose":
+        yield request.getfixturevalue("compose_proxy")
+        return
     config = load_config("/nonexistent", environ={"RUMISTACK_REALM": REALM, **MODES[request.param]})
     files = render(config, TlsFacts(nginx_version=engine_volumes(docker_client, test_images["nginx"]).nginx_version()))
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files,
                        https=Https(browser_certificate), stub_env={"OPENAI_API_KEY": PROVIDER_KEY},
                        ai=True) as proxy:
         yield _fresh(proxy)
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright_driver, site, tmp_path_factory):
+    """Chromium that trusts the site's certificate (an NSS database in its HOME: see browser.py)."""
+    launched = launch(playwright_driver, trusting_home(tmp_path_factory.mktemp("browser-home"), site.ca_file))
+    yield launched
+    launched.close()
 
 
 def _status(page) -> str:
@@ -120,7 +132,7 @@ def test_the_whole_flow_load_login_streamed_reply_refresh_logout(site, new_page)
 
     # the provider got the key from the stand-in's settings, and the model RumiTalk asked for
     asked = [r for r in site.ai_requests() if r["path"] == "/v1/chat/completions"]
-    assert len(asked) >= 2 and {(r["key"], r["model"]) for r in asked} == {(PROVIDER_KEY, "gpt-4o-mini")}
+    assert len(asked) >= 2 and {(r["key"], r["model"]) for r in asked} == {(site.provider_key, "gpt-4o-mini")}
 
     page.click("#logout")
     assert _wait_status(page, "logged out") == "logged out"
@@ -218,6 +230,7 @@ def test_after_the_user_is_deleted_their_next_navigation_is_refused(site, new_pa
     assert [r["path"] for r in site.stub_requests()[before:]] == []
 
 
+@pytest.mark.parametrize("site", ["https"], indirect=True)  # the browser's trust, shown once
 def test_the_certificate_is_verified_not_ignored(site, new_page, playwright_driver, tmp_path):
     # the browser that trusts it still checks the name: the certificate is for 127.0.0.1 and rumi.test
     page = new_page(_credentials(site))

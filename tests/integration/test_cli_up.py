@@ -55,7 +55,8 @@ def test_adduser_up_matrix_up_again_down(docker_client, project):
     assert project.container_ids() == {}
     assert docker_client.networks.list(filters={"label": f"rumistack.project={project.name}"}) == []
     assert project.volume_names() == {
-        "nginx-config", "nginx-auth", "mongodb-data", "rumitalk-uploads", "rumitalk-images", "rumitalk-logs"}
+        "nginx-config", "nginx-auth", "mongodb-data", "rumitalk-uploads", "rumitalk-images", "rumitalk-logs",
+        "rumitalk-config"}
     assert rumistack("users").output.split() == ["alice", "bob"]
 
     # the next up brings back the same users

@@ -72,7 +72,8 @@ def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compos
     assert bundle["networks"]["default"]["name"] == f"{project}_default"
     tools = bundle["services"]["rumistack"]
     assert tools["environment"]["RUMISTACK_REALM"] == expected["RUMISTACK_REALM"]
-    assert tools["volumes"][-1]["source"] == str(tmp_path / expected["RUMISTACK_STATE_DIR"])
+    binds = {v["target"]: v["source"] for v in tools["volumes"] if v["type"] == "bind"}
+    assert binds == {"/state": str(tmp_path / expected["RUMISTACK_STATE_DIR"]), "/project": str(tmp_path)}
 
 
 def test_tools_service_writes_the_config_the_certificate_the_users_and_the_environment_up_would(compose_bundle,
