@@ -7,6 +7,7 @@ same keys with the same defaults (a test keeps the two in step).
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
@@ -17,7 +18,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from .errors import ConfigError
+from .errors import ConfigError, os_error
 from .exemptions import Exemption, exemptions, parse_extra
 
 # values that reach nginx.conf are checked against these: quotes, semicolons,
@@ -175,6 +176,7 @@ class Config:
     realm: str = _key("RUMISTACK_REALM", "RumiTalk", _realm)
     state_dir: Path = _key("RUMISTACK_STATE_DIR", ".rumistack", _path)
     health_timeout: int = _key("RUMISTACK_HEALTH_TIMEOUT", "120", _seconds)
+    lock_timeout: int = _key("RUMISTACK_LOCK_TIMEOUT", "300", _seconds)
     auth_cache_seconds: int = _key("RUMISTACK_AUTH_CACHE_SECONDS", "300", _seconds)
     strict_api: bool = _key("RUMISTACK_STRICT_API", "false", _flag)
     token_cache_seconds: int = _key("RUMISTACK_TOKEN_CACHE_SECONDS", "30", _seconds)
@@ -231,7 +233,7 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
     """Read `env_file` (if it exists), let `environ` override it, check every value."""
     environ = os.environ if environ is None else environ
     env_file = Path(env_file)
-    from_file = dotenv_values(env_file) if env_file.is_file() else {}
+    from_file = _read_env_file(env_file)
     values: dict[str, object] = {}
     raws: dict[str, str] = {}
     for key in KEYS:
@@ -249,6 +251,26 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
                           "list each path once") from None
     _check_tls(config)
     return config
+
+
+def _read_env_file(env_file: Path) -> dict[str, str | None]:
+    """The keys of `env_file` ({} if there is none); one line that names the file when it cannot be read."""
+    try:
+        if not env_file.is_file():
+            return {}
+        data = env_file.read_bytes()
+    except OSError as exc:
+        raise os_error(f"reading the configuration file {env_file}", exc) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"the configuration file {env_file} is not UTF-8 text: line {line} has the byte "
+                          f"0x{data[exc.start]:02x}; save it as UTF-8") from None
+    if "\0" in text:
+        line = text[:text.index("\0")].count("\n") + 1
+        raise ConfigError(f"the configuration file {env_file} has a NUL character on line {line}: remove it")
+    return dotenv_values(stream=io.StringIO(text))
 
 
 def _check_tls(config: Config) -> None:
