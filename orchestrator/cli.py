@@ -63,7 +63,11 @@ class _Group(click.Group):
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line
             if ctx.params.get("debug"):
                 traceback.print_exception(exc, file=sys.stderr)
-            named = _named(exc, _doing(ctx.invoked_subcommand))
+            try:
+                named = _named(exc, _doing(ctx.invoked_subcommand))
+            except Exception:  # noqa: BLE001 - an exception whose words cannot even be read
+                named = Unexpected(f"an unexpected {exc.__class__.__name__} while {_doing(ctx.invoked_subcommand)}: "
+                                   "a bug in rumistack; run it again with --debug and report the traceback")
             click.echo(f"error: {named}", err=True)
             ctx.exit(named.exit_code)
 

@@ -256,9 +256,9 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
 def _read_env_file(env_file: Path) -> dict[str, str | None]:
     """The keys of `env_file` ({} if there is none); one line that names the file when it cannot be read."""
     try:
-        if not env_file.is_file():
-            return {}
         data = env_file.read_bytes()
+    except FileNotFoundError:
+        return {}
     except OSError as exc:
         raise os_error(f"reading the configuration file {env_file}", exc) from exc
     try:
