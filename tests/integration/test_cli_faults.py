@@ -243,8 +243,10 @@ def test_a_command_killed_at_any_moment_is_cleaned_up_by_the_next(running_projec
         assert code in (0, 128 + 15, -signal.SIGTERM, -signal.SIGKILL), (code, output)
     for name, value in {**env, "RUMISTACK_REALM": "Realm final"}.items():
         monkeypatch.setenv(name, value)
+    left = len(helpers(project))
     result = rumistack(command)
     assert result.exit_code == 0, (result.output, outputs)
+    assert result.output.count("a helper container a stopped command left") == left
     assert helpers(project) == []
     assert staged(project) == []
     if command != "render":  # render writes for compose: the running nginx does not take it on
