@@ -204,6 +204,18 @@ def test_up_then_down_at_once_ends_down(project):
     assert helpers(project) == []
 
 
+def test_up_then_reload_at_once_both_succeed(project):
+    rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n")
+    up = start("up")
+    wait_for_line(up, "creating")
+    reload = start("reload", env={"RUMISTACK_REALM": "After up"})
+    (code_up, out_up), (code_reload, out_reload) = finish(up), finish(reload)
+    assert (code_up, code_reload) == (0, 0), (out_up, out_reload)
+    assert "waiting for `rumistack up`" in out_reload
+    assert send(project.port, "/").headers.get("www-authenticate") == 'Basic realm="After up"'  # the last one's
+    assert helpers(project) == []
+
+
 def test_twenty_adduser_with_one_up_all_land_in_the_running_stack(project):
     rumistack("adduser", "alice", "--password-stdin", input=PASSWORD + "\n")
     up = start("up")
