@@ -78,7 +78,7 @@ def _doing(command: str | None) -> str:
 
 
 def _one_line(text: object) -> str:
-    return " ".join(str(text).split())
+    return " ".join(str(text).split()).rstrip(".")
 
 
 def _named(exc: Exception, doing: str) -> RumistackError:
@@ -89,7 +89,7 @@ def _named(exc: Exception, doing: str) -> RumistackError:
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                         urllib3.exceptions.HTTPError)):
         return DockerUnavailable(
-            f"lost the Docker engine while {doing} ({_one_line(exc)}): check that it runs (`docker info`), "
+            f"lost the Docker engine while {doing}: {_one_line(exc)}; check that it runs (`docker info`), "
             "then run the command again, which goes on from where this one stopped")
     if isinstance(exc, docker.errors.ImageNotFound):
         return StackError(f"an image went away while {doing} ({_one_line(reason(exc))}): someone removed it; "
