@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from dotenv import dotenv_values
-
-from .config import Config
+from .config import Config, read_env_file
 from .errors import ConfigError
 from .secretstore import GENERATORS
 
@@ -110,13 +108,8 @@ def load_app_settings(config: Config) -> AppSettings:
 
 
 def _variables(path: Path) -> tuple[tuple[str, str], ...]:
-    if not path.is_file():
-        return ()
-    try:
-        # no ${...} expansion: RumiTalk's dotenv takes every value as it is written
-        values = dotenv_values(path, interpolate=False)
-    except OSError as exc:
-        raise ConfigError(f"cannot read RumiTalk's settings file {path} ({exc.strerror}): check its permissions") from None
+    # no ${...} expansion: RumiTalk's dotenv takes every value as it is written
+    values = read_env_file(path, interpolate=False, what="RumiTalk's settings file")
     for name in values:
         if name.startswith("RUMISTACK_"):
             raise ConfigError(f"{path}: {name} is a rumistack setting: move it to .env (this file holds "

@@ -1,44 +1,121 @@
 """The `rumistack` command: each command loads the config, calls one library
-function, and turns named errors into one line and an exit code."""
+function, and turns named errors into one line and an exit code; so does
+any other failure (the disk's, the engine's, a bug's): one line saying what
+rumistack was doing, the OS's or the engine's words, and what to do.
+--debug (RUMISTACK_DEBUG=1) adds the traceback.
+
+Commands that change the stack hold the project lock (lock.py) and first
+remove what a killed command left."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import traceback
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import click
+import docker.errors
+import requests.exceptions
+import urllib3.exceptions
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn
 from rich.progress import Progress as Bars
 
 from . import check as checks
-from . import stack, tls
+from . import lock, stack, tls
 from .appsettings import AppSettings, load_app_settings
 from .compose import render_bundle
 from .config import Config, load_config
-from .errors import DockerUnavailable, RumistackError
+from .errors import ConfigError, DockerUnavailable, RumistackError, StackError, Unexpected, os_error
 from .exemptions import STRICT_OPEN, summary
 from .mounted import VOLUMES_DIR_ENV, MountedVolumes
 from .probe import tls_context
 from .progress import Progress
 from .publish import push_users
+from .pull import reason
 from .tls import SELF_SIGNED_CERT, Certificate
 from .users import UserFile, WeakPassword
-from .volumes import Volumes
+from .volumes import EngineVolumes, Volumes
 
 _err = Console(stderr=True, highlight=False)
+
+# what each command is doing, for the one line of an error
+_DOING = {
+    "adduser": "adding a user", "passwd": "changing a password", "deluser": "removing a user",
+    "users": "listing the users", "up": "bringing the stack up", "down": "taking the stack down",
+    "render": "writing the compose bundle's files", "reload": "reloading nginx",
+    "status": "reading the stack's status", "logs": "reading the logs", "check": "auditing the deployment",
+}
+_last_step: list[str] = []  # the latest progress step, a finer "doing"
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except RumistackError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.Abort, click.ClickException, EOFError):
+            raise  # click's own: it prints them
+        except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+            if ctx.params.get("debug"):
+                traceback.print_exception(exc, file=sys.stderr)
+            try:
+                named = _named(exc, _doing(ctx.invoked_subcommand))
+            except Exception:  # noqa: BLE001 - an exception whose words cannot even be read
+                named = Unexpected(f"an unexpected {exc.__class__.__name__} while {_doing(ctx.invoked_subcommand)}: "
+                                   "a bug in rumistack; run it again with --debug and report the traceback")
+            click.echo(f"error: {named}", err=True)
+            ctx.exit(named.exit_code)
+
+
+def _doing(command: str | None) -> str:
+    doing = _DOING.get(command or "", f"running rumistack {command}" if command else "starting rumistack")
+    return f"{doing} ({_last_step[-1]})" if _last_step else doing
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).split()).rstrip(".")
+
+
+def _named(exc: Exception, doing: str) -> RumistackError:
+    """`exc` as a named error whose message is one sentence: what was being done, the words of the OS or
+    the engine, what to do."""
+    if isinstance(exc, RumistackError):
+        return exc
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                        urllib3.exceptions.HTTPError)):
+        return DockerUnavailable(
+            f"lost the Docker engine while {doing}: {_one_line(exc)}; check that it runs (`docker info`), "
+            "then run the command again, which goes on from where this one stopped")
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return StackError(f"an image went away while {doing} ({_one_line(reason(exc))}): someone removed it; "
+                          "run the command again, which finds or pulls it anew")
+    if isinstance(exc, docker.errors.APIError) and exc.status_code == 409 and "already in use" in reason(exc):
+        return StackError(f"a name rumistack needs is taken while {doing}: {_one_line(reason(exc))}; that "
+                          "container is not part of this project: remove it (`docker rm -f NAME`) or choose "
+                          "another RUMISTACK_PROJECT")
+    if isinstance(exc, docker.errors.NotFound):
+        return StackError(f"something rumistack uses went away while {doing} ({_one_line(reason(exc))}): "
+                          "another program removed it; run the command again")
+    if isinstance(exc, docker.errors.APIError):
+        return StackError(f"the Docker engine refused a request while {doing}: {_one_line(reason(exc))}; "
+                          "fix what it names, then run the command again")
+    if isinstance(exc, docker.errors.DockerException):
+        return DockerUnavailable(f"the Docker engine cannot be used while {doing}: {_one_line(exc)}; check "
+                                 "DOCKER_HOST and that the engine runs (`docker info`)")
+    if isinstance(exc, OSError):
+        return os_error(doing, exc)
+    if isinstance(exc, UnicodeError):
+        return ConfigError(f"text that is not UTF-8 while {doing} ({_one_line(exc)}): save the file or value "
+                           "as UTF-8")
+    return Unexpected(f"an unexpected {exc.__class__.__name__} while {doing} ({_one_line(exc)[:300]}): "
+                      "a bug in rumistack; run it again with --debug (or RUMISTACK_DEBUG=1) and report the "
+                      "traceback")
 
 
 class _ConsoleProgress(Progress):
@@ -54,6 +131,7 @@ class _ConsoleProgress(Progress):
         self._layer_states: dict[str, str] = {}
 
     def step(self, message: str) -> None:
+        _last_step[:] = [message]
         self._stop()
         click.echo(f"- {message}", err=True)
 
@@ -129,9 +207,12 @@ _HELP = f"""RumiTalk behind nginx with HTTP Basic Auth.
 @click.option("--volumes-dir", type=click.Path(file_okay=False, path_type=Path), envvar=VOLUMES_DIR_ENV,
               help="The stack's volumes are mounted at DIR/<volume> (the compose bundle's rumistack service): "
                    "write there, without a Docker engine.")
+@click.option("--debug", is_flag=True, envvar="RUMISTACK_DEBUG",
+              help="Show the traceback of a failure (for a bug report). Also RUMISTACK_DEBUG=1.")
 @click.version_option(package_name="rumistack")
 @click.pass_context
-def cli(ctx: click.Context, env_file: Path, volumes_dir: Path | None) -> None:
+def cli(ctx: click.Context, env_file: Path, volumes_dir: Path | None, debug: bool) -> None:
+    _last_step.clear()
     ctx.obj = _Options(env_file, volumes_dir)
 
 
@@ -155,6 +236,26 @@ def _volumes(config: Config, progress: Progress) -> Volumes:
     return stack.engine_volumes(config, progress)
 
 
+@contextmanager
+def _changing(config: Config, command: str) -> Iterator[None]:
+    """Hold the project lock (waiting for another holder, saying whom for), then remove what a killed
+    command left: temporary files in the state directory, helper containers and staged files in the
+    volumes (when the engine answers: else the command itself says so)."""
+    with lock.hold(config.state_dir, config.project, command, config.lock_timeout,
+                   notice=lambda line: click.echo(line, err=True)):
+        volumes_dir = _options().volumes_dir
+        if volumes_dir is not None:
+            MountedVolumes(volumes_dir).sweep()
+        else:
+            try:
+                client = stack.connect()
+            except DockerUnavailable:
+                client = None
+            if client is not None:
+                EngineVolumes(client, config, _ConsoleProgress()).sweep()
+        yield
+
+
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
@@ -163,10 +264,11 @@ def _read_password(from_stdin: bool) -> str:
 
 def _apply_users(config: Config, users: UserFile) -> None:
     """Copy the changed user file into a running stack's volume."""
-    try:
-        pushed = push_users(users, _volumes(config, Progress()))
-    except DockerUnavailable:
-        pushed = False
+    with _changing(config, click.get_current_context().info_name):
+        try:
+            pushed = push_users(users, _volumes(config, Progress()))
+        except DockerUnavailable:
+            pushed = False
     if pushed:
         click.echo("applied to the running stack")
 
@@ -232,7 +334,8 @@ def up(yes: bool) -> None:
     if not config.https:
         _confirm_plain_http(config, yes)
     _warn_plain_http_cookies(config)
-    url = stack.up(config, UserFile(config.users_file), app, _ConsoleProgress())
+    with _changing(config, "up"):
+        url = stack.up(config, UserFile(config.users_file), app, _ConsoleProgress())
     click.echo(f"RumiTalk is up at {url}")
     click.echo(_providers_line(config, app))
     if not app.providers():
@@ -275,7 +378,8 @@ def down(remove_volumes: bool, yes: bool) -> None:
     if remove_volumes and not yes:
         click.confirm(f"Remove every volume of {config.project}, with RumiTalk's conversations and uploads?",
                       abort=True, err=True)
-    count = stack.down(config, remove_volumes, _ConsoleProgress())
+    with _changing(config, "down"):
+        count = stack.down(config, remove_volumes, _ConsoleProgress())
     kept = "users are kept" if remove_volumes else "volumes and users are kept"
     click.echo(f"removed {count} container(s); {kept}" if count else f"nothing was running; {kept}")
 
@@ -287,7 +391,8 @@ def render() -> None:
     the volumes, and each service's environment into the state directory.
     After a change, a running nginx takes it on a reload (SIGHUP)."""
     config = _config()
-    render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()), load_app_settings(config))
+    with _changing(config, "render"):
+        render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()), load_app_settings(config))
     click.echo(f"wrote the nginx configuration, the certificate, the users and the services' environment for "
                f"{config.project}")
 
@@ -295,7 +400,9 @@ def render() -> None:
 @cli.command()
 def reload() -> None:
     """Render the nginx config again, check it, and apply it by a graceful reload."""
-    stack.reload(_config(), _ConsoleProgress())
+    config = _config()
+    with _changing(config, "reload"):
+        stack.reload(config, _ConsoleProgress())
     click.echo("nginx reloaded")
 
 
@@ -408,5 +515,11 @@ def check(url: str | None, user: str, password_stdin: bool, strict: bool, ca_fil
         raise SystemExit(1)
 
 
+def _terminated(signum: int, frame) -> None:
+    """SIGTERM ends rumistack as Ctrl-C would: cleanup blocks run (temporary files, helper containers)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminated)
     cli(prog_name="rumistack")

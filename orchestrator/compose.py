@@ -34,8 +34,8 @@ import yaml
 from . import https, spec, tls
 from .appsettings import AppSettings
 from .config import KEYS, Config, Key, load_config
-from .errors import ConfigError
-from .files import replace_atomically
+from .errors import ConfigError, doing
+from .files import make_directory, replace_atomically
 from .mounted import VOLUMES_DIR_ENV
 from .layout import UPSTREAM_HOST
 from .publish import WRITTEN_VOLUMES, publish, require_users
@@ -224,9 +224,11 @@ def render_bundle(config: Config, users: UserFile, volumes: Volumes, app: AppSet
         )
     publish(config, volumes, https.local(config, tls.now()), step, users, app=app)
     step("writing each service's environment for docker compose")
-    (Path(config.state_dir) / ENV_DIR).mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_directory(Path(config.state_dir) / ENV_DIR, "the directory of the services' environment")
     for service in services:
-        replace_atomically(Path(env_file(config.state_dir, service.name)), _env_text(service))
+        path = Path(env_file(config.state_dir, service.name))
+        with doing(f"writing {service.name}'s environment for docker compose into {path}"):
+            replace_atomically(path, _env_text(service))
 
 
 def main(argv: list[str]) -> None:

@@ -8,6 +8,7 @@ same keys with the same defaults (a test keeps the two in step).
 from __future__ import annotations
 
 import difflib
+import io
 import ipaddress
 import os
 import re
@@ -18,7 +19,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from .errors import ConfigError
+from .errors import ConfigError, os_error
 from .exemptions import Exemption, exemptions, parse_extra
 
 # values that reach nginx.conf are checked against these: quotes, semicolons,
@@ -191,6 +192,7 @@ class Config:
     realm: str = _key("RUMISTACK_REALM", "RumiTalk", _realm)
     state_dir: Path = _key("RUMISTACK_STATE_DIR", ".rumistack", _path)
     health_timeout: int = _key("RUMISTACK_HEALTH_TIMEOUT", "120", _seconds)
+    lock_timeout: int = _key("RUMISTACK_LOCK_TIMEOUT", "300", _seconds)
     auth_cache_seconds: int = _key("RUMISTACK_AUTH_CACHE_SECONDS", "300", _seconds)
     strict_api: bool = _key("RUMISTACK_STRICT_API", "false", _flag)
     token_cache_seconds: int = _key("RUMISTACK_TOKEN_CACHE_SECONDS", "30", _seconds)
@@ -264,7 +266,7 @@ def load_config(env_file: Path | str = ".env", environ: Mapping[str, str] | None
     """Read `env_file` (if it exists), let `environ` override it, check every value."""
     environ = os.environ if environ is None else environ
     env_file = Path(env_file)
-    from_file = dotenv_values(env_file) if env_file.is_file() else {}
+    from_file = read_env_file(env_file)
     _refuse_unknown(env_file, from_file)
     values: dict[str, object] = {}
     raws: dict[str, str] = {}
@@ -293,6 +295,27 @@ def _refuse_unknown(env_file: Path, from_file: Mapping[str, str | None]) -> None
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             hint = f"did you mean {close[0]}?" if close else "see docs/configuration.md for the keys"
             raise ConfigError(f"{env_file}: {name} is not a rumistack setting: {hint}")
+
+
+def read_env_file(env_file: Path, interpolate: bool = True, what: str = "the configuration file") -> dict[str, str | None]:
+    """The keys of the dotenv file `env_file` ({} if there is none), with ${...} expanded if `interpolate`;
+    one line that names the file (as `what`) when it cannot be read."""
+    try:
+        data = env_file.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise os_error(f"reading {what} {env_file}", exc) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{what} {env_file} is not UTF-8 text: line {line} has the byte "
+                          f"0x{data[exc.start]:02x}; save it as UTF-8") from None
+    if "\0" in text:
+        line = text[:text.index("\0")].count("\n") + 1
+        raise ConfigError(f"{what} {env_file} has a NUL character on line {line}: remove it")
+    return dotenv_values(stream=io.StringIO(text), interpolate=interpolate)
 
 
 def _check_tls(config: Config) -> None:

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
+
+from .errors import FileError, os_error
+
+# replace_atomically's temporary files: `.<name>.` and mkstemp's eight random characters
+TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}")
 
 
 def replace_atomically(path: Path, data: bytes, mode: int = 0o600, uid: int | None = None, gid: int | None = None) -> None:
@@ -32,3 +38,30 @@ def sync_directory(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def make_directory(path: Path, what: str = "the state directory", key: str = "RUMISTACK_STATE_DIR") -> None:
+    """Create `path` (mode 0700) with its parents unless it is a directory already; a FileError that says
+    what is in the way otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError as exc:
+        if path.is_symlink() and not path.exists():
+            raise FileError(f"cannot create {what} {path}: it is a symbolic link to {os.readlink(path)}, which does "
+                            f"not exist; create that directory, remove the link, or set {key} elsewhere") from exc
+        raise FileError(f"cannot create {what} {path}: a file is in the way; move it, or set {key} "
+                        "to a directory") from exc
+    except OSError as exc:
+        raise os_error(f"creating {what} {path}", exc) from exc
+
+
+def remove_temporary(directory: Path) -> None:
+    """Remove what replace_atomically leaves in `directory` when its process is killed. Only safe while no
+    other process writes there (the project lock)."""
+    try:
+        for stale in Path(directory).iterdir():
+            if TEMPORARY.fullmatch(stale.name) and (stale.is_file() or stale.is_symlink()):
+                stale.unlink(missing_ok=True)
+    except (FileNotFoundError, NotADirectoryError):
+        pass

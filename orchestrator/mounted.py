@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 from .errors import StackError
-from .files import replace_atomically, sync_directory
+from .files import remove_temporary, replace_atomically, sync_directory
 from .layout import AUTH_TMPFS, CONF_DIR, NGINX_TEST, USER_FILE
 from .volumes import File, config_refused, user_file_name
 
@@ -71,6 +71,13 @@ class MountedVolumes:
                 path = root / name
                 path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
                 replace_atomically(path, file.data, file.mode, file.uid, file.gid)
+
+    def sweep(self) -> int:
+        """Remove the temporary files a killed command left in the volumes (run under the project lock)."""
+        if self.root.is_dir():
+            for directory in [self.root, *(p for p in self.root.rglob("*") if p.is_dir() and not p.is_symlink())]:
+                remove_temporary(directory)
+        return 0
 
     def publish_user_file(self, volume: str, file: File) -> None:
         """The same layout as EngineVolumes.publish_user_file: the content as

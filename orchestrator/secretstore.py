@@ -23,7 +23,8 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from .errors import UserError
+from .errors import UserError, doing, os_error
+from .files import make_directory
 
 # name -> generator, from the cryptographically secure `secrets` module
 GENERATORS: dict[str, Callable[[], str]] = {
@@ -55,14 +56,18 @@ def load_secrets(state_dir: Path, offered: dict[str, str] | None = None) -> dict
     """The secrets: those recorded, then the `offered` ones (from RumiTalk's settings file), then new ones
     for any still missing, each recorded once. UserError if an offered one differs from the recorded one."""
     path = Path(state_dir) / "secrets.env"
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+    make_directory(path.parent)
+    with doing(f"opening RumiTalk's secrets {path}"):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             existing = {k: v for k, v in dotenv_values(path, interpolate=False).items() if v}
         except OSError as exc:
             raise UserError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path} is not UTF-8 text: restore it from a backup (its values sign the logins "
+                            "and encrypt stored credentials)") from None
         for name, value in sorted((offered or {}).items()):
             if name in existing and existing[name] != value:
                 raise UserError(
@@ -75,8 +80,21 @@ def load_secrets(state_dir: Path, offered: dict[str, str] | None = None) -> dict
                 raise UserError(f"{name} in RumiTalk's settings file has a quote or a line break, which cannot be "
                                 "kept safely: choose another value")
         if missing:
-            os.write(fd, "".join(f"{name}={_quoted(value)}\n" for name, value in missing.items()).encode())
-            os.fsync(fd)
+            _append(fd, path, "".join(f"{name}={_quoted(value)}\n" for name, value in missing.items()).encode())
         return {**existing, **missing}
     finally:
         os.close(fd)
+
+
+def _append(fd: int, path: Path, data: bytes) -> None:
+    """Append `data` whole, or not at all: a half-written secret would be kept for good."""
+    size = os.fstat(fd).st_size
+    try:
+        written = os.write(fd, data)
+        if written != len(data):
+            raise OSError(28, os.strerror(28))  # a short write: the disk is full
+        os.fsync(fd)
+    except OSError as exc:
+        with doing(f"undoing a partial write of {path}"):
+            os.ftruncate(fd, size)
+        raise os_error(f"writing new secrets into {path} (it is unchanged)", exc) from exc

@@ -323,16 +323,19 @@ def logs(config: Config, service: str | None, follow: bool, tail: int) -> Iterat
     containers = _service_containers(client, config, service)
     if not containers:
         raise StackError(f"no container for {service!r}" if service else "the stack is not running")
-    lines: queue.Queue[tuple[str, str] | None] = queue.Queue()
+    lines: queue.Queue[tuple[str, str] | Exception | None] = queue.Queue()
 
     def read(container: Container) -> None:
         name = container.labels[LABEL_SERVICE]
         buffer = b""
-        for chunk in container.logs(stream=True, follow=follow, tail=tail):
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            for line in complete:
-                lines.put((name, line.decode(errors="replace")))
+        try:
+            for chunk in container.logs(stream=True, follow=follow, tail=tail):
+                buffer += chunk
+                *complete, buffer = buffer.split(b"\n")
+                for line in complete:
+                    lines.put((name, line.decode(errors="replace")))
+        except Exception as exc:  # noqa: BLE001 - the engine went away: the command says so, not this thread
+            lines.put(exc)
         if buffer:
             lines.put((name, buffer.decode(errors="replace")))
         lines.put(None)
@@ -344,5 +347,7 @@ def logs(config: Config, service: str | None, follow: bool, tail: int) -> Iterat
         item = lines.get()
         if item is None:
             running -= 1
+        elif isinstance(item, Exception):
+            raise item
         else:
             yield item

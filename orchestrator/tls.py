@@ -31,8 +31,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import DNSName, IPAddress, PolicyBuilder, Store, VerificationError
 
 from .config import is_ip
-from .errors import CertificateError
-from .files import replace_atomically
+from .errors import CertificateError, doing
+from .files import make_directory, replace_atomically
 SELF_SIGNED_DAYS = 825  # the longest validity Apple's platforms accept for a certificate a user trusts
 RENEW_BEFORE = timedelta(days=30)  # a kept or issued certificate closer to its end than this is replaced
 PLACEHOLDER = "rumistack placeholder"  # the organisation of the certificate served until ACME delivers
@@ -209,9 +209,10 @@ def kept_self_signed(directory: Path, names: Sequence[str], now: datetime) -> Ce
     if kept is not None and all(kept.covers(n) for n in names) and not kept.due(now) and _public(kept.key) == _public(kept.leaf):
         return kept
     made = self_signed(names, now)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    replace_atomically(key_file, made.key_pem())
-    replace_atomically(cert_file, made.chain_pem(), mode=0o644)
+    make_directory(directory, "the directory of the self-signed certificate")
+    with doing(f"writing the self-signed certificate into {directory}"):
+        replace_atomically(key_file, made.key_pem())
+        replace_atomically(cert_file, made.chain_pem(), mode=0o644)
     return made
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from passlib.apache import HtpasswdFile
 
-from .errors import UserError
-from .files import replace_atomically
+from .errors import UserError, doing
+from .files import make_directory, replace_atomically
 
 MAX_NAME_BYTES = 255
 MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; longer passwords are refused, never cut
@@ -101,8 +101,10 @@ class UserFile:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the file's exclusive lock (a separate .lock file, so renames keep it)."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        make_directory(self.path.parent)
+        lock = self.path.with_name(self.path.name + ".lock")
+        with doing(f"opening the user file's lock {lock}"):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -113,8 +115,10 @@ class UserFile:
     def _change(self) -> Iterator[HtpasswdFile]:
         with self.locked():
             # under the lock, a temporary file can only be left by a writer that died
-            for stale in self.path.parent.glob(f".{self.path.name}.*"):
-                stale.unlink(missing_ok=True)
+            with doing(f"removing a temporary file a stopped command left beside {self.path}"):
+                for stale in self.path.parent.glob(f".{self.path.name}.*"):
+                    stale.unlink(missing_ok=True)
             users = self._read()
             yield users
-            replace_atomically(self.path, users.to_string())  # mode 0600
+            with doing(f"writing the user file {self.path} (it is unchanged)"):
+                replace_atomically(self.path, users.to_string())  # mode 0600

@@ -11,11 +11,15 @@ place, so nginx never reads a half-written file.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import io
+import os
 import re
 import secrets
+import socket
 import tarfile
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +35,9 @@ from .pull import image_id
 from .spec import LABEL_PROJECT, volume_labels, volume_name
 
 _STAGE = "/rumistack-stage"
+ROLE = "rumistack.role"  # "helper" on helper containers
+_CREATOR_PID, _CREATOR_HOST = "rumistack.pid", "rumistack.host"  # the process that made a helper
+_STALE_AFTER = 600  # seconds: a helper of a process that cannot be judged from here (another host) is gone by then
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,10 @@ class Volumes(Protocol):
 
     def write(self, volumes: dict[str, dict[str, File]]) -> None:
         """{volume: {path in the volume: File}}; each file replaced atomically."""
+
+    def sweep(self) -> int:
+        """Remove what a killed command left (helper containers, staged or temporary files); run under the
+        project lock."""
 
     def publish_user_file(self, volume: str, file: File) -> None:
         """`file` as the volume's user file: written as htpasswd-<hash of its content>, then the link
@@ -183,7 +194,7 @@ class EngineVolumes:
                 moves += [f"{target}{stage}/{path}", f"{target}/{path}"]
         script = (
             'set -e; while [ $# -gt 0 ]; do mkdir -p "$(dirname "$2")"; mv -f "$1" "$2"; shift 2; done; '
-            f"rm -rf /volumes/*{stage}"
+            f"rm -rf /volumes/*{_STAGE}-*"  # ours, and any a killed command left (the project lock is held)
         )
         code, output = self._helper(["sh", "-c", script, "sh", *moves], archives=archives, mounts=mounts)
         if code != 0:
@@ -197,7 +208,8 @@ class EngineVolumes:
         # $1 the volume, $2 the staging directory, $3 the new file, $4 the link
         script = (
             'set -e; cd "$1"; mv -f "$2/$3" "$3"; previous="$(readlink "$4" || true)"; mv -f "$2/$4" "$4"; '
-            'for f in "$4"-*; do [ "$f" = "$3" ] || [ "$f" = "$previous" ] || rm -f "$f"; done; rm -rf "$2"'
+            'for f in "$4"-*; do [ "$f" = "$3" ] || [ "$f" = "$previous" ] || rm -f "$f"; done; '
+            f'rm -rf "$2" ./{_STAGE.lstrip("/")}-*'  # ours, and any a killed command left
         )
         code, output = self._helper(
             ["sh", "-c", script, "sh", target, stage.lstrip("/"), name, USER_FILE],
@@ -213,7 +225,29 @@ class EngineVolumes:
             self._image = image_id(self._client, self._config.nginx_image, self._progress)
         return self._client.containers.create(
             self._image, command=command, entrypoint=[], network_mode="none",
-            labels={LABEL_PROJECT: self._config.project, "rumistack.role": "helper"}, **kwargs)
+            labels={LABEL_PROJECT: self._config.project, ROLE: "helper",
+                    _CREATOR_PID: str(os.getpid()), _CREATOR_HOST: socket.gethostname()}, **kwargs)
+
+    def sweep(self) -> int:
+        """Remove what killed commands left: their helper containers, and the files they staged in the
+        volumes. Run under the project lock. Returns how many helpers went."""
+        project = f"{LABEL_PROJECT}={self._config.project}"
+        left = [c for c in self._client.containers.list(all=True, filters={"label": [project, f"{ROLE}=helper"]})
+                if _abandoned(c)]
+        for container in left:
+            self._progress.step(f"removing {container.name}, a helper container a stopped command left")
+            try:
+                container.remove(force=True)
+            except NotFound:
+                pass
+        if left:
+            found = self._client.volumes.list(filters={"label": project})
+            mounts = [Mount(f"/volumes/{i}", v.name, type="volume", no_copy=True) for i, v in enumerate(found)]
+            if mounts:
+                code, output = self._helper(["sh", "-c", f"rm -rf /volumes/*{_STAGE}-*"], mounts=mounts)
+                if code != 0:
+                    raise StackError(f"removing files a stopped command staged in the volumes failed: {output}")
+        return len(left)
 
     def _helper(self, command: list[str], archives=(), **kwargs) -> tuple[int, str]:
         """Run a helper container with `archives` put in first; return (exit code, output)."""
@@ -226,3 +260,25 @@ class EngineVolumes:
             return code, container.logs().decode(errors="replace").strip()
         finally:
             container.remove(force=True)
+
+
+def _abandoned(container) -> bool:
+    """A helper whose command is gone: its process is not running here, or (made elsewhere) it is old."""
+    labels = container.labels
+    if labels.get(_CREATOR_HOST) == socket.gethostname() and labels.get(_CREATOR_PID, "").isdigit():
+        pid = int(labels[_CREATOR_PID])
+        if pid == os.getpid():
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    created = container.attrs.get("Created", "")
+    try:
+        made = calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return True
+    return time.time() - made > _STALE_AFTER
