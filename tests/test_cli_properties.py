@@ -1,5 +1,5 @@
 """The CLI under hypothesis: random bytes and printable text in .env, in the
-user file and as arguments. Every run ends with a known exit code, and
+user file, in RumiTalk's settings file and YAML, and as arguments. Every run ends with a known exit code, and
 never with a traceback. The Docker engine cannot be reached; the state
 directory is always a fresh temporary one (a random RUMISTACK_STATE_DIR
 could point anywhere)."""
@@ -42,7 +42,7 @@ args = st.lists(st.one_of(text.filter(lambda a: "\0" not in a), printable, st.sa
 
 
 def invoke(argv: list[str], env_file: bytes | None, users: bytes | None, environ: dict[str, str] | None = None,
-           stdin: str = GOOD + "\n"):
+           stdin: str = GOOD + "\n", files: dict[str, bytes] | None = None):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         state = root / "state"
@@ -51,6 +51,8 @@ def invoke(argv: list[str], env_file: bytes | None, users: bytes | None, environ
             (state / "htpasswd").write_bytes(users)
         if env_file is not None:
             (root / ".env").write_bytes(env_file)
+        for name, data in (files or {}).items():  # RumiTalk's settings file and YAML, at their default names
+            (root / name).write_bytes(data)
         env = {name: None for name in os.environ if name.startswith(("RUMISTACK_", "RUMITALK_"))}
         env.update(environ or {})
         env.update({"RUMISTACK_STATE_DIR": str(state), "DOCKER_HOST": f"unix://{root}/no-docker.sock"})
@@ -99,3 +101,21 @@ def test_any_arguments_and_password(command, argv, stdin):
        st.sampled_from(COMMANDS))
 def test_any_environment_variables(environ, command):
     invoke([command], None, None, environ=environ)
+
+
+yaml_text = st.one_of(
+    text, printable,
+    st.builds(lambda name, key, url: f"endpoints:\n  custom:\n    - name: {name}\n      apiKey: {key}\n"
+              f"      baseURL: {url}\n", text, printable, text),
+    st.just("endpoints: [1, 2]\n"), st.just("endpoints:\n  custom: {a: 1}\n"), st.just("- a\n- b\n"),
+)
+settings_line = st.one_of(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(
+    ["OPENAI_API_KEY", "MONGO_URI", "RUMISTACK_DOMAIN", "JWT_SECRET", "CREDS_KEY", "ENDPOINTS"]), text), text)
+
+
+@PROPERTY
+@given(st.one_of(st.binary(max_size=300), st.lists(settings_line, max_size=6).map(lambda ls: "\n".join(ls).encode())),
+       st.one_of(st.binary(max_size=300), yaml_text.map(str.encode)), st.sampled_from(("up", "render", "status")))
+def test_any_rumitalk_settings_and_yaml(settings_file, yaml_file, command):
+    invoke([command], b"RUMISTACK_TLS=off\nRUMISTACK_BIND_ADDRESS=127.0.0.1\n", b"alice:$2y$05$" + b"a" * 53 + b"\n",
+           files={"rumitalk.env": settings_file, "rumitalk.yaml": yaml_file})
