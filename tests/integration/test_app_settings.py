@@ -7,6 +7,9 @@ is seen as itself."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -250,3 +253,52 @@ def test_the_compose_bundle_takes_the_same_settings_and_its_chat_streams_the_rep
     holders = [c.labels["com.docker.compose.service"] for c in bundle.containers(docker_client)
                if key in json.dumps(c.attrs)]
     assert holders == ["rumitalk"]
+
+
+def _doc_block(page: str, heading: str) -> list[str]:
+    """The command lines of the first code block under `heading` in docs/`page`."""
+    text = (Path(__file__).parents[2] / "docs" / page).read_text()
+    section = text.split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("\n```\n", 1)[1].split("\n```", 1)[0]
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_moving_an_existing_install_in_as_the_docs_say(project, docker_client, test_images, tmp_path):
+    old = tmp_path / "old-install"
+    (old / "images" / "u1").mkdir(parents=True)
+    (old / "uploads").mkdir()
+    (old / "images" / "u1" / "avatar.png").write_bytes(b"PNG old avatar")
+    (old / "uploads" / "notes.pdf").write_bytes(b"%PDF old upload")
+    (old / ".env").write_text(f"OPENAI_API_KEY={KEY}\nALLOW_REGISTRATION=false\nJWT_SECRET=old-jwt-secret\n"
+                              f"JWT_REFRESH_SECRET=old-refresh-secret\nCREDS_KEY={'ef' * 32}\nCREDS_IV={'01' * 16}\n")
+    (old / "librechat.yaml").write_text("version: 1.2.1\ninterface:\n  privacyPolicy:\n    externalUrl: https://x.test\n")
+    Path("alice.password").write_text(PASSWORD + "\n")
+    # the old install's MongoDB, outside the stack
+    old_mongo = docker_client.containers.run(
+        test_images["mongodb"], detach=True, labels=TEST_LABELS, network=_network(docker_client, project),
+        networking_config={_network(docker_client, project): docker_client.api.create_endpoint_config(
+            aliases=["old-mongo"])})
+    try:
+        env = {**os.environ, "OLD": str(old), "OLD_MONGO_URI": "mongodb://old-mongo:27017/LibreChat",
+               "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # this rumistack
+        for command in _doc_block("rumitalk.md", "moving an existing RumiTalk in"):
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], env=env, capture_output=True,
+                                  text=True, timeout=600)
+            assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
+        assert set(project.container_ids()) == {"rumitalk", "nginx"}  # the old MongoDB, no container of ours
+        assert "JWT_SECRET=old-jwt-secret" in Path(".rumistack/secrets.env").read_text()
+        (rumitalk,) = docker_client.containers.list(filters={"label": [f"{LABEL_PROJECT}={project.name}",
+                                                                       "rumistack.service=rumitalk"]})
+        environment = rumitalk.attrs["Config"]["Env"]
+        assert "MONGO_URI=mongodb://old-mongo:27017/LibreChat" in environment
+        assert {"JWT_SECRET=old-jwt-secret", f"CREDS_KEY={'ef' * 32}", "ALLOW_REGISTRATION=false"} <= set(environment)
+        assert any(e.startswith("CONFIG_PATH=/app/config/librechat-") for e in environment)
+        copied = docker_client.containers.run(
+            test_images["nginx"], ["sh", "-c", "cat /images/u1/avatar.png /uploads/notes.pdf"], remove=True,
+            labels=TEST_LABELS, volumes={f"{project.name}_rumitalk-images": {"bind": "/images", "mode": "ro"},
+                                         f"{project.name}_rumitalk-uploads": {"bind": "/uploads", "mode": "ro"}})
+        assert copied == b"PNG old avatar%PDF old upload"
+        assert send(project.port, "/", headers=ALICE).status == 200
+    finally:
+        rumistack("down")
+        old_mongo.remove(force=True)
