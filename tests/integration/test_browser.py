@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import time
 import uuid
 
 import pytest
+import session_table
 from browser import launch, trusting_home
 from conftest import REALM, Https, _fresh, running_proxy
 from engine import engine_volumes
@@ -243,3 +245,22 @@ def test_the_certificate_is_verified_not_ignored(site, new_page, playwright_driv
             untrusting.new_page().goto(f"{site.url}/")
     finally:
         untrusting.close()
+
+
+@pytest.mark.parametrize("site", ["https-strict"], indirect=True)
+def test_the_docs_table_of_a_strict_session_is_what_a_browser_and_rumitalk_exchanged(site, new_page):
+    """docs/auth.md's table, from this run; RUMISTACK_WRITE_DOCS=1 writes it (CONTRIBUTING.md)."""
+    page = new_page(_credentials(site))
+    recorder = session_table.Recorder(page)
+    before = len(site.stub_requests())
+    _open(page, site, "?ttl=2")
+    _log_in(page)
+    _chat(page, "a first message")
+    expires = _token_expiry(page)
+    while time.time() < expires + 0.2:  # at most the token's 2 s
+        time.sleep(0.1)
+    _chat(page, "after the token expired")
+    table = session_table.rows(recorder.sent(), site.stub_requests()[before:])
+    if os.environ.get("RUMISTACK_WRITE_DOCS") == "1":
+        session_table.write(table)
+    assert session_table.committed() == "\n".join(table) + "\n"
