@@ -1,6 +1,8 @@
 """The benchmark: Basic Auth through rumistack's nginx next to no auth, nginx's
 plain auth_basic, a wrong-password flood and Caddy, side by side on this
-machine. Run it with bench/run, which provisions what it needs.
+machine, and a real browser's flow to a streamed reply with and without
+auth (bench/browserflow.py). Run it with bench/run, which provisions what
+it needs.
 
 Everything runs in one go: rumistack's stack (`stack.up`, the real rendered
 config) with a static asset server in RumiTalk's place, nginx with plain
@@ -48,6 +50,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "tests"))
 import images  # noqa: E402  (the local images, built the way the tests build them)
+from browserflow import BrowserFlows  # noqa: E402
+import browserflow  # noqa: E402
 
 USER, PASSWORD = "alice", "correct horse battery staple"
 ASSET = "/asset.js"  # any path: the upstream answers every one with the same 1 KiB asset
@@ -450,12 +454,23 @@ def main(argv: list[str] | None = None) -> int:
             results = measure(setups, Wrk(Path(tmp)), plan, log)
         finally:
             setups.close()
+        # the browser rows after the others: Chromium would load the machine under their rounds
+        flows = BrowserFlows(client, Path(tmp), {
+            "nginx": args.nginx_image or pinned[images.NGINX], "rumitalk": pinned[images.STUB],
+            "mongodb": pinned[images.MONGO], "ai": pinned[images.AI]}, _free_port, setups.labels, plan.rounds)
+        try:
+            flows.start(log)
+            browser_rows = flows.measure(log)
+        finally:
+            flows.close()
 
     caddy_version = subprocess.run(["caddy", "version"], capture_output=True, text=True).stdout.split()[0]
     how = (f"{'smoke run, measures nothing: ' if plan.smoke else ''}{os.cpu_count()} cores; nginx {setups.nginx_version}, "
            f"Caddy {caddy_version}; wrk {plan.threads} threads, {plan.connections} connections, "
            f"median of {plan.rounds} round(s) of {plan.seconds:g} s a row; load average {load_before} before")
-    text = "\n".join([table(results), "", how, "", *(f"- {v}" for v in results.verdicts)]) + "\n"
+    verdicts = [*results.verdicts, browserflow.verdict(browser_rows)]
+    text = "\n".join([table(results), "", browserflow.table(browser_rows), "", how, "",
+                      *(f"- {v}" for v in verdicts)]) + "\n"
     print(text)
 
     args.out.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from . import https, spec, tls
-from .appsettings import AppSettings
+from .appsettings import AppSettings, load_app_settings
 from .config import KEYS, Config, Key, load_config
 from .errors import ConfigError, doing
 from .files import make_directory, replace_atomically
@@ -208,13 +208,14 @@ def _require_bundled_tls(config: Config) -> None:
                           "(RUMISTACK_TLS=self-signed or files)")
 
 
-def render_bundle(config: Config, users: UserFile, volumes: Volumes, app: AppSettings = AppSettings(),
+def render_bundle(config: Config, users: UserFile, volumes: Volumes, app: AppSettings | None = None,
                   step: Callable[[str], None] = lambda m: None) -> None:
     """What the compose file needs besides .env: the config, the certificate
     and the users in the volumes (publish), and each service's environment in
     its env_file."""
     require_users(users)
     _require_bundled_tls(config)
+    app = app if app is not None else load_app_settings(config)
     services = spec.services(config, load_secrets(config.state_dir, app.secrets), app)
     bundled, wanted = [s.name for s in _services()], [s.name for s in services]
     if sorted(bundled) != sorted(wanted):

@@ -20,7 +20,7 @@ from docker.types import Healthcheck
 from docker.types import Mount as DockerMount
 
 from . import https, tls
-from .appsettings import AppSettings
+from .appsettings import AppSettings, load_app_settings
 from .config import Config
 from .errors import DockerUnavailable, StackError
 from .layout import HEALTH_PORT, NGINX_TEST
@@ -77,16 +77,17 @@ def engine_volumes(config: Config, progress: Progress = Progress()) -> EngineVol
     return EngineVolumes(connect(), config, progress)
 
 
-def up(config: Config, users: UserFile, app: AppSettings = AppSettings(), progress: Progress = Progress()) -> str:
+def up(config: Config, users: UserFile, app: AppSettings | None = None, progress: Progress = Progress()) -> str:
     """Bring the stack to its desired state and wait until it is healthy; return the URL. `app`:
-    RumiTalk's own settings (appsettings.load_app_settings), checked already.
+    RumiTalk's own settings, when the caller has read them already (else read here).
 
     Only what changed changes: a container whose definition is the same is
     left running, a changed nginx config is applied by a graceful reload.
     """
     require_users(users)
+    app = app if app is not None else load_app_settings(config)  # a bad file stops `up` before anything changes
     now = tls.now()
-    certificate = https.local(config, now)  # a bad certificate file stops `up` before anything changes
+    certificate = https.local(config, now)  # a bad certificate file too
     client = connect()
     stack = services(config, load_secrets(config.state_dir, app.secrets), app)
     image_ids = {service.name: image_id(client, service.image, progress) for service in stack}

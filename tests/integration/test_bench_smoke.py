@@ -18,7 +18,8 @@ def test_the_benchmark_runs_every_row_and_writes_the_table_and_chart(docker_clie
     )
     assert result.returncode == 0, result.stdout + result.stderr
     table = (tmp_path / "results.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| setup")]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| setup")
+            and line.count(" | ") >= 6]
     assert [row.split(" | ")[0].lstrip("| ") for row in rows] == [
         "upstream, direct",
         "nginx, no auth (the same nginx, an exempt path)",
@@ -29,5 +30,10 @@ def test_the_benchmark_runs_every_row_and_writes_the_table_and_chart(docker_clie
         "Caddy, no auth",
         "Caddy basic_auth (cached), bcrypt cost 12",
     ]
+    browser_rows = [line.split(" | ")[0].lstrip("| ") for line in table.splitlines()
+                    if line.startswith("| ") and " ms | " in line and "x |" in line]
+    assert browser_rows == ["no auth (nginx of the same image)", "rumistack, first visit (one bcrypt verification)",
+                            "rumistack, second visit (cached)"]
+    assert "- a real browser reaches a streamed reply in " in table
     assert (tmp_path / "chart.png").read_bytes().startswith(b"\x89PNG")
     assert not list(docker_client.containers.list(all=True, filters={"name": "rumibench-"}))
