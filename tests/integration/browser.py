@@ -30,6 +30,8 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from netns_forward import pipe  # the same byte pump on both sides of the namespace
+
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
@@ -46,20 +48,6 @@ def trusting_home(home: Path, certificate: Path) -> Path:
 
 
 PROXY_PORT = 3128  # inside the browser's network namespace
-
-
-def _pipe(source: socket.socket, target: socket.socket) -> None:
-    try:
-        while data := source.recv(65536):
-            target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, target):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def _tunnel(client: socket.socket) -> None:
@@ -98,8 +86,8 @@ def _tunnel(client: socket.socket) -> None:
         client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
     if rest:
         upstream.sendall(rest)
-    threading.Thread(target=_pipe, args=(client, upstream), daemon=True).start()
-    _pipe(upstream, client)
+    threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
+    pipe(upstream, client)
 
 
 class _Proxy:
