@@ -296,11 +296,14 @@ def down(config: Config, remove_volumes: bool = False, progress: Progress = Prog
 
 
 def certificate(config: Config) -> tls.Certificate | None:
-    """The certificate nginx serves (None: TLS is off, or there is none yet)."""
+    """The certificate nginx serves (None: TLS is off, or there is none yet). Never pulls: without the nginx
+    image here, nothing ever served one."""
+    client = connect()
     try:
-        return https.in_use(config, EngineVolumes(connect(), config))
+        client.images.get(config.nginx_image)
     except ImageNotFound:
-        return None  # no nginx image, so nothing ever served one
+        return None
+    return https.in_use(config, EngineVolumes(client, config))
 
 
 def status(config: Config) -> list[ServiceStatus]:

@@ -4,6 +4,7 @@ the tools service writes, and compose running what `rumistack up` runs.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from dotenv import dotenv_values
 from passlib.apache import HtpasswdFile
 from web import TlsPort, basic, connect, send
 
+from rumistack.appsettings import load_app_settings
 from rumistack.config import KEYS, load_config
 from rumistack.https import Served
 from rumistack.layout import AUTH_DIR, CONF_DIR, NGINX_GID, PEM_FILE, TLS_DIR, USER_FILE
@@ -97,7 +99,10 @@ def test_tools_service_writes_the_config_the_certificate_the_users_and_the_envir
     assert users.users() == ["alice"] and users.check_password("alice", PASSWORD)
 
     state = compose_bundle.state_dir
-    for service in services(config, load_secrets(state)):
+    # RumiTalk's settings, as the tools container read them in the project directory
+    in_project = dataclasses.replace(config, rumitalk_env_file=compose_bundle.root / config.rumitalk_env_file,
+                                     rumitalk_config_file=compose_bundle.root / config.rumitalk_config_file)
+    for service in services(config, load_secrets(state), load_app_settings(in_project)):
         written = state / "compose" / f"{service.name}.env"
         assert dotenv_values(written) == dict(service.environment)
         assert written.stat().st_mode & 0o777 == 0o600

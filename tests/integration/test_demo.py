@@ -29,10 +29,15 @@ def test_the_demo_ends_with_a_chat_that_answers_in_a_real_browser(tmp_path, test
            "RUMISTACK_HTTP_PORT": str(free_port()), "RUMISTACK_HTTPS_PORT": str(free_port()),
            "RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMITALK_ENV_FILE": str(tmp_path / "rumitalk.env"),
            "RUMISTACK_DEMO_PASSWORD": "demo password of this test"}
+    env_file = ROOT / ".env"
+    had_env_file = env_file.exists()  # the demo writes one when there is none: this test removes it again
     try:
         demo = subprocess.run([ROOT / "scripts" / "demo"], env=env, capture_output=True, text=True, timeout=600)
         assert demo.returncode == 0, demo.stdout + demo.stderr
         assert "ai providers: openAI" in demo.stdout
+        # later commands in a new shell find the local images through the .env the demo wrote
+        if not had_env_file:
+            assert "RUMISTACK_NGINX_IMAGE=rumistack-test/nginx:local" in env_file.read_text()
         url = re.search(r"^url: (\S+)$", demo.stdout, re.M)[1]
         shot = subprocess.run(
             [ROOT / "scripts" / "screenshot", url, "demo", env["RUMISTACK_DEMO_PASSWORD"], tmp_path / "demo.png",
@@ -43,4 +48,6 @@ def test_the_demo_ends_with_a_chat_that_answers_in_a_real_browser(tmp_path, test
     finally:
         down = subprocess.run([ROOT / ".venv" / "bin" / "rumistack", "down", "--volumes", "--yes"], env=env,
                               capture_output=True, text=True, timeout=300)
+        if not had_env_file:
+            env_file.unlink(missing_ok=True)
         assert down.returncode == 0, down.stdout + down.stderr
