@@ -66,7 +66,8 @@ def invoke(argv: list[str], env_file: bytes | None, users: bytes | None, environ
     assert result.exception is None or isinstance(result.exception, SystemExit), (argv, repr(result.exception))
     assert "Traceback" not in result.output
     if result.exit_code not in (0, 1) and "Usage:" not in result.output:
-        errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+        # ours, or click's for an option without its argument (one line, with no usage above it)
+        errors = [line for line in result.output.splitlines() if line.startswith(("error: ", "Error: "))]
         assert errors, (argv, result.output)
     return result
 
