@@ -10,6 +10,7 @@ import pytest
 from dotenv import dotenv_values
 from recording import RecordingVolumes
 from rumistack import https
+from rumistack.appsettings import AppSettings
 from rumistack.compose import render_bundle
 from rumistack.config import load_config
 from rumistack.errors import ConfigError, StackError, UserError
@@ -124,7 +125,7 @@ def test_mounted_volume_that_is_not_there_is_an_error(tmp_path, users):
 def test_render_bundle_writes_each_services_environment_as_up_gives_it(tmp_path, users):
     config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state")})
     volumes = RecordingVolumes()
-    render_bundle(config, users, volumes)
+    render_bundle(config, users, volumes, AppSettings())
     assert set(volumes.written) == {"nginx-config", "tls"} and set(volumes.user_files) == {"nginx-auth"}
     for service in services(config, load_secrets(config.state_dir)):
         written = config.state_dir / "compose" / f"{service.name}.env"
@@ -137,7 +138,7 @@ def test_render_bundle_refuses_a_stack_the_compose_file_does_not_run(tmp_path, u
     config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_SEARCH": "true"})
     volumes = RecordingVolumes()
     with pytest.raises(ConfigError, match="meilisearch.*use `rumistack up`"):
-        render_bundle(config, users, volumes)
+        render_bundle(config, users, volumes, AppSettings())
     assert volumes.written == {} and volumes.user_files == {} and not (tmp_path / "state" / "compose").exists()
 
 
@@ -150,5 +151,5 @@ def test_render_bundle_refuses_a_tls_mode_the_compose_file_does_not_serve(tmp_pa
                                                   "RUMISTACK_DOMAIN": "chat.example.com"})
     volumes = RecordingVolumes()
     with pytest.raises(ConfigError, match=re.escape(message)):
-        render_bundle(config, users, volumes)
+        render_bundle(config, users, volumes, AppSettings())
     assert volumes.written == {} and volumes.user_files == {} and not (tmp_path / "state" / "compose").exists()
