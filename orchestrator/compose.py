@@ -86,10 +86,12 @@ def _default_config() -> Config:
 
 
 # The settings of .env that change which services run, each with its compose profile. A service
-# that only such a mode runs gets the mode's profile (compose runs it with `--profile NAME`,
-# which `render` prints); a service of the default stack that a mode does without gets the
-# profile `${KEY:+SERVICE}`: none (so it runs) while KEY is empty, its own name (so it does not)
-# when KEY is set; that needs a KEY whose default is empty.
+# that only such a mode runs gets the mode's profile (compose runs it with `--profile NAME`, or
+# COMPOSE_PROFILES=NAME in .env, which `render` prints). A service of the default stack that a
+# mode does without runs whatever profiles are active while the mode's KEY is empty, and with
+# none of them once KEY is set: its profiles are "" (compose's when none is active) and each
+# profile of the file, every one prefixed with `${KEY:+without-}`. That needs a KEY whose
+# default is empty.
 MODES = (
     ("search", {"RUMISTACK_SEARCH": "true"}),
     ("acme", {"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"}),
@@ -122,18 +124,19 @@ def profiles(config: Config) -> tuple[str, ...]:
 
 def _profiles() -> dict[str, list[_Compose | str]]:
     """Each optional service's profiles (see MODES), from the services of each mode."""
-    default = {s.name for s in _services()}
+    default = _names()
     profiles: dict[str, list] = {}
     for name, environ in MODES:
-        here = {s.name for s in _services(_mode_config(environ))}
-        for service in sorted(here - default):
+        for service in sorted(_names(_mode_config(environ)) - default):
             profiles.setdefault(service, []).append(name)
-        for service in sorted(default - here):
+    every = ["", *dict.fromkeys(p for names in profiles.values() for p in names), TOOLS_PROFILE]
+    for name, environ in MODES:
+        for service in sorted(default - _names(_mode_config(environ))):
             key = _BY_NAME[next(iter(environ))]
             if key.default or len(environ) != 1:
                 raise ValueError(f"mode {name} runs without {service}: compose can turn a service off only by "
                                  f"one setting whose default is empty")
-            profiles.setdefault(service, []).append(_Compose(f"${{{key.name}:+{service}}}"))
+            profiles.setdefault(service, []).extend(_Compose(f"${{{key.name}:+without-}}{p}") for p in every)
     return profiles
 
 

@@ -46,8 +46,8 @@ def test_every_dollar_is_an_interpolation_of_a_known_key_with_its_default():
     interpolations = re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", text)
     assert interpolations and all(DEFAULTS[name] == default for name, default in interpolations)
     # a service of the default stack that a mode does without: a profile while its key is set
-    switches = re.findall(r"\$\{([A-Z_]+):\+([a-z]+)\}", text)
-    assert switches == [("RUMISTACK_MONGO_URI", "mongodb")] and DEFAULTS["RUMISTACK_MONGO_URI"] == ""
+    switches = re.findall(r"\$\{([A-Z_]+):\+without-\}", text)
+    assert set(switches) == {"RUMISTACK_MONGO_URI"} and DEFAULTS["RUMISTACK_MONGO_URI"] == ""
     escaped = text.count("$$")
     # no other `$`: no hash, no secret (an escaped one is a `$` of a command, for its shell)
     assert text.count("$") == len(interpolations) + len(switches) + 2 * escaped
@@ -102,7 +102,8 @@ def test_the_bundle_is_the_default_stack_and_each_mode_by_its_profile():
     services = compose.document()["services"]
     assert list(services) == ["mongodb", "rumitalk", "nginx", "meilisearch", "certbot", "rumistack"]
     assert {name: s.get("profiles") for name, s in services.items()} == {
-        "mongodb": ["${RUMISTACK_MONGO_URI:+mongodb}"], "rumitalk": None, "nginx": None,
+        "mongodb": [f"${{RUMISTACK_MONGO_URI:+without-}}{p}" for p in ("", "search", "acme", "tools")],
+        "rumitalk": None, "nginx": None,
         "meilisearch": ["search"], "certbot": ["acme"], "rumistack": ["tools"]}
     # RumiTalk waits for each database that runs
     assert services["rumitalk"]["depends_on"] == {"mongodb": {"condition": "service_healthy", "required": False},
