@@ -30,7 +30,7 @@ from rich.progress import Progress as Bars
 from . import check as checks
 from . import lock, stack, tls
 from .appsettings import AppSettings, load_app_settings
-from .compose import render_bundle
+from .compose import render_bundle, up_command
 from .config import Config, load_config
 from .errors import ConfigError, DockerUnavailable, RumistackError, StackError, Unexpected, os_error
 from .exemptions import STRICT_OPEN, summary
@@ -392,9 +392,13 @@ def render() -> None:
     After a change, a running nginx takes it on a reload (SIGHUP)."""
     config = _config()
     with _changing(config, "render"):
-        render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()), load_app_settings(config))
+        needed = render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
+                               load_app_settings(config))
     click.echo(f"wrote the nginx configuration, the certificate, the users and the services' environment for "
                f"{config.project}")
+    if needed:
+        click.echo(f"this configuration needs compose's profile {', '.join(needed)}: put COMPOSE_PROFILES="
+                   f"{','.join(needed)} into .env, or start it with: {up_command(config)}")
 
 
 @cli.command()

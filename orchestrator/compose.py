@@ -25,6 +25,7 @@ directory (read-only) at /project as its working directory, no network.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -70,6 +71,7 @@ def _interpolation(key: Key) -> _Compose:
 
 
 _BY_FIELD = {key.field: key for key in KEYS}
+_BY_NAME = {key.name: key for key in KEYS}
 
 
 def _setting(field: str) -> _Compose:
@@ -83,12 +85,76 @@ def _default_config() -> Config:
     return load_config("/nonexistent", environ={})
 
 
+# The settings of .env that change which services run, each with its compose profile. A service
+# that only such a mode runs gets the mode's profile (compose runs it with `--profile NAME`, or
+# COMPOSE_PROFILES=NAME in .env, which `render` prints). A service of the default stack that a
+# mode does without runs whatever profiles are active while the mode's KEY is empty, and with
+# none of them once KEY is set: its profiles are "" (compose's when none is active) and each
+# profile of the file, every one prefixed with `${KEY:+without-}`. That needs a KEY whose
+# default is empty.
+MODES = (
+    ("search", {"RUMISTACK_SEARCH": "true"}),
+    ("acme", {"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"}),
+    ("external-mongodb", {"RUMISTACK_MONGO_URI": "mongodb://db.example.com:27017/RumiTalk"}),
+)
+
+
+def _mode_config(environ: dict[str, str]) -> Config:
+    return load_config("/nonexistent", environ=environ)
+
+
 # stand-ins for the secrets: if one reached a value of the file, generation fails
 _SECRETS = {name: f"\0secret {name}\0" for name in GENERATORS}
 
 
-def _services() -> tuple[spec.Service, ...]:
-    return spec.services(_default_config(), _SECRETS, setting=_setting)
+def _services(config: Config | None = None) -> tuple[spec.Service, ...]:
+    return spec.services(config or _default_config(), _SECRETS, setting=_setting)
+
+
+def _names(config: Config | None = None) -> set[str]:
+    return {s.name for s in _services(config)}
+
+
+def profiles(config: Config) -> tuple[str, ...]:
+    """The profiles compose needs for this configuration's services: those of the modes it is in."""
+    wanted, default = _names(config), _names()
+    return tuple(name for name, environ in MODES
+                 if (added := _names(_mode_config(environ)) - default) and added <= wanted)
+
+
+def _profiles() -> dict[str, list[_Compose | str]]:
+    """Each optional service's profiles (see MODES), from the services of each mode."""
+    default = _names()
+    profiles: dict[str, list] = {}
+    for name, environ in MODES:
+        for service in sorted(_names(_mode_config(environ)) - default):
+            profiles.setdefault(service, []).append(name)
+    every = ["", *dict.fromkeys(p for names in profiles.values() for p in names), TOOLS_PROFILE]
+    for name, environ in MODES:
+        for service in sorted(default - _names(_mode_config(environ))):
+            key = _BY_NAME[next(iter(environ))]
+            if key.default or len(environ) != 1:
+                raise ValueError(f"mode {name} runs without {service}: compose can turn a service off only by "
+                                 f"one setting whose default is empty")
+            profiles.setdefault(service, []).extend(_Compose(f"${{{key.name}:+without-}}{p}") for p in every)
+    return profiles
+
+
+def _union() -> list[spec.Service]:
+    """The services of the default stack and of each mode, each once: the same service in two modes must
+    be the same container (its environment aside, which is in its env_file), but for whom it waits."""
+    union: dict[str, spec.Service] = {}
+    for config in [_default_config()] + [_mode_config(environ) for _, environ in MODES]:
+        for service in _services(config):
+            known = union.get(service.name)
+            if known is None:
+                union[service.name] = service
+                continue
+            if _service(dataclasses.replace(known, depends_on=())) != _service(dataclasses.replace(service, depends_on=())):
+                raise ValueError(f"{service.name} differs between the modes of the compose file: one service cannot be both")
+            union[service.name] = dataclasses.replace(
+                known, depends_on=tuple(dict.fromkeys(known.depends_on + service.depends_on)))
+    return list(union.values())
 
 
 def _write(value):
@@ -110,8 +176,12 @@ def env_file(state_dir: str | Path, service: str) -> str:
     return f"{state_dir}/{ENV_DIR}/{service}.env"
 
 
-def _service(service: spec.Service) -> dict:
+def _service(service: spec.Service, optional: dict[str, list] | None = None) -> dict:
+    """The service in compose's terms; `optional`: the profiles of the services not always run."""
+    optional = optional or {}
     out: dict = {"image": service.image}
+    if service.name in optional:
+        out["profiles"] = optional[service.name]
     if service.entrypoint is not None:
         out["entrypoint"] = list(service.entrypoint)
     if service.command is not None:
@@ -121,7 +191,9 @@ def _service(service: spec.Service) -> dict:
     # the environment as `up` gives it, written by `render` (secrets included)
     out["env_file"] = [_Compose(env_file(_setting("state_dir"), service.name))]
     if service.depends_on:
-        out["depends_on"] = {name: {"condition": "service_healthy"} for name in service.depends_on}
+        # on a service not always run: waited for when it runs
+        out["depends_on"] = {name: {"condition": "service_healthy"} | ({"required": False} if name in optional else {})
+                             for name in service.depends_on}
     out["labels"] = spec.labels(_setting("project"), service=service.name)
     if service.mounts:
         out["volumes"] = [
@@ -173,12 +245,12 @@ def document() -> dict:
     for key in KEYS:
         if any(c in key.default for c in "${}"):
             raise ValueError(f"the default of {key.name} cannot be written as ${{{key.name}:-...}}")
-    services = _services()
+    services, profiles = _union(), _profiles()
     volumes = [m.volume for s in services for m in s.mounts] + list(WRITTEN_VOLUMES)
     labels = spec.labels(_setting("project"))
     return _write({
         "name": _setting("project"),
-        "services": {s.name: _service(s) for s in services} | {TOOLS: _tools()},
+        "services": {s.name: _service(s, profiles) for s in services} | {TOOLS: _tools()},
         "networks": {"default": {"labels": labels}},
         "volumes": {v: {"labels": labels} for v in dict.fromkeys(volumes)},
     })
@@ -198,31 +270,35 @@ def _env_text(service: spec.Service) -> bytes:
     return "".join(lines).encode()
 
 
-def _require_bundled_tls(config: Config) -> None:
-    """The bundle's nginx serves HTTPS with a certificate `render` puts in place: self-signed or files."""
-    if config.tls == "acme":
-        raise ConfigError("RUMISTACK_TLS=acme needs `rumistack up`, which runs certbot and has it ask the ACME server "
-                          "once nginx answers; compose/docker-compose.yml serves RUMISTACK_TLS=self-signed or files")
+COMMAND = f"docker compose --project-directory . -f {FILE}"  # as docs/compose.md runs it
+
+
+def up_command(config: Config) -> str:
+    """The command that starts this configuration's services."""
+    return " ".join([COMMAND, *(f"--profile {name}" for name in profiles(config)), "up -d --wait"])
+
+
+def _refuse(config: Config, services: tuple[spec.Service, ...]) -> None:
+    """What compose cannot do, each in one sentence with the reason."""
     if config.tls == "off":
-        raise ConfigError("RUMISTACK_TLS=off needs `rumistack up`: compose/docker-compose.yml serves HTTPS "
-                          "(RUMISTACK_TLS=self-signed or files)")
+        raise ConfigError("RUMISTACK_TLS=off needs `rumistack up`: the bundle's nginx always publishes "
+                          "RUMISTACK_HTTPS_PORT, since compose cannot drop a port by a setting of .env")
+    unknown = sorted({s.name for s in services} - {s.name for s in _union()})
+    if unknown:
+        raise ConfigError(f"this configuration runs {', '.join(unknown)}, which compose/docker-compose.yml does not "
+                          f"have: use `rumistack up` for it")
 
 
 def render_bundle(config: Config, users: UserFile, volumes: Volumes, app: AppSettings | None = None,
-                  step: Callable[[str], None] = lambda m: None) -> None:
+                  step: Callable[[str], None] = lambda m: None) -> tuple[str, ...]:
     """What the compose file needs besides .env: the config, the certificate
     and the users in the volumes (publish), and each service's environment in
-    its env_file."""
+    its env_file (and no env_file for a service this configuration does not
+    run, so compose refuses to start it). The profiles compose needs for it."""
     require_users(users)
-    _require_bundled_tls(config)
     app = app if app is not None else load_app_settings(config)
     services = spec.services(config, load_secrets(config.state_dir, app.secrets), app)
-    bundled, wanted = [s.name for s in _services()], [s.name for s in services]
-    if sorted(bundled) != sorted(wanted):
-        raise ConfigError(
-            f"this configuration's stack is {', '.join(wanted)}; compose/docker-compose.yml runs the default "
-            f"stack, {', '.join(bundled)}: use `rumistack up` for this one"
-        )
+    _refuse(config, services)
     publish(config, volumes, https.local(config, tls.now()), step, users, app=app)
     step("writing each service's environment for docker compose")
     make_directory(Path(config.state_dir) / ENV_DIR, "the directory of the services' environment")
@@ -230,6 +306,11 @@ def render_bundle(config: Config, users: UserFile, volumes: Volumes, app: AppSet
         path = Path(env_file(config.state_dir, service.name))
         with doing(f"writing {service.name}'s environment for docker compose into {path}"):
             replace_atomically(path, _env_text(service))
+    for name in sorted({s.name for s in _union()} - {s.name for s in services}):
+        path = Path(env_file(config.state_dir, name))
+        with doing(f"removing {name}'s environment, which this configuration does not run, from {path}"):
+            path.unlink(missing_ok=True)
+    return profiles(config)
 
 
 def main(argv: list[str]) -> None:

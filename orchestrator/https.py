@@ -42,6 +42,7 @@ class Served:
     nginx_version: tuple[int, int, int] | None = None
     issue: bool = False  # acme: ask the ACME server once nginx answers on port 80
     replace: bool = False  # acme: the ACME server changed, so a new certificate although the kept one is good
+    #                        (certbot's OBTAIN script finds it so too, by the renewal file)
     acme_files: dict[str, File] = field(default_factory=dict)  # into the acme volume
 
     @property
@@ -125,7 +126,7 @@ def obtain(config: Config, certbot: Container | None, served: Served, volumes: V
     if not served.issue:
         return False
     step(f"asking {config.acme_directory} for a certificate for {config.domain} (http-01 through nginx)")
-    code, output = certbot.exec_run(acme.obtain_command(config, served.replace))
+    code, output = certbot.exec_run(acme.obtain_command(config))
     said = "\n".join(output.decode(errors="replace").strip().splitlines()[-15:])
     if code != 0:
         raise StackError(

@@ -19,13 +19,13 @@ from .config import Config
 from .errors import UserError
 from .layout import NGINX_GID, RUMITALK_UID
 from .render import config_id, render
-from .spec import AUTH_VOLUME, CONFIG_VOLUME, RUMITALK_CONFIG_VOLUME, TLS_VOLUME
+from .spec import ACME_VOLUME, AUTH_VOLUME, CONFIG_VOLUME, RUMITALK_CONFIG_VOLUME, TLS_VOLUME
 from .tls import Certificate
 from .users import UserFile
 from .volumes import File, Volumes
 
 # the volumes publish writes into
-WRITTEN_VOLUMES = (CONFIG_VOLUME, AUTH_VOLUME, TLS_VOLUME, RUMITALK_CONFIG_VOLUME)
+WRITTEN_VOLUMES = (CONFIG_VOLUME, AUTH_VOLUME, TLS_VOLUME, RUMITALK_CONFIG_VOLUME, ACME_VOLUME)
 
 
 @dataclass(frozen=True)

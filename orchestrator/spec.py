@@ -119,22 +119,22 @@ def _wget(url: str) -> tuple[str, ...]:
 
 
 def _tls_mounts(config: Config) -> tuple[Mount, ...]:
-    """nginx reads the certificate, and in acme mode the http-01 challenges."""
+    """nginx reads the certificate, and the http-01 challenges (served in acme mode only; mounted in
+    every HTTPS mode, so that one nginx service of the compose bundle is nginx in each)."""
     if not config.https:
         return ()
-    certificate = Mount(TLS_VOLUME, TLS_DIR, read_only=True, no_copy=True)
-    if config.tls == "acme":
-        return (certificate, Mount(WEBROOT_VOLUME, WEBROOT, read_only=True, no_copy=True))
-    return (certificate,)
+    return (Mount(TLS_VOLUME, TLS_DIR, read_only=True, no_copy=True),
+            Mount(WEBROOT_VOLUME, WEBROOT, read_only=True, no_copy=True))
 
 
 def _certbot(config: Config, setting: Setting) -> Service:
-    """Renews the certificate by itself and reloads nginx (see orchestrator/acme.py)."""
+    """Gets the first certificate once nginx answers, renews it by itself and reloads nginx (see
+    orchestrator/acme.py)."""
     return Service(
         name="certbot",
         image=setting("certbot_image"),
         entrypoint=("sh", "-c"),
-        command=(acme.RENEW_LOOP,),
+        command=acme.service_command(setting("domain"), setting("acme_directory"), setting("acme_email")),
         mounts=(Mount(ACME_VOLUME, ACME_CONFIG_DIR), Mount(WEBROOT_VOLUME, WEBROOT), Mount(TLS_VOLUME, TLS_DIR)),
         environment=acme.environment(config),
         depends_on=("nginx",),

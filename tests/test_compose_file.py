@@ -45,7 +45,13 @@ def test_every_dollar_is_an_interpolation_of_a_known_key_with_its_default():
     text = compose.text()
     interpolations = re.findall(r"\$\{([A-Z_]+):-([^}]*)\}", text)
     assert interpolations and all(DEFAULTS[name] == default for name, default in interpolations)
-    assert text.count("$") == len(interpolations)  # no other `$`: no hash, no secret
+    # a service of the default stack that a mode does without: a profile while its key is set
+    switches = re.findall(r"\$\{([A-Z_]+):\+without-\}", text)
+    assert set(switches) == {"RUMISTACK_MONGO_URI"} and DEFAULTS["RUMISTACK_MONGO_URI"] == ""
+    escaped = text.count("$$")
+    # no other `$`: no hash, no secret (an escaped one is a `$` of a command, for its shell)
+    assert text.count("$") == len(interpolations) + len(switches) + 2 * escaped
+    assert "$$" not in text.split("  certbot:")[0]
 
 
 def _accepted(key, candidates):
@@ -64,7 +70,7 @@ def test_no_value_from_env_is_pinned_in_the_file(monkeypatch):
     candidates = ("zq7x", "127.0.0.7", "17077", "mongodb://zq7x:27017/zq7x")
     distinctive = tuple(dataclasses.replace(key, default=_accepted(key, candidates)) for key in KEYS)
     monkeypatch.setattr(compose, "KEYS", distinctive)
-    values = [re.sub(r"\$\{[A-Z_]+:-[^}]*\}", "", str(v)) for v in _values(compose.document())]
+    values = [re.sub(r"\$\{[A-Z_]+:[-+][^}]*\}", "", str(v)) for v in _values(compose.document())]
     assert [v for v in values if any(mark in v for mark in ("zq7x", "7077", "127.0.0.7"))] == []
 
 
@@ -92,9 +98,39 @@ def test_the_environment_is_an_env_file_in_the_state_directory_for_every_service
         assert "environment" not in services[name]
 
 
-def test_the_bundle_is_the_default_stack():
-    assert list(compose.document()["services"]) == ["mongodb", "rumitalk", "nginx", "rumistack"]
-    assert compose.document()["services"]["rumitalk"]["depends_on"] == {"mongodb": {"condition": "service_healthy"}}
+def test_the_bundle_is_the_default_stack_and_each_mode_by_its_profile():
+    services = compose.document()["services"]
+    assert list(services) == ["mongodb", "rumitalk", "nginx", "meilisearch", "certbot", "rumistack"]
+    assert {name: s.get("profiles") for name, s in services.items()} == {
+        "mongodb": [f"${{RUMISTACK_MONGO_URI:+without-}}{p}" for p in ("", "search", "acme", "tools")],
+        "rumitalk": None, "nginx": None,
+        "meilisearch": ["search"], "certbot": ["acme"], "rumistack": ["tools"]}
+    # RumiTalk waits for each database that runs
+    assert services["rumitalk"]["depends_on"] == {"mongodb": {"condition": "service_healthy", "required": False},
+                                                  "meilisearch": {"condition": "service_healthy", "required": False}}
+    assert services["certbot"]["depends_on"] == {"nginx": {"condition": "service_healthy"}}
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, ()), ({"RUMISTACK_SEARCH": "true"}, ("search",)),
+    ({"RUMISTACK_MONGO_URI": "mongodb://db.example.com/x"}, ()),
+    ({"RUMISTACK_SEARCH": "true", "RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"}, ("search", "acme")),
+])
+def test_render_names_the_profiles_a_configuration_needs(environ, expected):
+    config = load_config("/nonexistent", environ=environ)
+    assert compose.profiles(config) == expected
+    assert compose.up_command(config) == " ".join(
+        ["docker compose --project-directory . -f compose/docker-compose.yml", *(f"--profile {p}" for p in expected),
+         "up -d --wait"])
+
+
+def test_a_mode_whose_service_differs_from_the_default_one_stops_the_generation(monkeypatch):
+    original = spec.services
+    monkeypatch.setattr(spec, "services", lambda config, secrets, app=AppSettings(), setting=None: tuple(
+        dataclasses.replace(s, stop_signal="SIGINT") if s.name == "nginx" and config.search else s
+        for s in original(config, secrets, app, setting)))
+    with pytest.raises(ValueError, match="nginx differs between the modes"):
+        compose.document()
 
 
 def test_the_bundle_serves_https_with_the_certificate_render_writes():
@@ -105,12 +141,13 @@ def test_the_bundle_serves_https_with_the_certificate_render_writes():
 
 
 def test_a_service_in_another_process_namespace_joins_it_the_compose_way():
-    """acme's certbot, which the bundle does not run: translated like any other service."""
+    """acme's certbot: translated like any other service; its command gets the certificate by itself."""
     config = load_config("/nonexistent", environ={"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"})
     (certbot,) = [s for s in spec.services(config, {name: "x" for name in GENERATORS}) if s.name == "certbot"]
     written = compose._service(certbot)
     assert written["pid"] == "service:nginx"
-    assert written["entrypoint"] == ["sh", "-c"] and written["command"] == [acme.RENEW_LOOP]
+    assert written["entrypoint"] == ["sh", "-c"]
+    assert written["command"] == [acme.START, "sh", "chat.example.com", config.acme_directory, "", acme.OBTAIN]
     assert written["depends_on"] == {"nginx": {"condition": "service_healthy"}}
 
 
@@ -120,7 +157,7 @@ def test_tools_service_gets_the_env_the_volumes_the_state_and_project_directorie
     assert tools["network_mode"] == "none"
     assert {v["source"]: v["target"] for v in tools["volumes"]} == {
         "nginx-config": "/volumes/nginx-config", "nginx-auth": "/volumes/nginx-auth", "tls": "/volumes/tls",
-        "rumitalk-config": "/volumes/rumitalk-config", "${RUMISTACK_STATE_DIR:-.rumistack}": "/state", ".": "/project"}
+        "rumitalk-config": "/volumes/rumitalk-config", "acme": "/volumes/acme", "${RUMISTACK_STATE_DIR:-.rumistack}": "/state", ".": "/project"}
     assert tools["working_dir"] == "/project"  # RumiTalk's settings file and YAML resolve as on the host
     assert tools["environment"]["RUMISTACK_VOLUMES_DIR"] == "/volumes"
     assert tools["environment"]["RUMISTACK_STATE_DIR"] == "/state"

@@ -134,22 +134,29 @@ def test_render_bundle_writes_each_services_environment_as_up_gives_it(tmp_path,
     assert "JWT_SECRET" in (config.state_dir / "compose" / "rumitalk.env").read_text()
 
 
-def test_render_bundle_refuses_a_stack_the_compose_file_does_not_run(tmp_path, users):
-    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_SEARCH": "true"})
-    volumes = RecordingVolumes()
-    with pytest.raises(ConfigError, match="meilisearch.*use `rumistack up`"):
-        render_bundle(config, users, volumes, AppSettings())
-    assert volumes.written == {} and volumes.user_files == {} and not (tmp_path / "state" / "compose").exists()
+@pytest.mark.parametrize("environ, runs, profiles", [
+    ({"RUMISTACK_SEARCH": "true"}, {"mongodb", "meilisearch", "rumitalk", "nginx"}, ("search",)),
+    ({"RUMISTACK_MONGO_URI": "mongodb://db.example.com:27017/chat"}, {"rumitalk", "nginx"}, ()),
+    ({"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"}, {"mongodb", "rumitalk", "nginx", "certbot"},
+     ("acme",)),
+], ids=["search", "external mongodb", "acme"])
+def test_render_bundle_writes_the_environment_of_each_mode_and_none_for_what_it_does_not_run(tmp_path, users, environ,
+                                                                                            runs, profiles):
+    environment = tmp_path / "state" / "compose"
+    environment.mkdir(parents=True)
+    for name in ("mongodb", "meilisearch", "certbot"):  # left by an earlier mode
+        (environment / f"{name}.env").write_text("OLD='1'\n")
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), **environ})
+    assert render_bundle(config, users, RecordingVolumes(), AppSettings()) == profiles
+    assert {p.stem for p in environment.iterdir()} == runs  # compose refuses to start a service without one
+    for service in services(config, load_secrets(config.state_dir)):
+        assert dotenv_values(environment / f"{service.name}.env") == dict(service.environment)
 
 
-@pytest.mark.parametrize("mode, message", [
-    ("acme", "RUMISTACK_TLS=acme needs `rumistack up`, which runs certbot"),
-    ("off", "RUMISTACK_TLS=off needs `rumistack up`: compose/docker-compose.yml serves HTTPS"),
-])
-def test_render_bundle_refuses_a_tls_mode_the_compose_file_does_not_serve(tmp_path, users, mode, message):
-    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_TLS": mode,
-                                                  "RUMISTACK_DOMAIN": "chat.example.com"})
+def test_render_bundle_refuses_plain_http_in_one_sentence_with_the_reason(tmp_path, users):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_TLS": "off"})
     volumes = RecordingVolumes()
-    with pytest.raises(ConfigError, match=re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape("RUMISTACK_TLS=off needs `rumistack up`: the bundle's nginx always "
+                                                    "publishes RUMISTACK_HTTPS_PORT, since compose cannot drop a port")):
         render_bundle(config, users, volumes, AppSettings())
     assert volumes.written == {} and volumes.user_files == {} and not (tmp_path / "state" / "compose").exists()

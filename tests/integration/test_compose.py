@@ -26,6 +26,7 @@ from rumistack.appsettings import load_app_settings
 from rumistack.config import KEYS, load_config
 from rumistack.https import Served
 from rumistack.layout import AUTH_DIR, CONF_DIR, NGINX_GID, PEM_FILE, TLS_DIR, USER_FILE
+from rumistack.publish import WRITTEN_VOLUMES
 from rumistack.render import render
 from rumistack.secretstore import load_secrets
 from rumistack.spec import LABEL_PROJECT, services, volumes
@@ -69,13 +70,33 @@ def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compos
     assert bundle["services"]["rumitalk"]["environment"] == {"FROM_ENV_FILE": "rumitalk"}
     assert [p["published"] for p in bundle["services"]["nginx"]["ports"]] == [
         expected["RUMISTACK_HTTP_PORT"], expected["RUMISTACK_HTTPS_PORT"]]
-    assert {v["name"] for v in bundle["volumes"].values()} == {f"{project}_{v}" for v in volumes(services(
-        load_config("/nonexistent", environ={}), load_secrets(tmp_path / "secrets")))}
+    assert {v["name"] for v in bundle["volumes"].values()} == {f"{project}_{v}" for v in {*volumes(services(
+        load_config("/nonexistent", environ={}), load_secrets(tmp_path / "secrets"))), *WRITTEN_VOLUMES}}
     assert bundle["networks"]["default"]["name"] == f"{project}_default"
     tools = bundle["services"]["rumistack"]
     assert tools["environment"]["RUMISTACK_REALM"] == expected["RUMISTACK_REALM"]
     binds = {v["target"]: v["source"] for v in tools["volumes"] if v["type"] == "bind"}
     assert binds == {"/state": str(tmp_path / expected["RUMISTACK_STATE_DIR"]), "/project": str(tmp_path)}
+
+
+@pytest.mark.parametrize("env_file, running", [
+    ("COMPOSE_PROFILES=search\nRUMISTACK_SEARCH=true\n", {"mongodb", "meilisearch", "rumitalk", "nginx"}),
+    ("RUMISTACK_MONGO_URI=mongodb://db.example.com:27017/chat\n", {"rumitalk", "nginx"}),
+    ("COMPOSE_PROFILES=acme\nRUMISTACK_TLS=acme\nRUMISTACK_DOMAIN=chat.example.com\n", {"mongodb", "rumitalk", "nginx", "certbot"}),
+], ids=["search", "external mongodb", "acme"])
+def test_each_mode_is_chosen_by_env_alone_and_valid_without_a_warning(compose_plugin, tmp_path, env_file, running):
+    (tmp_path / "compose").mkdir()
+    shutil.copy(ROOT / "compose" / "docker-compose.yml", tmp_path / "compose")
+    (tmp_path / ".env").write_text(env_file)
+    environment = tmp_path / ".rumistack" / "compose"
+    environment.mkdir(parents=True)
+    for service in running:  # as `render` leaves them: none for a service the mode does not run
+        (environment / f"{service}.env").write_text(f"FROM_ENV_FILE='{service}'\n")
+    checked = _compose(tmp_path, docs_command(" config --quiet"))
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
+    # what `up` starts: the profiles of COMPOSE_PROFILES (a --profile on the command line replaces them)
+    listed = _compose(tmp_path, docs_command(" config --quiet").replace(" --profile tools", "").replace("--quiet", "--services"))
+    assert set(listed.stdout.split()) == running
 
 
 def test_tools_service_writes_the_config_the_certificate_the_users_and_the_environment_up_would(compose_bundle,

@@ -5,6 +5,7 @@ import socketserver
 
 class Hold(socketserver.BaseRequestHandler):
     def handle(self) -> None:
+        print(f"connection from {self.client_address[0]}", flush=True)
         while self.request.recv(4096):
             pass
 

@@ -51,7 +51,9 @@ Like RumiTalk, its /health fails until the MongoDB in MONGO_URI (when set)
 accepts connections. For the proxy tests it also streams server-sent
 events (/api/stream), takes uploads (POST /api/files), serves a
 gzip-compressed answer (/api/compressed) and echoes over a WebSocket
-upgrade (/ws).
+upgrade (/ws). Like RumiTalk's, `/api/search/enable` answers whether
+search is on: SEARCH=true and Meilisearch at MEILI_HOST accepting
+MEILI_MASTER_KEY.
 
 Every answer carries the request as received (method, raw path, headers) in
 the `X-Stub-Request` header (base64 of JSON), and `X-Stub-Replica` (this
@@ -361,6 +363,20 @@ def _database_reachable() -> bool:
     return True
 
 
+def _search_enabled() -> bool:
+    """RumiTalk's answer: search is on when SEARCH=true and Meilisearch at MEILI_HOST accepts
+    MEILI_MASTER_KEY (an authenticated route: GET /indexes)."""
+    host, key = os.environ.get("MEILI_HOST"), os.environ.get("MEILI_MASTER_KEY", "")
+    if os.environ.get("SEARCH") != "true" or not host:
+        return False
+    asked = urllib.request.Request(f"{host.rstrip('/')}/indexes", headers={"Authorization": f"Bearer {key}"})
+    try:
+        with urllib.request.urlopen(asked, timeout=3) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def _web_files() -> dict[str, tuple[str, bytes]]:
     """The web app's files by URL path (lowercase, as routes match)."""
     files = {}
@@ -458,6 +474,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"id": claims["id"], "email": EMAIL}, record)
         if path == "/api/endpoints":
             return self._json(200, public(endpoints(SETTINGS["config"])), record)
+        if path == "/api/search/enable":
+            return self._json(200, _search_enabled(), record)
         if path == "/api/models":
             return self._json(200, {n: e["models"] for n, e in endpoints(SETTINGS["config"]).items()}, record)
         if path.startswith("/api/agents/chat/"):

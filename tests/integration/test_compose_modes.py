@@ -1,0 +1,106 @@
+"""The compose bundle in the modes beyond the default stack, against real
+containers: search on and an external MongoDB (one bundle in both modes at
+once, to keep the suite's time down). docs/compose.md's commands run as
+written, with the mode's lines added to .env as a self-hoster would; then
+the auth matrix and `rumistack check` against the bundle, each mode's own
+proof, and `rumistack up` giving the same stack as compose."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from bundle import Bundle, docs_blocks, snapshot
+from click.testing import CliRunner
+from testenv import TEST_LABELS
+from web import basic, login, send
+
+from rumistack.check import audit
+from rumistack.cli import cli
+from rumistack.spec import LABEL_PROJECT, network_labels
+
+PASSWORD = "correct horse battery"
+ALICE = {"Authorization": basic("alice", PASSWORD)}
+OUTSIDE_MONGO = "mongodb://outside-mongo:27017/RumiTalk"  # a MongoDB of the self-hoster's, not the project's
+MODE = f"RUMISTACK_SEARCH=true\nRUMISTACK_MONGO_URI={OUTSIDE_MONGO}\nCOMPOSE_PROFILES=search\n"
+
+
+def _service(client, bundle: Bundle, service: str):
+    return client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={bundle.project}",
+                                                               f"rumistack.service={service}"]})
+
+
+@pytest.fixture(scope="module")
+def modes_bundle(docker_client, test_images, image_env, compose_plugin, tmp_path_factory) -> Iterator[Bundle]:
+    """The bundle up by docs/compose.md's commands, .env with search on and an outside MongoDB
+    (a stand-in on the bundle's network, not one of the project's services)."""
+    (block,) = [b for b in docs_blocks() if "cp .env.example .env" in b]
+    bundle = Bundle.create(tmp_path_factory.mktemp("compose-modes"), image_env)
+    network = f"{bundle.project}_default"
+    docker_client.networks.create(network, driver="bridge", labels={**network_labels(bundle.project), **TEST_LABELS})
+    outside = docker_client.containers.run(
+        test_images["mongodb"], detach=True, labels=TEST_LABELS, network=network,
+        networking_config={network: docker_client.api.create_endpoint_config(aliases=["outside-mongo"])})
+    bundle.outside = outside
+    try:
+        for command in block:
+            result = bundle.sh(command, input=f"{PASSWORD}\n{PASSWORD}\n" if " adduser " in command else None)
+            if command.startswith("cp .env.example .env"):
+                with (bundle.root / ".env").open("a") as env:
+                    env.write(MODE)
+            if command.endswith(" render"):
+                bundle.rendered = result.stdout
+        yield bundle
+    finally:
+        outside.remove(force=True)  # before compose removes the network
+        bundle.remove(docker_client)
+
+
+def test_render_says_which_profile_the_mode_needs(modes_bundle):
+    assert ("this configuration needs compose's profile search: put COMPOSE_PROFILES=search into .env, or start it "
+            "with: docker compose --project-directory . -f compose/docker-compose.yml --profile search up -d --wait"
+            in modes_bundle.rendered)
+
+
+def test_the_auth_matrix_and_rumistack_check_pass_against_the_bundle(modes_bundle):
+    port = modes_bundle.port
+    for path in ("/", "/c/new", "/healthz", "/api/convos"):
+        assert send(port, path).status == 401, path
+    assert send(port, "/", headers={"Authorization": basic("alice", "wrong")}).status == 401
+    assert send(port, "/", headers=ALICE).status == 200
+    assert send(port, "/health").status == 200
+    url = f"https://127.0.0.1:{modes_bundle.https_port}"
+    failures = {f"{r.case.target} [{r.case.credentials}]": r.note for r in audit(
+        url, "alice", PASSWORD, tls=port.context) if not r.ok}
+    assert failures == {}
+    checked = CliRunner().invoke(cli, ["check", url, "--user", "alice", "--password-stdin", "--ca-file",
+                                       str(modes_bundle.ca_file)], input=PASSWORD + "\n")
+    assert checked.exit_code == 0 and ": 0 failed" in checked.output, checked.output
+
+
+def test_search_the_stand_in_reaches_meilisearch_with_the_master_key(modes_bundle, docker_client):
+    (meili,) = _service(docker_client, modes_bundle, "meilisearch")
+    assert meili.status == "running"
+    token = login(modes_bundle.port)
+    answer = send(modes_bundle.port, "/api/search/enable", headers={"Authorization": f"Bearer {token}"})
+    assert (answer.status, answer.body) == (200, b"true")  # Meilisearch's stand-in refuses any other key
+
+
+def test_an_external_mongodb_no_mongodb_container_and_the_stand_in_connected_to_the_outside_one(modes_bundle,
+                                                                                               docker_client):
+    assert _service(docker_client, modes_bundle, "mongodb") == []
+    (rumitalk,) = _service(docker_client, modes_bundle, "rumitalk")
+    assert f"MONGO_URI={OUTSIDE_MONGO}" in rumitalk.attrs["Config"]["Env"]
+    rumitalk.reload()
+    address = rumitalk.attrs["NetworkSettings"]["Networks"][f"{modes_bundle.project}_default"]["IPAddress"]
+    assert f"connection from {address}" in modes_bundle.outside.logs().decode()
+
+
+def test_compose_and_rumistack_up_run_the_same_stack_in_these_modes(modes_bundle, docker_client):
+    """The same definitions, nginx config, user file and certificate; the last test of the module (it
+    leaves the stack to `rumistack up`)."""
+    by_compose = snapshot(docker_client, modes_bundle.project)
+    assert set(by_compose) == {"meilisearch", "rumitalk", "nginx", "nginx files"}
+    modes_bundle.compose("rm", "--stop", "--force")  # keeps the network, where the outside MongoDB is
+    modes_bundle.sh("rumistack up")
+    assert snapshot(docker_client, modes_bundle.project) == by_compose
