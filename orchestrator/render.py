@@ -24,6 +24,7 @@ _TEMPLATES = {
     "snippets/auth-verifier.conf": "snippets/auth-verifier.conf.j2",
     "snippets/proxy.conf": "snippets/proxy.conf.j2",
     "snippets/streaming.conf": "snippets/streaming.conf.j2",
+    "snippets/security-headers.conf": "snippets/security-headers.conf.j2",
 }
 _STRICT_TEMPLATES = {"snippets/strict-api.conf": "snippets/strict-api.conf.j2"}
 _TRUSTED_PROXIES_TEMPLATES = {"snippets/trusted-proxies.conf": "snippets/trusted-proxies.conf.j2"}

@@ -25,6 +25,7 @@ BASIC_AUTH = f"{CONF_DIR}/snippets/basic-auth.conf"
 TLS_SNIPPET = f"{CONF_DIR}/snippets/tls.conf"
 ACME_SNIPPET = f"{CONF_DIR}/snippets/acme-challenge.conf"
 STRICT_SNIPPET = f"{CONF_DIR}/snippets/strict-api.conf"
+SECURITY_SNIPPET = f"{CONF_DIR}/snippets/security-headers.conf"
 
 
 def _config(**env):
@@ -204,10 +205,43 @@ def test_tls_settings_follow_mozillas_intermediate_profile():
 
 def test_hsts_is_sent_only_for_a_publicly_trusted_certificate():
     config = _config()
-    plain = read(config).file(TLS_SNIPPET)
-    assert [s for s in walk(plain) if any("Strict-Transport-Security" in a for a in s["args"])] == []
-    hsts = read(config, TlsFacts(hsts=True)).file(TLS_SNIPPET)
-    assert directive(hsts, "add_header") == ["Strict-Transport-Security", "max-age=63072000", "always"]
+    plain = read(config)
+    assert [s for name in plain.parsed for s in walk(plain.file(name))
+            if any("Strict-Transport-Security" in a for a in s["args"])] == []
+    hsts = read(config, TlsFacts(hsts=True)).file(SECURITY_SNIPPET)
+    assert ["Strict-Transport-Security", "$rumistack_hsts", "always"] in directives(hsts, "add_header")
+    # over https only, and not when rumitalk sends its own
+    assert directive(block(hsts, "map", "$scheme:$upstream_http_strict_transport_security", "$rumistack_hsts"),
+                     "https:") == ["max-age=63072000"]
+
+
+SECURITY_HEADERS = ["X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options", "Content-Security-Policy",
+                    "Permissions-Policy"]
+
+
+@pytest.mark.parametrize("env", [{}, {"RUMISTACK_TLS": "self-signed"}, {"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "rumi.example.com"},
+                                 {"RUMISTACK_STRICT_API": "true"}])
+def test_the_security_headers_are_set_once_in_the_http_block_and_nowhere_else(env):
+    conf = _conf(**env)
+    assert _includes(conf.http).count(SECURITY_SNIPPET) == 1
+    # nginx inherits add_header only into a block without one of its own: none anywhere but the snippet
+    for name in conf.parsed:
+        if name != SECURITY_SNIPPET.removeprefix(CONF_DIR + "/"):
+            assert everywhere(conf.file(name), "add_header") == [], name
+    snippet = conf.file(SECURITY_SNIPPET)
+    added = directives(snippet, "add_header")
+    assert [a[0] for a in added] == SECURITY_HEADERS + ["Retry-After"]
+    assert all(a[2] == "always" for a in added)  # on 401, 429 and redirects too
+    for name, variable, _ in added[:-1]:
+        # added only when rumitalk's answer has none: an empty value adds nothing
+        source = "$upstream_http_" + name.lower().replace("-", "_")
+        assert directive(block(snippet, "map", source, variable), "default") == [""], name
+
+
+def test_retry_after_goes_only_on_nginxs_own_429():
+    snippet = _conf().file(SECURITY_SNIPPET)
+    retry = block(snippet, "map", "$status:$upstream_status", "$rumistack_retry_after")
+    assert directive(retry, "429:") == ["60"] and directive(retry, "default") == [""]
 
 
 @pytest.mark.parametrize("version, listen, directive_", [
