@@ -145,6 +145,8 @@ def _service(service: spec.Service) -> dict:
     if service.stop_signal is not None:
         out["stop_signal"] = service.stop_signal
     out["restart"] = spec.RESTART
+    if service.logging is not None:
+        out["logging"] = {"driver": service.logging.driver, "options": service.logging.options()}
     return out
 
 
@@ -163,6 +165,7 @@ def _tools() -> dict:
         # RUMITALK_ENV_FILE and RUMITALK_CONFIG_FILE resolve from the project directory, as on the host
         "working_dir": TOOLS_PROJECT_DIR,
         "network_mode": "none",
+        "logging": {"driver": "json-file", "options": spec.Logging(_setting("log_max_size")).options()},
         # `nginx -t` resolves the upstream's name; with no network, any address will do
         "extra_hosts": [f"{UPSTREAM_HOST}:127.0.0.1"],
     }

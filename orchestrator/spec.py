@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from . import acme
@@ -50,6 +50,7 @@ WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
 RUMITALK_CONFIG_VOLUME = "rumitalk-config"  # RumiTalk's YAML, named by its content
 
 RESTART = "unless-stopped"  # every service's restart policy
+LOG_FILES = 3  # rotated log files kept per container, each up to RUMISTACK_LOG_MAX_SIZE
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,17 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Logging:
+    """Docker's json-file driver with rotation: at most `max_files` files of `max_size` each."""
+    max_size: str  # (or what a renderer writes for the setting: see `services`)
+    max_files: int = LOG_FILES
+    driver: str = "json-file"  # `rumistack logs` and `docker logs` read it
+
+    def options(self) -> dict[str, str]:
+        return {"max-size": self.max_size, "max-file": str(self.max_files)}
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     image: str
@@ -98,6 +110,7 @@ class Service:
     entrypoint: tuple[str, ...] | None = None
     # another service whose process namespace this one joins (docker's --pid container:...)
     pid_namespace: str | None = None
+    logging: Logging | None = None  # None: the engine's default driver, unbounded
 
     def digest(self, *facts: str) -> str:
         """A hash of everything that defines this service's container: its fields, and the facts
@@ -217,7 +230,9 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
     ))
     if config.tls == "acme":
         stack.append(_certbot(config, setting))
-    return tuple(stack)
+    # every container's log is bounded: a busy or attacked instance cannot fill the disk
+    logging = Logging(setting("log_max_size"))
+    return tuple(replace(service, logging=logging) for service in stack)
 
 
 def volumes(stack: tuple[Service, ...]) -> tuple[str, ...]:

@@ -17,7 +17,8 @@ DEFAULTS = {key.name: key.default for key in KEYS}
 # service's key, and the environment goes into the env_file `render` writes
 COMPOSE_KEYS = {"image": "image", "command": "command", "depends_on": "depends_on", "mounts": "volumes",
                 "tmpfs": "tmpfs", "ports": "ports", "healthcheck": "healthcheck", "stop_signal": "stop_signal",
-                "environment": "env_file", "entrypoint": "entrypoint", "pid_namespace": "pid"}
+                "environment": "env_file", "entrypoint": "entrypoint", "pid_namespace": "pid",
+                "logging": "logging"}
 
 
 def _values(document):
@@ -133,7 +134,7 @@ def test_every_field_of_a_service_reaches_its_compose_key():
         name="x", image="x:1", healthcheck=spec.HealthCheck(("CMD", "true")), command=("run",),
         mounts=(spec.Mount("data", "/data"),), tmpfs=(spec.Tmpfs("/run/x", "size=1m"),),
         ports=(spec.Port("127.0.0.1", 1, 2),), environment=(("A", "b"),), stop_signal="SIGTERM", depends_on=("y",),
-        entrypoint=("sh", "-c"), pid_namespace="y",
+        entrypoint=("sh", "-c"), pid_namespace="y", logging=spec.Logging("1m"),
     )
     written = compose._service(everything)
     assert set(COMPOSE_KEYS.values()) | {"labels", "restart"} == set(written)

@@ -166,6 +166,7 @@ def definition(container: Container) -> dict:
         "restart": host["RestartPolicy"]["Name"],
         "ports": host["PortBindings"] or {},  # compose writes {} where the SDK writes None
         "tmpfs": host.get("Tmpfs") or {},
+        "logging": host["LogConfig"],
         # compose creates plain volume mounts as binds, the SDK as mounts: compare what Docker mounted
         "mounts": sorted((m["Type"], m["Name"], m["Destination"], m["RW"], m["Destination"] in no_copy)
                          for m in container.attrs["Mounts"]),
