@@ -16,7 +16,7 @@ from nginxconf import (
 )
 from rumistack.config import load_config
 from rumistack.exemptions import BUILTIN as EXEMPTIONS
-from rumistack.layout import AUTH_TMPFS, CONF_DIR
+from rumistack.layout import AUTH_TMPFS, CONF_DIR, NGINX_RUN_DIR
 from rumistack.render import TlsFacts, config_id
 from rumistack.secretstore import GENERATORS
 from rumistack.spec import services
@@ -122,7 +122,16 @@ def test_the_cache_and_its_temporary_files_live_on_the_nginx_containers_tmpfs():
     cache_path = directive(_conf().file("snippets/auth-verifier.conf"), "proxy_cache_path")
     assert cache_path[0].startswith(AUTH_TMPFS + "/") and cache_path[-1] == "use_temp_path=off"
     nginx = next(s for s in services(_config(), {name: "x" for name in GENERATORS}) if s.name == "nginx")
-    assert [t.target for t in nginx.tmpfs] == [AUTH_TMPFS]
+    assert [t.target for t in nginx.tmpfs] == [AUTH_TMPFS, NGINX_RUN_DIR]
+    assert nginx.read_only  # so nothing else is writable
+
+
+def test_the_pid_file_and_every_temporary_path_are_on_the_tmpfs():
+    conf = _conf()
+    assert directive(conf.main, "pid") == [f"{NGINX_RUN_DIR}/nginx.pid"]
+    for name in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]:
+        assert directive(conf.http, f"{name}_temp_path") == [f"{NGINX_RUN_DIR}/{name}"]
+    assert directive(conf.http, "proxy_max_temp_file_size") == ["0"]
 
 
 def test_the_credential_goes_to_the_verifier_only_and_nothing_else_of_the_request():

@@ -1,4 +1,5 @@
-"""The stack's containers as `up` runs them: bounded logs, measured on the engine's disk."""
+"""The stack's containers as `up` runs them: bounded logs, measured on the engine's disk; no new privileges
+anywhere, nginx with four capabilities on a read-only root filesystem."""
 
 from __future__ import annotations
 
@@ -45,3 +46,20 @@ def test_50_mb_of_log_lines_stay_within_the_configured_bound(docker_client, proj
     logs = rumistack("logs", "rumitalk", "--tail", "5")
     assert logs.exit_code == 0 and "the last line" in logs.output  # the recent lines are still there
     assert send(project.port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200
+
+
+def test_every_container_is_hardened_and_nginx_runs_read_only_with_four_capabilities(docker_client, running_project):
+    for service, container_id in running_project.container_ids().items():
+        host = docker_client.containers.get(container_id).attrs["HostConfig"]
+        assert host["SecurityOpt"] == ["no-new-privileges:true"], service
+    nginx = docker_client.containers.get(running_project.container_ids()["nginx"])
+    host = nginx.attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"]
+    assert sorted(host["CapAdd"]) == ["CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"]
+    assert host["ReadonlyRootfs"] is True
+    # the root filesystem refuses writes, the tmpfs takes them; the workers run as nginx
+    code, output = nginx.exec_run(["sh", "-c", "touch /etc/x 2>/dev/null; echo $?; touch /run/nginx/x && echo ok"])
+    assert output.decode().split() == ["1", "ok"], output
+    code, output = nginx.exec_run(["sh", "-c", "grep -h ^Uid: /proc/[0-9]*/status | sort -u"])
+    assert "101" in output.decode()
+    assert send(running_project.port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200
