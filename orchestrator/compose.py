@@ -26,6 +26,7 @@ directory (read-only) at /project as its working directory, no network.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -38,7 +39,7 @@ from .config import KEYS, Config, Key, load_config
 from .errors import ConfigError, doing
 from .files import make_directory, replace_atomically
 from .mounted import VOLUMES_DIR_ENV
-from .layout import UPSTREAM_HOST
+from .layout import CONF_DIR, TLS_DIR, UPSTREAM_HOST
 from .publish import WRITTEN_VOLUMES, publish, require_users
 from .secretstore import GENERATORS, load_secrets
 from .users import UserFile
@@ -51,6 +52,12 @@ TOOLS = "rumistack"  # docker compose run --rm rumistack ...
 TOOLS_PROFILE = "tools"
 VOLUMES_DIR = "/volumes"  # the tools service mounts each volume it writes at /volumes/<volume>
 TOOLS_STATE_DIR = "/state"  # and the state directory here
+TOOLS_CAPABILITIES = ("CHOWN", "DAC_OVERRIDE", "FOWNER")
+# Python's and nginx's temporary files and nginx's run directory; where `render` places the config and the
+# certificate for `nginx -t` (CONF_DIR and TLS_DIR, under one directory)
+TOOLS_TMPFS = ("/tmp", "/run", posixpath.dirname(CONF_DIR))
+assert posixpath.dirname(TLS_DIR) == posixpath.dirname(CONF_DIR)
+TOOLS_TMPFS_OPTIONS = "size=64m,mode=1777,nosuid,nodev"
 TOOLS_PROJECT_DIR = "/project"  # and, read-only, the project directory: .env and RumiTalk's settings and YAML
 
 HEADER = """\
@@ -217,6 +224,16 @@ def _service(service: spec.Service, optional: dict[str, list] | None = None) -> 
     if service.stop_signal is not None:
         out["stop_signal"] = service.stop_signal
     out["restart"] = spec.RESTART
+    if service.security_opt:
+        out["security_opt"] = list(service.security_opt)
+    if service.cap_drop:
+        out["cap_drop"] = list(service.cap_drop)
+    if service.cap_add:
+        out["cap_add"] = list(service.cap_add)
+    if service.read_only:
+        out["read_only"] = True
+    if service.logging is not None:
+        out["logging"] = {"driver": service.logging.driver, "options": service.logging.options()}
     return out
 
 
@@ -235,6 +252,15 @@ def _tools() -> dict:
         # RUMITALK_ENV_FILE and RUMITALK_CONFIG_FILE resolve from the project directory, as on the host
         "working_dir": TOOLS_PROJECT_DIR,
         "network_mode": "none",
+        # hardened like the services: it writes the volumes and the state directory as root (whoever owns it:
+        # DAC_OVERRIDE, FOWNER), hands the state directory back to its owner and the user file to nginx's
+        # group (CHOWN); its root filesystem is read-only, `nginx -t` and Python's temporary files on tmpfs
+        "security_opt": [spec.NO_NEW_PRIVILEGES],
+        "cap_drop": ["ALL"],
+        "cap_add": list(TOOLS_CAPABILITIES),
+        "read_only": True,
+        "tmpfs": [f"{path}:{TOOLS_TMPFS_OPTIONS}" for path in TOOLS_TMPFS],
+        "logging": {"driver": "json-file", "options": spec.Logging(_setting("log_max_size")).options()},
         # `nginx -t` resolves the upstream's name; with no network, any address will do
         "extra_hosts": [f"{UPSTREAM_HOST}:127.0.0.1"],
     }

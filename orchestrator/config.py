@@ -198,6 +198,7 @@ class Config:
     token_cache_seconds: int = _key("RUMISTACK_TOKEN_CACHE_SECONDS", "30", _seconds)
     stream_timeout: int = _key("RUMISTACK_STREAM_TIMEOUT", "900", _timeout)
     max_upload: str = _key("RUMISTACK_MAX_UPLOAD", "25m", _size)
+    log_max_size: str = _key("RUMISTACK_LOG_MAX_SIZE", "10m", _size)
     exempt_oauth: bool = _key("RUMISTACK_EXEMPT_OAUTH", "false", _flag)
     exempt_paths: tuple[Exemption, ...] = _key("RUMISTACK_EXEMPT_PATHS", "", parse_extra)
     tls: str = _key("RUMISTACK_TLS", "self-signed", _tls_mode)

@@ -19,6 +19,11 @@ USER_FILE = "htpasswd"  # in AUTH_DIR: a link to the current htpasswd-<hash> (vo
 # does not start. In memory only: never on a disk
 AUTH_TMPFS = "/run/rumistack"
 AUTH_TMPFS_OPTIONS = "size=16m,mode=0755,noexec,nosuid,nodev"
+# nginx's root filesystem is read-only: its pid file and temporary files
+# (request bodies larger than its buffers, on their way to rumitalk) go to
+# this tmpfs, in memory; nginx creates the subdirectories when it starts
+NGINX_RUN_DIR = "/run/nginx"
+NGINX_RUN_OPTIONS = "size=256m,mode=0755,noexec,nosuid,nodev"
 # the tls volume, read-only in nginx: the chain, then the key, in one file
 TLS_DIR = "/etc/rumistack/tls"
 PEM_FILE = "cert.pem"
@@ -26,6 +31,10 @@ PEM_FILE = "cert.pem"
 # directory (the acme volume: account, certificates, renewal settings)
 WEBROOT = "/var/lib/rumistack/acme-webroot"
 ACME_CONFIG_DIR = "/etc/letsencrypt"
+# certbot's root filesystem is read-only too: where else it writes (its work
+# directory with its locks, its log files, temporary files) is tmpfs
+CERTBOT_TMPFS = ("/var/lib/letsencrypt", "/var/log/letsencrypt", "/tmp")
+CERTBOT_TMPFS_OPTIONS = "size=16m,mode=0755,noexec,nosuid,nodev"
 # on nginx's loopback only: its health check and which config it has loaded
 HEALTH_PORT = 8081
 # RumiTalk, by its service name on the stack's network

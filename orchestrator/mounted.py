@@ -14,7 +14,7 @@ from pathlib import Path
 
 from .errors import StackError
 from .files import remove_temporary, replace_atomically, sync_directory
-from .layout import AUTH_TMPFS, CONF_DIR, NGINX_TEST, USER_FILE
+from .layout import AUTH_TMPFS, CONF_DIR, NGINX_RUN_DIR, NGINX_TEST, USER_FILE
 from .volumes import File, config_refused, user_file_name
 
 # the environment variable that tells the CLI where the volumes are mounted
@@ -41,8 +41,9 @@ class MountedVolumes:
         for path, file in {**placed, **{Path(p): f for p, f in others.items()}}.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             replace_atomically(path, file.data, file.mode)
-        # nginx -t creates the cache directory inside the tmpfs the nginx container has
+        # nginx -t creates the cache and temporary directories inside the tmpfs the nginx container has
         Path(AUTH_TMPFS).mkdir(parents=True, exist_ok=True)
+        Path(NGINX_RUN_DIR).mkdir(parents=True, exist_ok=True)
         result = subprocess.run([nginx, *NGINX_TEST[1:]], capture_output=True, text=True)
         if result.returncode != 0:
             raise config_refused((result.stderr + result.stdout).strip())

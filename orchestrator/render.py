@@ -15,7 +15,18 @@ from importlib import resources
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from .config import Config
-from .layout import AUTH_DIR, AUTH_TMPFS, CONF_DIR, HEALTH_PORT, MAIN_FILE, TLS_DIR, UPSTREAM, USER_FILE, WEBROOT
+from .layout import (
+    AUTH_DIR,
+    AUTH_TMPFS,
+    CONF_DIR,
+    HEALTH_PORT,
+    MAIN_FILE,
+    NGINX_RUN_DIR,
+    TLS_DIR,
+    UPSTREAM,
+    USER_FILE,
+    WEBROOT,
+)
 
 
 _TEMPLATES = {
@@ -24,6 +35,7 @@ _TEMPLATES = {
     "snippets/auth-verifier.conf": "snippets/auth-verifier.conf.j2",
     "snippets/proxy.conf": "snippets/proxy.conf.j2",
     "snippets/streaming.conf": "snippets/streaming.conf.j2",
+    "snippets/security-headers.conf": "snippets/security-headers.conf.j2",
 }
 _STRICT_TEMPLATES = {"snippets/strict-api.conf": "snippets/strict-api.conf.j2"}
 _TRUSTED_PROXIES_TEMPLATES = {"snippets/trusted-proxies.conf": "snippets/trusted-proxies.conf.j2"}
@@ -84,6 +96,7 @@ def _render(config: Config, tls: TlsFacts, config_id: str) -> dict[str, str]:
         "health_port": HEALTH_PORT,
         "user_file": f"{AUTH_DIR}/{USER_FILE}",
         "auth_tmpfs": AUTH_TMPFS,
+        "run_dir": NGINX_RUN_DIR,
         "auth_cache_seconds": config.auth_cache_seconds,
         "strict_api": config.strict_api,
         "token_cache_seconds": config.token_cache_seconds,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from . import acme
@@ -26,9 +26,13 @@ from .layout import (
     AUTH_DIR,
     AUTH_TMPFS,
     AUTH_TMPFS_OPTIONS,
+    CERTBOT_TMPFS,
+    CERTBOT_TMPFS_OPTIONS,
     CONF_DIR,
     HEALTH_PORT,
     NGINX_RUN,
+    NGINX_RUN_DIR,
+    NGINX_RUN_OPTIONS,
     RUMITALK_CONFIG_DIR,
     RUMITALK_LOG_DIR,
     TLS_DIR,
@@ -50,6 +54,12 @@ WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
 RUMITALK_CONFIG_VOLUME = "rumitalk-config"  # RumiTalk's YAML, named by its content
 
 RESTART = "unless-stopped"  # every service's restart policy
+# every container: no process gains privileges it did not start with (setuid binaries, file capabilities)
+NO_NEW_PRIVILEGES = "no-new-privileges:true"
+# nginx's master runs as root with only these: bind ports 80 and 443, switch its workers to the `nginx`
+# user, and hand them the temporary and cache directories it creates on its tmpfs at each start (chown)
+NGINX_CAPABILITIES = ("CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID")
+LOG_FILES = 3  # rotated log files kept per container, each up to RUMISTACK_LOG_MAX_SIZE
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,17 @@ class HealthCheck:
 
 
 @dataclass(frozen=True)
+class Logging:
+    """Docker's json-file driver with rotation: at most `max_files` files of `max_size` each."""
+    max_size: str  # (or what a renderer writes for the setting: see `services`)
+    max_files: int = LOG_FILES
+    driver: str = "json-file"  # `rumistack logs` and `docker logs` read it
+
+    def options(self) -> dict[str, str]:
+        return {"max-size": self.max_size, "max-file": str(self.max_files)}
+
+
+@dataclass(frozen=True)
 class Service:
     name: str
     image: str
@@ -98,6 +119,11 @@ class Service:
     entrypoint: tuple[str, ...] | None = None
     # another service whose process namespace this one joins (docker's --pid container:...)
     pid_namespace: str | None = None
+    logging: Logging | None = None  # None: the engine's default driver, unbounded
+    security_opt: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()  # ("ALL",): none of Docker's default capabilities ...
+    cap_add: tuple[str, ...] = ()  # ... but these
+    read_only: bool = False  # a read-only root filesystem (it writes to its volumes and tmpfs only)
 
     def digest(self, *facts: str) -> str:
         """A hash of everything that defines this service's container: its fields, and the facts
@@ -139,6 +165,10 @@ def _certbot(config: Config, setting: Setting) -> Service:
         environment=acme.environment(config),
         depends_on=("nginx",),
         pid_namespace="nginx",  # nginx's master is its pid 1: the deploy hook reloads it with SIGHUP
+        # no capability: it writes its volumes and signals nginx's master, all as root like them
+        cap_drop=("ALL",),
+        read_only=True,
+        tmpfs=tuple(Tmpfs(path, CERTBOT_TMPFS_OPTIONS) for path in CERTBOT_TMPFS),
         healthcheck=HealthCheck(("NONE",)),  # it sleeps most of the time; `status` shows the certificate's end
     )
 
@@ -208,7 +238,10 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
             Mount(CONFIG_VOLUME, CONF_DIR, read_only=True, no_copy=True),
             Mount(AUTH_VOLUME, AUTH_DIR, read_only=True, no_copy=True),
         ) + _tls_mounts(config),
-        tmpfs=(AUTH_TMPFS_MOUNT,),
+        tmpfs=(AUTH_TMPFS_MOUNT, Tmpfs(NGINX_RUN_DIR, NGINX_RUN_OPTIONS)),
+        cap_drop=("ALL",),
+        cap_add=NGINX_CAPABILITIES,
+        read_only=True,
         ports=(Port(setting("bind_address"), setting("http_port"), 80),)
         + ((Port(setting("bind_address"), setting("https_port"), 443),) if config.https else ()),
         depends_on=("rumitalk",),  # nginx resolves RumiTalk's name when it starts
@@ -217,7 +250,9 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
     ))
     if config.tls == "acme":
         stack.append(_certbot(config, setting))
-    return tuple(stack)
+    # every container's log is bounded: a busy or attacked instance cannot fill the disk
+    logging = Logging(setting("log_max_size"))
+    return tuple(replace(service, logging=logging, security_opt=(NO_NEW_PRIVILEGES,)) for service in stack)
 
 
 def volumes(stack: tuple[Service, ...]) -> tuple[str, ...]:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound
 from docker.models.containers import Container
-from docker.types import Healthcheck
+from docker.types import Healthcheck, LogConfig
 from docker.types import Mount as DockerMount
 
 from . import https, tls
@@ -225,6 +225,11 @@ def _ensure_container(client, config: Config, service: Service, image: str, netw
         ports={f"{p.container_port}/tcp": (p.host_ip, p.host_port) for p in service.ports},
         stop_signal=service.stop_signal,
         restart_policy={"Name": RESTART},
+        security_opt=list(service.security_opt) or None,
+        cap_drop=list(service.cap_drop) or None,
+        cap_add=list(service.cap_add) or None,
+        read_only=service.read_only,
+        log_config=LogConfig(type=service.logging.driver, config=service.logging.options()) if service.logging else None,
         network=network.name,
         # reachable by its service name on the network, as in docker compose
         networking_config={network.name: client.api.create_endpoint_config(aliases=[service.name])},

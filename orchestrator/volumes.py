@@ -29,7 +29,16 @@ from docker.types import Mount
 
 from .config import Config
 from .errors import StackError
-from .layout import AUTH_TMPFS, AUTH_TMPFS_OPTIONS, CONF_DIR, NGINX_TEST, UPSTREAM_HOST, USER_FILE
+from .layout import (
+    AUTH_TMPFS,
+    AUTH_TMPFS_OPTIONS,
+    CONF_DIR,
+    NGINX_RUN_DIR,
+    NGINX_RUN_OPTIONS,
+    NGINX_TEST,
+    UPSTREAM_HOST,
+    USER_FILE,
+)
 from .progress import Progress
 from .pull import image_id
 from .spec import LABEL_PROJECT, volume_labels, volume_name
@@ -144,8 +153,8 @@ class EngineVolumes:
             list(NGINX_TEST), archives=[("/", config_archive), ("/", others_archive)],
             # the upstream name resolves on the stack's network; here any address will do
             extra_hosts={UPSTREAM_HOST: "127.0.0.1"},
-            # nginx -t creates the cache directory, which needs the tmpfs nginx has
-            tmpfs={AUTH_TMPFS: AUTH_TMPFS_OPTIONS},
+            # nginx -t creates the cache and temporary directories and opens the pid file, on the tmpfs nginx has
+            tmpfs={AUTH_TMPFS: AUTH_TMPFS_OPTIONS, NGINX_RUN_DIR: NGINX_RUN_OPTIONS},
         )
         if code != 0:
             raise config_refused(output)

@@ -8,6 +8,7 @@ import yaml
 from rumistack import acme, compose, spec
 from rumistack.appsettings import AppSettings
 from rumistack.config import KEYS, load_config
+from rumistack.layout import NGINX_RUN_DIR, NGINX_RUN_OPTIONS
 from rumistack.secretstore import GENERATORS
 
 ROOT = Path(__file__).parent.parent
@@ -17,7 +18,9 @@ DEFAULTS = {key.name: key.default for key in KEYS}
 # service's key, and the environment goes into the env_file `render` writes
 COMPOSE_KEYS = {"image": "image", "command": "command", "depends_on": "depends_on", "mounts": "volumes",
                 "tmpfs": "tmpfs", "ports": "ports", "healthcheck": "healthcheck", "stop_signal": "stop_signal",
-                "environment": "env_file", "entrypoint": "entrypoint", "pid_namespace": "pid"}
+                "environment": "env_file", "entrypoint": "entrypoint", "pid_namespace": "pid",
+                "logging": "logging", "security_opt": "security_opt", "cap_drop": "cap_drop", "cap_add": "cap_add",
+                "read_only": "read_only"}
 
 
 def _values(document):
@@ -88,7 +91,18 @@ def test_values_from_env_reach_the_services_as_interpolations():
 
 def test_nginx_gets_the_tmpfs_for_its_cache_of_verified_credentials():
     nginx = compose.document()["services"]["nginx"]
-    assert nginx["tmpfs"] == [f"{spec.AUTH_TMPFS_MOUNT.target}:{spec.AUTH_TMPFS_MOUNT.options}"]
+    assert nginx["tmpfs"][0] == f"{spec.AUTH_TMPFS_MOUNT.target}:{spec.AUTH_TMPFS_MOUNT.options}"
+
+
+def test_every_service_is_hardened_and_nginx_runs_read_only_with_few_capabilities():
+    services = compose.document()["services"]
+    for name, service in services.items():
+        if name != compose.TOOLS:
+            assert service["security_opt"] == ["no-new-privileges:true"], name
+    nginx = services["nginx"]
+    assert nginx["cap_drop"] == ["ALL"] and nginx["cap_add"] == ["CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"]
+    assert nginx["read_only"] is True
+    assert f"{NGINX_RUN_DIR}:{NGINX_RUN_OPTIONS}" in nginx["tmpfs"]
 
 
 def test_the_environment_is_an_env_file_in_the_state_directory_for_every_service():
@@ -170,7 +184,8 @@ def test_every_field_of_a_service_reaches_its_compose_key():
         name="x", image="x:1", healthcheck=spec.HealthCheck(("CMD", "true")), command=("run",),
         mounts=(spec.Mount("data", "/data"),), tmpfs=(spec.Tmpfs("/run/x", "size=1m"),),
         ports=(spec.Port("127.0.0.1", 1, 2),), environment=(("A", "b"),), stop_signal="SIGTERM", depends_on=("y",),
-        entrypoint=("sh", "-c"), pid_namespace="y",
+        entrypoint=("sh", "-c"), pid_namespace="y", logging=spec.Logging("1m"),
+        security_opt=("no-new-privileges:true",), cap_drop=("ALL",), cap_add=("CHOWN",), read_only=True,
     )
     written = compose._service(everything)
     assert set(COMPOSE_KEYS.values()) | {"labels", "restart"} == set(written)

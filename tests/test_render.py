@@ -16,7 +16,7 @@ from nginxconf import (
 )
 from rumistack.config import load_config
 from rumistack.exemptions import BUILTIN as EXEMPTIONS
-from rumistack.layout import AUTH_TMPFS, CONF_DIR
+from rumistack.layout import AUTH_TMPFS, CONF_DIR, NGINX_RUN_DIR
 from rumistack.render import TlsFacts, config_id
 from rumistack.secretstore import GENERATORS
 from rumistack.spec import services
@@ -25,6 +25,7 @@ BASIC_AUTH = f"{CONF_DIR}/snippets/basic-auth.conf"
 TLS_SNIPPET = f"{CONF_DIR}/snippets/tls.conf"
 ACME_SNIPPET = f"{CONF_DIR}/snippets/acme-challenge.conf"
 STRICT_SNIPPET = f"{CONF_DIR}/snippets/strict-api.conf"
+SECURITY_SNIPPET = f"{CONF_DIR}/snippets/security-headers.conf"
 
 
 def _config(**env):
@@ -121,7 +122,16 @@ def test_the_cache_and_its_temporary_files_live_on_the_nginx_containers_tmpfs():
     cache_path = directive(_conf().file("snippets/auth-verifier.conf"), "proxy_cache_path")
     assert cache_path[0].startswith(AUTH_TMPFS + "/") and cache_path[-1] == "use_temp_path=off"
     nginx = next(s for s in services(_config(), {name: "x" for name in GENERATORS}) if s.name == "nginx")
-    assert [t.target for t in nginx.tmpfs] == [AUTH_TMPFS]
+    assert [t.target for t in nginx.tmpfs] == [AUTH_TMPFS, NGINX_RUN_DIR]
+    assert nginx.read_only  # so nothing else is writable
+
+
+def test_the_pid_file_and_every_temporary_path_are_on_the_tmpfs():
+    conf = _conf()
+    assert directive(conf.main, "pid") == [f"{NGINX_RUN_DIR}/nginx.pid"]
+    for name in ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]:
+        assert directive(conf.http, f"{name}_temp_path") == [f"{NGINX_RUN_DIR}/{name}"]
+    assert directive(conf.http, "proxy_max_temp_file_size") == ["0"]
 
 
 def test_the_credential_goes_to_the_verifier_only_and_nothing_else_of_the_request():
@@ -204,10 +214,43 @@ def test_tls_settings_follow_mozillas_intermediate_profile():
 
 def test_hsts_is_sent_only_for_a_publicly_trusted_certificate():
     config = _config()
-    plain = read(config).file(TLS_SNIPPET)
-    assert [s for s in walk(plain) if any("Strict-Transport-Security" in a for a in s["args"])] == []
-    hsts = read(config, TlsFacts(hsts=True)).file(TLS_SNIPPET)
-    assert directive(hsts, "add_header") == ["Strict-Transport-Security", "max-age=63072000", "always"]
+    plain = read(config)
+    assert [s for name in plain.parsed for s in walk(plain.file(name))
+            if any("Strict-Transport-Security" in a for a in s["args"])] == []
+    hsts = read(config, TlsFacts(hsts=True)).file(SECURITY_SNIPPET)
+    assert ["Strict-Transport-Security", "$rumistack_hsts", "always"] in directives(hsts, "add_header")
+    # over https only, and not when rumitalk sends its own
+    assert directive(block(hsts, "map", "$scheme:$upstream_http_strict_transport_security", "$rumistack_hsts"),
+                     "https:") == ["max-age=63072000"]
+
+
+SECURITY_HEADERS = ["X-Content-Type-Options", "Referrer-Policy", "X-Frame-Options", "Content-Security-Policy",
+                    "Permissions-Policy"]
+
+
+@pytest.mark.parametrize("env", [{}, {"RUMISTACK_TLS": "self-signed"}, {"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "rumi.example.com"},
+                                 {"RUMISTACK_STRICT_API": "true"}])
+def test_the_security_headers_are_set_once_in_the_http_block_and_nowhere_else(env):
+    conf = _conf(**env)
+    assert _includes(conf.http).count(SECURITY_SNIPPET) == 1
+    # nginx inherits add_header only into a block without one of its own: none anywhere but the snippet
+    for name in conf.parsed:
+        if name != SECURITY_SNIPPET.removeprefix(CONF_DIR + "/"):
+            assert everywhere(conf.file(name), "add_header") == [], name
+    snippet = conf.file(SECURITY_SNIPPET)
+    added = directives(snippet, "add_header")
+    assert [a[0] for a in added] == SECURITY_HEADERS + ["Retry-After"]
+    assert all(a[2] == "always" for a in added)  # on 401, 429 and redirects too
+    for name, variable, _ in added[:-1]:
+        # added only when rumitalk's answer has none: an empty value adds nothing
+        source = "$upstream_http_" + name.lower().replace("-", "_")
+        assert directive(block(snippet, "map", source, variable), "default") == [""], name
+
+
+def test_retry_after_goes_only_on_nginxs_own_429():
+    snippet = _conf().file(SECURITY_SNIPPET)
+    retry = block(snippet, "map", "$status:$upstream_status", "$rumistack_retry_after")
+    assert directive(retry, "429:") == ["60"] and directive(retry, "default") == [""]
 
 
 @pytest.mark.parametrize("version, listen, directive_", [

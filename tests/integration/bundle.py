@@ -166,6 +166,12 @@ def definition(container: Container) -> dict:
         "restart": host["RestartPolicy"]["Name"],
         "ports": host["PortBindings"] or {},  # compose writes {} where the SDK writes None
         "tmpfs": host.get("Tmpfs") or {},
+        "logging": host["LogConfig"],
+        "security_opt": host.get("SecurityOpt"),
+        # compose writes capabilities as CAP_CHOWN, the SDK passes CHOWN as it is
+        "cap_drop": sorted(c.removeprefix("CAP_") for c in host.get("CapDrop") or []),
+        "cap_add": sorted(c.removeprefix("CAP_") for c in host.get("CapAdd") or []),
+        "read_only": host.get("ReadonlyRootfs", False),
         # compose creates plain volume mounts as binds, the SDK as mounts: compare what Docker mounted
         "mounts": sorted((m["Type"], m["Name"], m["Destination"], m["RW"], m["Destination"] in no_copy)
                          for m in container.attrs["Mounts"]),

@@ -29,6 +29,7 @@ from typing import Protocol
 import docker
 import pytest
 import browser as browsing
+import hardened
 import provider
 from bundle import Bundle, docs_blocks
 from engine import engine_volumes
@@ -46,7 +47,6 @@ from rumistack.probe import ProbeError
 from rumistack.publish import users_file
 from rumistack.render import TlsFacts, render
 from rumistack.spec import (
-    AUTH_TMPFS_MOUNT,
     AUTH_VOLUME,
     COMPOSE_PROJECT,
     CONFIG_VOLUME,
@@ -316,13 +316,15 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                 DockerContainer(test_images["nginx"])
                 .with_network(network)
                 .with_command(["nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"])
-                # the stack's tmpfs for the cache of verified credentials (its options, despite the name)
-                .with_tmpfs_mount(AUTH_TMPFS_MOUNT.target, AUTH_TMPFS_MOUNT.options)
-                .with_kwargs(labels=TEST_LABELS)
+                # hardened as the stack's nginx, with its tmpfs mounts (for the cache of verified
+                # credentials; the pid file and temporary paths)
+                .with_kwargs(labels=TEST_LABELS, **hardened.HARDENING)
                 .with_exposed_ports(*((80, 443) if https else (80,)))
                 .waiting_for(HttpWaitStrategy(443, "/health").using_tls(insecure=True) if https
                              else HttpWaitStrategy(80, "/health").for_status_code(200))
             )
+            for target, options in hardened.TMPFS.items():
+                nginx = nginx.with_tmpfs_mount(target, options)  # its options, despite the name
             for name, target in mounts.items():
                 nginx = nginx.with_volume_mapping(volumes.docker_name(name), target, "ro")
             with nginx:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import hardened
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -16,7 +17,6 @@ from rumistack.errors import ConfigError
 from rumistack.layout import AUTH_DIR, CONF_DIR, MAIN_FILE, NGINX_GID, USER_FILE
 from rumistack.probe import ProbeError, request
 from rumistack.render import render
-from rumistack.spec import AUTH_TMPFS_MOUNT
 from rumistack.users import UserFile
 from rumistack.volumes import File, archive, user_file_name
 from testenv import TEST_LABELS
@@ -43,7 +43,9 @@ def scratch_nginx(docker_client, test_images, tmp_path_factory):
     container = docker_client.containers.run(
         test_images["nginx"], ["sleep", "3600"], detach=True, labels=TEST_LABELS,
         extra_hosts={"rumitalk": "127.0.0.1"}, ports={"80/tcp": ("127.0.0.1", None)},
-        tmpfs={AUTH_TMPFS_MOUNT.target: AUTH_TMPFS_MOUNT.options},  # the stack's, for the cache of verified credentials
+        # the stack's, for the cache of verified credentials, the pid file and temporary paths (its root
+        # filesystem stays writable: configs are put into it)
+        tmpfs=hardened.TMPFS,
     )
     users = UserFile(tmp_path_factory.mktemp("users") / "htpasswd")
     users.add("alice", "correct horse battery")

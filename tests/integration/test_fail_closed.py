@@ -5,6 +5,7 @@ never replaces a good one."""
 
 from __future__ import annotations
 
+import hardened
 import pytest
 from clirun import PASSWORD, rumistack
 from conftest import running_proxy
@@ -72,7 +73,7 @@ def test_nginx_without_the_cache_tmpfs_does_not_start(docker_client, test_images
         volumes = {m["Name"]: {"bind": m["Destination"], "mode": "ro"} for m in container.attrs["Mounts"] if m["Type"] == "volume"}
         assert {v["bind"] for v in volumes.values()} == {CONF_DIR, AUTH_DIR}
         without = docker_client.containers.run(
-            test_images["nginx"], list(NGINX_RUN), volumes=volumes,
+            test_images["nginx"], list(NGINX_RUN), volumes=volumes, tmpfs=hardened.RUN_TMPFS, **hardened.HARDENING,
             extra_hosts={"rumitalk": "127.0.0.1"}, labels=TEST_LABELS, detach=True,
         )
         assert without.wait(timeout=30)["StatusCode"] != 0

@@ -8,6 +8,7 @@ import socket
 import ssl
 import threading
 
+import hardened
 import pytest
 from conftest import CHALLENGE, REALM, Https, running_proxy
 from engine import engine_volumes
@@ -16,7 +17,6 @@ from web import basic, send
 from rumistack.config import load_config
 from rumistack.layout import CONF_DIR, MAIN_FILE, PEM_FILE, TLS_DIR
 from rumistack.render import TlsFacts, render
-from rumistack.spec import AUTH_TMPFS_MOUNT
 from rumistack.tls import now, self_signed
 from rumistack.volumes import File, archive
 from testenv import TEST_LABELS
@@ -149,7 +149,7 @@ def _nginx_t_warnings(docker_client, image: str, files: dict[str, str], others: 
     container = docker_client.containers.create(image, ["nginx", "-t", "-c", f"{CONF_DIR}/{MAIN_FILE}"],
                                                 labels=TEST_LABELS, extra_hosts={"rumitalk": "127.0.0.1"},
                                                 # nginx -t creates the auth cache inside the tmpfs nginx has
-                                                tmpfs={AUTH_TMPFS_MOUNT.target: AUTH_TMPFS_MOUNT.options})
+                                                tmpfs=hardened.TMPFS)
     try:
         container.put_archive("/", archive({n: File(t.encode()) for n, t in files.items()}, prefix=CONF_DIR))
         container.put_archive("/", archive({p.lstrip("/"): f for p, f in others.items()}))

@@ -58,7 +58,8 @@ MEILI_MASTER_KEY.
 Every answer carries the request as received (method, raw path, headers) in
 the `X-Stub-Request` header (base64 of JSON), and `X-Stub-Replica` (this
 container's host name), so tests can see exactly what a proxy forwarded
-and to which replica.
+and to which replica. A request's `X-Stub-Answer-Header: Name: value`
+puts that header into the answer, as RumiTalk setting one itself would.
 """
 
 from __future__ import annotations
@@ -407,6 +408,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def end_headers(self) -> None:
         self.send_header("X-Stub-Replica", REPLICA)
+        # a header RumiTalk would set itself, asked for by a test: `X-Stub-Answer-Header: Name: value`
+        for wanted in self.headers.get_all("X-Stub-Answer-Header") or ():
+            name, _, value = wanted.partition(":")
+            self.send_header(name.strip(), value.strip())
         super().end_headers()
 
     def _record(self) -> str:
