@@ -273,7 +273,8 @@ BUNDLE_AI_KEY = "sk-test-bundle-provider-key"  # the compose bundle's, in its ru
 @contextmanager
 def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str],
                   user_file: File | None = None, https: Https | None = None,
-                  stub_env: dict[str, str] | None = None, ai: bool = False) -> Iterator[ContainerProxy]:
+                  stub_env: dict[str, str] | None = None, ai: bool = False,
+                  hardening: bool = True) -> Iterator[ContainerProxy]:
     """nginx running `files` as its config directory, in front of the stand-in; the auth volume
     holds one user, or `user_file` if given; with `https`, its certificate and webroot in their volumes.
     `stub_env` goes into the stand-in's environment. With `ai`, the stand-in AI provider runs on the
@@ -316,9 +317,10 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                 DockerContainer(test_images["nginx"])
                 .with_network(network)
                 .with_command(["nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;"])
-                # hardened as the stack's nginx, with its tmpfs mounts (for the cache of verified
+                # hardened as the stack's nginx (unless `hardening` is off: a config not rumistack's
+                # writes where nginx's defaults say), with its tmpfs mounts (for the cache of verified
                 # credentials; the pid file and temporary paths)
-                .with_kwargs(labels=TEST_LABELS, **hardened.HARDENING)
+                .with_kwargs(labels=TEST_LABELS, **(hardened.HARDENING if hardening else {}))
                 .with_exposed_ports(*((80, 443) if https else (80,)))
                 .waiting_for(HttpWaitStrategy(443, "/health").using_tls(insecure=True) if https
                              else HttpWaitStrategy(80, "/health").for_status_code(200))
@@ -385,7 +387,9 @@ def proxy(request) -> Proxy:
 def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[ContainerProxy]:
     """nginx with the configuration RumiTalk's documentation gives (tests/data/seed), over plain HTTP."""
     files = {p.name: p.read_text() for p in SEED.iterdir()}
-    with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files) as running:
+    # the documentation's nginx writes its temporary files where the image's nginx puts them
+    with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files,
+                       hardening=False) as running:
         yield running
 
 
