@@ -8,10 +8,8 @@ lines and the deploy hook. Nothing here speaks the protocol; certbot does.
   serves on port 80 under /.well-known/acme-challenge/.
 - Its account key, certificates and renewal settings live in the acme volume
   (certbot's /etc/letsencrypt), which `down` keeps.
-- The container gets the first certificate by itself once nginx serves the
-  webroot (START), so the compose bundle needs nobody to ask; `up` also asks
-  (OBTAIN, by exec, for its error), and a lock in the acme volume makes the
-  second of the two find the certificate kept.
+- `up` asks for the first certificate (OBTAIN, by exec in the container)
+  once nginx answers; a lock in the acme volume keeps two of them apart.
 - The container renews by itself: every RENEW_INTERVAL seconds it runs
   `certbot renew`, which renews what is due (30 days before the end, or
   earlier when the CA says so).
@@ -27,12 +25,11 @@ CA_BUNDLE = "rumistack-ca-bundle.pem"  # in ACME_CONFIG_DIR: RUMISTACK_ACME_CA_B
 RENEW_INTERVAL = 12 * 3600
 RENEW = ("certbot", "renew", "--non-interactive")
 
-LOCK = ".rumistack-obtain.lock"  # in ACME_CONFIG_DIR: one obtain at a time (the service's own, `up`'s)
-READY = "rumistack-ready"  # in WEBROOT's challenge directory: what the service fetches to know nginx answers
+LOCK = ".rumistack-obtain.lock"  # in ACME_CONFIG_DIR: one obtain at a time
 
 # sh -c OBTAIN sh DOMAIN SERVER EMAIL, under the lock: certonly for the domain through the
 # webroot (a new certificate, although the kept one is good, when it renews from another
-# ACME server), then install it for nginx. Shared by `up` (exec) and the service's start.
+# ACME server), then install it for nginx. `up` runs it by exec.
 OBTAIN = f"""set -e
 domain=$1 server=$2 email=$3
 exec 9>>{ACME_CONFIG_DIR}/{LOCK}
@@ -51,29 +48,9 @@ certbot certonly --non-interactive --agree-tos "$@" --server "$server" --webroot
 RENEWED_LINEAGE={ACME_CONFIG_DIR}/live/$domain {ACME_CONFIG_DIR}/{HOOK}
 """
 
-# the certbot service's command (sh -c START sh DOMAIN SERVER EMAIL OBTAIN): without a certificate
-# from SERVER for DOMAIN, wait until nginx serves the webroot on port 80, then obtain (so the
-# compose bundle gets its first certificate by itself; under `up`, whichever of the two obtains
-# first, the other finds the certificate kept); with one, install it if nginx reads another.
-# Then run `certbot renew` every RENEW_INTERVAL seconds.
-START = f"""domain=$1 server=$2 email=$3 obtain=$4
-lineage={ACME_CONFIG_DIR}/live/$domain
-if [ -d "$lineage" ] && grep -qxF "server = $server" {ACME_CONFIG_DIR}/renewal/$domain.conf 2>/dev/null; then
-    cat "$lineage/fullchain.pem" "$lineage/privkey.pem" | cmp -s - {TLS_DIR}/{PEM_FILE} \\
-        || RENEWED_LINEAGE=$lineage {ACME_CONFIG_DIR}/{HOOK}
-else
-    probe={WEBROOT}/.well-known/acme-challenge/{READY}
-    mkdir -p "${{probe%/*}}" && echo "$HOSTNAME $$ $(date +%s)" > "$probe"
-    echo "rumistack: waiting for nginx to serve the http-01 challenges"
-    until python3 -c 'import sys, urllib.request
-sys.exit(urllib.request.urlopen("http://nginx/.well-known/acme-challenge/{READY}", timeout=3).read() != open(sys.argv[1], "rb").read())' "$probe" 2>/dev/null
-    do sleep 1; done
-    rm -f "$probe"
-    echo "rumistack: asking $server for a certificate for $domain"
-    sh -c "$obtain" sh "$domain" "$server" "$email" || echo "rumistack: no certificate yet; the next renewal tries again"
-fi
-while :; do sleep {RENEW_INTERVAL}; {' '.join(RENEW)}; done
-"""
+# the certbot service's command (under sh -c): sleep first, so that it never
+# runs at the same time as the certonly that `up` runs right after starting it
+RENEW_LOOP = f"while :; do sleep {RENEW_INTERVAL}; {' '.join(RENEW)}; done"
 
 
 def install_hook(domain: str) -> bytes:
@@ -101,11 +78,6 @@ def obtain_command(config: Config) -> list[str]:
     """certonly for the domain through the webroot, then install it; a new certificate even if the
     kept one is not due when it renews from another ACME server (OBTAIN decides)."""
     return ["sh", "-c", OBTAIN, "sh", config.domain, config.acme_directory, config.acme_email]
-
-
-def service_command(domain, server, email) -> tuple:
-    """The certbot service's command, under its entrypoint `sh -c`."""
-    return (START, "sh", domain, server, email, OBTAIN)
 
 
 def environment(config: Config) -> tuple[tuple[str, str], ...]:

@@ -154,13 +154,12 @@ def _tls_mounts(config: Config) -> tuple[Mount, ...]:
 
 
 def _certbot(config: Config, setting: Setting) -> Service:
-    """Gets the first certificate once nginx answers, renews it by itself and reloads nginx (see
-    orchestrator/acme.py)."""
+    """Renews the certificate by itself and reloads nginx (see orchestrator/acme.py)."""
     return Service(
         name="certbot",
         image=setting("certbot_image"),
         entrypoint=("sh", "-c"),
-        command=acme.service_command(setting("domain"), setting("acme_directory"), setting("acme_email")),
+        command=(acme.RENEW_LOOP,),
         mounts=(Mount(ACME_VOLUME, ACME_CONFIG_DIR), Mount(WEBROOT_VOLUME, WEBROOT), Mount(TLS_VOLUME, TLS_DIR)),
         environment=acme.environment(config),
         depends_on=("nginx",),

@@ -137,9 +137,7 @@ def test_render_bundle_writes_each_services_environment_as_up_gives_it(tmp_path,
 @pytest.mark.parametrize("environ, runs, profiles", [
     ({"RUMISTACK_SEARCH": "true"}, {"mongodb", "meilisearch", "rumitalk", "nginx"}, ("search",)),
     ({"RUMISTACK_MONGO_URI": "mongodb://db.example.com:27017/chat"}, {"rumitalk", "nginx"}, ()),
-    ({"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"}, {"mongodb", "rumitalk", "nginx", "certbot"},
-     ("acme",)),
-], ids=["search", "external mongodb", "acme"])
+], ids=["search", "external mongodb"])
 def test_render_bundle_writes_the_environment_of_each_mode_and_none_for_what_it_does_not_run(tmp_path, users, environ,
                                                                                             runs, profiles):
     environment = tmp_path / "state" / "compose"
@@ -151,6 +149,15 @@ def test_render_bundle_writes_the_environment_of_each_mode_and_none_for_what_it_
     assert {p.stem for p in environment.iterdir()} == runs  # compose refuses to start a service without one
     for service in services(config, load_secrets(config.state_dir)):
         assert dotenv_values(environment / f"{service.name}.env") == dict(service.environment)
+
+
+def test_render_bundle_refuses_acme_in_one_sentence_with_the_reason(tmp_path, users):
+    config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"),
+                                                  "RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"})
+    volumes = RecordingVolumes()
+    with pytest.raises(ConfigError, match=re.escape("RUMISTACK_TLS=acme needs `rumistack up` for now")):
+        render_bundle(config, users, volumes, AppSettings())
+    assert volumes.written == {} and volumes.user_files == {}
 
 
 def test_render_bundle_refuses_plain_http_in_one_sentence_with_the_reason(tmp_path, users):
