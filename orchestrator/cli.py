@@ -337,14 +337,14 @@ def up(yes: bool) -> None:
     with _changing(config, "up"):
         url = stack.up(config, UserFile(config.users_file), app, _ConsoleProgress())
     click.echo(f"RumiTalk is up at {url}")
-    click.echo(_providers_line(config, app))
+    click.echo(_providers_line(app))
     if not app.providers():
         click.echo(f"warning: no AI provider is configured, so the chat will not answer: add a key such as "
                    f"OPENAI_API_KEY=... to {config.rumitalk_env_file} (or a custom endpoint to "
                    f"{config.rumitalk_config_file}), then run `rumistack up` again", err=True)
 
 
-def _providers_line(config: Config, app: AppSettings) -> str:
+def _providers_line(app: AppSettings) -> str:
     names = [p.describe() for p in app.providers()]
     return f"ai providers: {', '.join(names) if names else 'none'}"
 
@@ -432,7 +432,7 @@ def status(as_json: bool) -> None:
     if config.public_url:
         click.echo(f"browsers open: {config.browser_url}")
     click.echo(f"users: {users}")
-    click.echo(_providers_line(config, app))
+    click.echo(_providers_line(app))
     for line in _https_lines(config, certificate):
         click.echo(line)
 
