@@ -21,6 +21,7 @@ from clirun import PASSWORD, rumistack
 from web import basic, chat, login, send
 
 from rumistack.config import load_config
+from rumistack.probe import ProbeError
 from rumistack.spec import LABEL_PROJECT, network_labels, network_name
 from testenv import TEST_LABELS
 
@@ -191,7 +192,7 @@ def outer_proxy(docker_client, test_images, project, tmp_path):
         for _ in range(100):
             container.reload()
             ports = container.attrs["NetworkSettings"]["Ports"].get("80/tcp")
-            if container.status == "running" and ports:
+            if container.status == "running" and ports and _answers(int(ports[0]["HostPort"])):
                 address = next(iter(container.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
                 return int(ports[0]["HostPort"]), address
             time.sleep(0.1)
@@ -200,6 +201,14 @@ def outer_proxy(docker_client, test_images, project, tmp_path):
     yield start
     for container in started:
         container.remove(force=True)
+
+
+def _answers(port: int) -> bool:
+    """The outer proxy answers HTTP (Docker publishes its port before its nginx listens)."""
+    try:
+        return send(port, "/health").status == 200
+    except ProbeError:
+        return False
 
 
 def _until_throttled(port: int, client: str, limit: int = 40) -> int:
