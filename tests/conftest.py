@@ -92,7 +92,8 @@ def test_images(docker_client: docker.DockerClient) -> dict[str, str]:
             "meilisearch": pinned[images.MEILI], "python": pinned[images.PYTHON],
             "static-upstream": pinned[images.STATIC_UPSTREAM], "certbot": pinned[images.CERTBOT],
             "pebble": pinned[images.PEBBLE], "nginx-bookworm": pinned[images.NGINX],
-            "nginx-trixie": pinned[images.NGINX_TRIXIE], "ai": pinned[images.AI]}
+            "nginx-trixie": pinned[images.NGINX_TRIXIE], "ai": pinned[images.AI],
+            "docker-node": pinned[images.DOCKER_NODE], "redis": pinned[images.REDIS]}
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,10 @@
   test server (tests/images/pebble).
 - rumistack-test/nginx-trixie:local: nginx 1.26 from Debian 13, the newer
   config syntax (tests/images/nginx-trixie).
+- rumistack-test/docker-node:local: a Docker engine in a container, for test
+  swarms and an engine a test may restart (tests/images/docker-node).
+- rumistack-test/redis:local: Debian's redis-server, for RUMISTACK_REDIS_IMAGE
+  (tests/images/redis).
 
 Each image carries a label with a hash of its recipe and is rebuilt only when
 the recipe changes. Run as a script to build what is missing.
@@ -51,9 +55,12 @@ CERTBOT = "rumistack-test/certbot:local"
 PEBBLE = "rumistack-test/pebble:local"
 NGINX_TRIXIE = "rumistack-test/nginx-trixie:local"
 AI = "rumistack-test/ai-stub:local"
+DOCKER_NODE = "rumistack-test/docker-node:local"
+REDIS = "rumistack-test/redis:local"
 _CONTEXTS = {NGINX: HERE / "nginx", STUB: HERE / "rumitalk-stub", MONGO: HERE / "mongo-stub", MEILI: HERE / "meili-stub",
              PYTHON: HERE / "python", STATIC_UPSTREAM: HERE / "static-upstream", CERTBOT: HERE / "certbot",
-             PEBBLE: HERE / "pebble", NGINX_TRIXIE: HERE / "nginx-trixie", AI: HERE / "ai-stub"}
+             PEBBLE: HERE / "pebble", NGINX_TRIXIE: HERE / "nginx-trixie", AI: HERE / "ai-stub",
+             DOCKER_NODE: HERE / "docker-node", REDIS: HERE / "redis"}
 # files of this machine that join an image's build context: {image: {name in the context: path}}
 _HOST_FILES = {PYTHON: {"host-ca-certificates.crt": Path("/etc/ssl/certs/ca-certificates.crt")}}
 
