@@ -309,9 +309,6 @@ def _refuse(config: Config, services: tuple[spec.Service, ...]) -> None:
     if config.tls == "off":
         raise ConfigError("RUMISTACK_TLS=off needs `rumistack up`: the bundle's nginx always publishes "
                           "RUMISTACK_HTTPS_PORT, since compose cannot drop a port by a setting of .env")
-    if config.tls == "acme":
-        raise ConfigError("RUMISTACK_TLS=acme needs `rumistack up` for now: the first certificate is asked for "
-                          "once nginx answers, which `up` does and the bundle's certbot does not do by itself yet")
     unknown = sorted({s.name for s in services} - {s.name for s in _union()})
     if unknown:
         raise ConfigError(f"this configuration runs {', '.join(unknown)}, which compose/docker-compose.yml does not "

@@ -9,9 +9,10 @@ engine and in the compose bundle's tools container.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 from docker.models.containers import Container
 
@@ -118,28 +119,84 @@ def _parse(pem: bytes | None) -> Certificate | None:
         return None  # damaged: replaced like a missing one
 
 
-def obtain(config: Config, certbot: Container | None, served: Served, volumes: Volumes, now: datetime,
-           step: Callable[[str], None]) -> bool:
-    """Ask the ACME server for the domain's certificate if `served` says so, through certbot in its
-    container (nginx answers the http-01 challenge); its deploy hook installs it and reloads nginx.
-    True if it did."""
+def obtain(config: Config, certbot: Container | None, started: bool, served: Served, volumes: Volumes, now: datetime,
+           step: Callable[[str], None], waited: Callable[[float], None] = lambda elapsed: None) -> bool:
+    """The ACME server's certificate for the domain, through certbot in its container (nginx answers
+    the http-01 challenge); its deploy hook installs it and reloads nginx. A container `started` by
+    this `up` gets or installs it by itself (acme.START): wait for that, and report it. Otherwise ask,
+    by exec, if `served` says so. True if nginx now has another certificate than `served`'s."""
+    if certbot is None:
+        return False
+    if started:
+        outcome, said = _first_attempt(certbot, step, waited)
+        if outcome == "failed":
+            raise _not_issued(config, served, said)
+        if outcome == "obtained":
+            _check_installed(config, volumes, now, said)
+            return True
+        installed = in_use(config, volumes)  # kept: installed if nginx read another
+        if installed is not None and installed.pem() != served.certificate.pem():
+            return True
     if not served.issue:
         return False
     step(f"asking {config.acme_directory} for a certificate for {config.domain} (http-01 through nginx)")
     code, output = certbot.exec_run(acme.obtain_command(config))
     said = "\n".join(output.decode(errors="replace").strip().splitlines()[-15:])
     if code != 0:
-        raise StackError(
-            f"the ACME server issued no certificate for {config.domain}, so nginx serves "
-            f"{'the previous one' if not served.certificate.placeholder else 'a placeholder'}. certbot said:\n{said}\n"
-            f"check that {config.domain} points to this host and that port 80 reaches RUMISTACK_HTTP_PORT="
-            f"{config.http_port}, then run `rumistack up` again"
-        )
+        raise _not_issued(config, served, said)
+    _check_installed(config, volumes, now, said)
+    return True
+
+
+FIRST_ATTEMPT_TIMEOUT = 600  # seconds: certbot's own network timeouts end an attempt well before
+
+
+def _first_attempt(certbot: Container, step: Callable[[str], None], waited: Callable[[float], None]
+                   ) -> tuple[str, str]:
+    """Wait until the container's START has kept, obtained or failed to obtain the certificate: its
+    outcome, and what certbot said on the way."""
+    step("certbot checks the certificate (it asks the ACME server through nginx if it has no good one)")
+    started = time.monotonic()
+    certbot.reload()
+    since = _epoch(certbot.attrs["State"]["StartedAt"])  # this start's output, not an earlier run's
+    while True:
+        output = certbot.logs(since=since).decode(errors="replace")
+        run = output.rsplit(acme.STARTS, 1)[1] if acme.STARTS in output else ""
+        said, _, rest = run.partition(acme.DONE)
+        outcome = rest.split()[0] if rest.split() else None
+        if outcome in acme.OUTCOMES:
+            return outcome, "\n".join(said.strip().splitlines()[-15:])
+        certbot.reload()
+        if certbot.status != "running":
+            raise StackError(f"certbot stopped before it had a certificate; it said:\n{output.strip()[-2000:]}")
+        elapsed = time.monotonic() - started
+        if elapsed > FIRST_ATTEMPT_TIMEOUT:
+            raise StackError(f"certbot has no certificate after {FIRST_ATTEMPT_TIMEOUT} s; it said:\n"
+                             f"{said.strip()[-2000:]}\nsee `rumistack logs certbot -f`, then run `rumistack up` again")
+        waited(elapsed)
+        time.sleep(0.5)
+
+
+def _epoch(moment: str) -> float:
+    """Docker's time stamp (RFC 3339 with nanoseconds) in seconds since the epoch."""
+    whole, _, fraction = moment.removesuffix("Z").partition(".")
+    return datetime.fromisoformat(whole).replace(tzinfo=timezone.utc).timestamp() + float(f"0.{fraction or 0}")
+
+
+def _not_issued(config: Config, served: Served, said: str) -> StackError:
+    return StackError(
+        f"the ACME server issued no certificate for {config.domain}, so nginx serves "
+        f"{'the previous one' if not served.certificate.placeholder else 'a placeholder'}. certbot said:\n{said}\n"
+        f"check that {config.domain} points to this host and that port 80 reaches RUMISTACK_HTTP_PORT="
+        f"{config.http_port}, then run `rumistack up` again"
+    )
+
+
+def _check_installed(config: Config, volumes: Volumes, now: datetime, said: str) -> None:
     installed = in_use(config, volumes)
     if installed is None or installed.placeholder or not installed.covers(config.domain) or installed.due(now):
         raise StackError(f"certbot reported success, but the certificate nginx reads is not a current one for "
                          f"{config.domain}; certbot said:\n{said}")
-    return True
 
 
 def in_use(config: Config, volumes: Volumes) -> Certificate | None:

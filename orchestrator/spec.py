@@ -154,12 +154,13 @@ def _tls_mounts(config: Config) -> tuple[Mount, ...]:
 
 
 def _certbot(config: Config, setting: Setting) -> Service:
-    """Renews the certificate by itself and reloads nginx (see orchestrator/acme.py)."""
+    """Gets the first certificate once nginx answers, renews it by itself and reloads nginx (see
+    orchestrator/acme.py)."""
     return Service(
         name="certbot",
         image=setting("certbot_image"),
         entrypoint=("sh", "-c"),
-        command=(acme.RENEW_LOOP,),
+        command=acme.service_command(setting("domain"), setting("acme_directory"), setting("acme_email")),
         mounts=(Mount(ACME_VOLUME, ACME_CONFIG_DIR), Mount(WEBROOT_VOLUME, WEBROOT), Mount(TLS_VOLUME, TLS_DIR)),
         environment=acme.environment(config),
         depends_on=("nginx",),

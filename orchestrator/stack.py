@@ -102,19 +102,22 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     _remove_others(client, config, {s.name for s in stack}, progress)
 
     containers: dict[str, Container] = {}
-    recreated = set()
+    recreated, started = set(), set()
     for service in stack:
         _wait_healthy(config, {name: containers[name] for name in service.depends_on}, progress)
         joined = containers[service.pid_namespace] if service.pid_namespace else None
-        containers[service.name], changed = _ensure_container(
+        containers[service.name], changed, starts = _ensure_container(
             client, config, service, image_ids[service.name], network, progress, joined)
         if changed:
             recreated.add(service.name)
+        if starts:
+            started.add(service.name)
     if "nginx" not in recreated and (published.config_changed or "rumitalk" in recreated):
         # a new config or certificate, or RumiTalk's new address (nginx resolved it at start)
         _reload_nginx(containers["nginx"], published.config_id, progress)
     _wait_healthy(config, containers, progress)
-    if https.obtain(config, containers.get("certbot"), published.served, engine, now, progress.step):
+    if https.obtain(config, containers.get("certbot"), "certbot" in started, published.served, engine, now,
+                    progress.step, lambda elapsed: progress.waiting({"certbot": "getting the certificate"}, elapsed)):
         return up(config, users, app, progress)  # once more with the issued certificate (it may turn hsts on)
     return config.url
 
@@ -185,18 +188,19 @@ def _find(client: docker.DockerClient, config: Config, service: str) -> Containe
 
 
 def _ensure_container(client, config: Config, service: Service, image: str, network, progress: Progress,
-                      joined: Container | None = None) -> tuple[Container, bool]:
+                      joined: Container | None = None) -> tuple[Container, bool, bool]:
     """The service's container, created anew only when its definition changed; `joined`: the container
-    whose process namespace it shares (service.pid_namespace)."""
+    whose process namespace it shares (service.pid_namespace). Also whether it was created, and whether
+    it was started (created, or found stopped)."""
     spec = service.digest(image, *([joined.id] if joined else []))
     existing = _find(client, config, service.name)
     if existing is not None and existing.labels.get(LABEL_SPEC) == spec:
         if existing.status != "running":
             progress.step(f"starting {service.name}")
             _start(existing, service, config)
-        else:
-            progress.step(f"{service.name} is up to date")
-        return existing, False
+            return existing, False, True
+        progress.step(f"{service.name} is up to date")
+        return existing, False, False
     if existing is not None:
         progress.step(f"replacing {service.name} (its definition changed)")
         existing.remove(force=True)
@@ -235,7 +239,7 @@ def _ensure_container(client, config: Config, service: Service, image: str, netw
         networking_config={network.name: client.api.create_endpoint_config(aliases=[service.name])},
     )
     _start(container, service, config)
-    return container, True
+    return container, True, True
 
 
 def _start(container: Container, service: Service, config: Config) -> None:

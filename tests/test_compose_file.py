@@ -155,13 +155,18 @@ def test_the_bundle_serves_https_with_the_certificate_render_writes():
 
 
 def test_a_service_in_another_process_namespace_joins_it_the_compose_way():
-    """acme's certbot: translated like any other service."""
+    """acme's certbot: translated like any other service; its command gets the certificate by itself,
+    from the domain, ACME server and address of .env (compose's interpolations)."""
     config = load_config("/nonexistent", environ={"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"})
     (certbot,) = [s for s in spec.services(config, {name: "x" for name in GENERATORS}) if s.name == "certbot"]
     written = compose._service(certbot)
     assert written["pid"] == "service:nginx"
     assert written["entrypoint"] == ["sh", "-c"]
-    assert written["command"] == [acme.RENEW_LOOP]
+    assert written["command"] == [acme.START, "sh", "chat.example.com", config.acme_directory, "", acme.OBTAIN]
+    bundled = compose.document()["services"]["certbot"]
+    assert bundled["command"][1:5] == ["sh", "${RUMISTACK_DOMAIN:-localhost}",
+                                       "${RUMISTACK_ACME_DIRECTORY:-https://acme-v02.api.letsencrypt.org/directory}",
+                                       "${RUMISTACK_ACME_EMAIL:-}"]
     assert written["depends_on"] == {"nginx": {"condition": "service_healthy"}}
 
 

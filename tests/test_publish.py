@@ -9,7 +9,7 @@ import stat
 import pytest
 from dotenv import dotenv_values
 from recording import RecordingVolumes
-from rumistack import https
+from rumistack import acme, https
 from rumistack.appsettings import AppSettings
 from rumistack.compose import render_bundle
 from rumistack.config import load_config
@@ -20,7 +20,7 @@ from rumistack.mounted import MountedVolumes
 from rumistack.publish import publish, push_users
 from rumistack.render import render
 from rumistack.secretstore import load_secrets
-from rumistack.spec import services
+from rumistack.spec import ACME_VOLUME, TLS_VOLUME, services
 from rumistack.tls import SELF_SIGNED_CERT, Certificate, now
 from rumistack.users import UserFile
 from rumistack.volumes import File, user_file_name
@@ -137,7 +137,9 @@ def test_render_bundle_writes_each_services_environment_as_up_gives_it(tmp_path,
 @pytest.mark.parametrize("environ, runs, profiles", [
     ({"RUMISTACK_SEARCH": "true"}, {"mongodb", "meilisearch", "rumitalk", "nginx"}, ("search",)),
     ({"RUMISTACK_MONGO_URI": "mongodb://db.example.com:27017/chat"}, {"rumitalk", "nginx"}, ()),
-], ids=["search", "external mongodb"])
+    ({"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"}, {"mongodb", "rumitalk", "nginx", "certbot"},
+     ("acme",)),
+], ids=["search", "external mongodb", "acme"])
 def test_render_bundle_writes_the_environment_of_each_mode_and_none_for_what_it_does_not_run(tmp_path, users, environ,
                                                                                             runs, profiles):
     environment = tmp_path / "state" / "compose"
@@ -151,13 +153,14 @@ def test_render_bundle_writes_the_environment_of_each_mode_and_none_for_what_it_
         assert dotenv_values(environment / f"{service.name}.env") == dict(service.environment)
 
 
-def test_render_bundle_refuses_acme_in_one_sentence_with_the_reason(tmp_path, users):
+def test_render_bundle_in_acme_mode_puts_the_placeholder_and_certbots_hook_in_place(tmp_path, users):
+    """What the bundle's certbot needs before it asks: nginx serving a placeholder, and the deploy hook."""
     config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"),
                                                   "RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"})
     volumes = RecordingVolumes()
-    with pytest.raises(ConfigError, match=re.escape("RUMISTACK_TLS=acme needs `rumistack up` for now")):
-        render_bundle(config, users, volumes, AppSettings())
-    assert volumes.written == {} and volumes.user_files == {}
+    render_bundle(config, users, volumes, AppSettings())
+    assert Certificate.from_pem(volumes.written[TLS_VOLUME][PEM_FILE].data).placeholder
+    assert volumes.written[ACME_VOLUME][acme.HOOK].data == acme.install_hook("chat.example.com")
 
 
 def test_render_bundle_refuses_plain_http_in_one_sentence_with_the_reason(tmp_path, users):
