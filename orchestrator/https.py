@@ -158,9 +158,11 @@ def _first_attempt(certbot: Container, step: Callable[[str], None], waited: Call
     step("certbot checks the certificate (it asks the ACME server through nginx if it has no good one)")
     started = time.monotonic()
     certbot.reload()
-    since = _epoch(certbot.attrs["State"]["StartedAt"])  # this start's output, not an earlier run's
+    # this run's output, not an earlier run's (which ended at FinishedAt; year 1 if none did): its own
+    # start time comes too late, since Docker records it after the first lines may be out
+    since = _epoch(certbot.attrs["State"]["FinishedAt"])
     while True:
-        output = certbot.logs(since=since).decode(errors="replace")
+        output = certbot.logs(since=since if since > 0 else None).decode(errors="replace")
         run = output.rsplit(acme.STARTS, 1)[1] if acme.STARTS in output else ""
         said, _, rest = run.partition(acme.DONE)
         outcome = rest.split()[0] if rest.split() else None
