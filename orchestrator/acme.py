@@ -26,7 +26,7 @@ lines and the deploy hook. Nothing here speaks the protocol; certbot does.
 from __future__ import annotations
 
 from .config import Config
-from .layout import ACME_CONFIG_DIR, PEM_FILE, TLS_DIR, WEBROOT
+from .layout import ACME_CONFIG_DIR, CERTBOT_TMPFS, PEM_FILE, TLS_DIR, WEBROOT
 from .tls import RENEW_BEFORE
 
 HOOK = "renewal-hooks/deploy/rumistack-install"  # in ACME_CONFIG_DIR; certbot runs it after each renewal
@@ -61,6 +61,10 @@ READY = "rumistack-ready"  # in WEBROOT's challenge directory: what START fetche
 STARTS = "rumistack: certbot starts"  # START's first line of output
 DONE = "rumistack: first certificate:"  # then this, with one of OUTCOMES, once its attempt is over
 OUTCOMES = ("kept", "obtained", "failed")
+ATTEMPTED = "/tmp/rumistack-attempted"  # START made its first attempt: the container's health check
+assert ATTEMPTED.rsplit("/", 1)[0] in CERTBOT_TMPFS  # a tmpfs: gone when the container starts again
+HEALTHCHECK = ("CMD", "test", "-e", ATTEMPTED)
+FIRST_ATTEMPT_SECONDS = 600  # how long a first attempt may take (certbot's own network timeouts are shorter)
 
 # the certbot service's command (sh -c START sh DOMAIN SERVER EMAIL OBTAIN): see the module's
 # docstring. The renewals sleep first: a certificate due now is START's to get, and `certbot renew`
@@ -92,6 +96,7 @@ sys.exit(urllib.request.urlopen("http://nginx/.well-known/acme-challenge/{READY}
     echo "rumistack: asking $server for a certificate for $domain"
     if sh -c "$obtain" sh "$domain" "$server" "$email"; then echo "{DONE} obtained"; else echo "{DONE} failed"; fi
 fi
+: > {ATTEMPTED}
 while :; do sleep {RENEW_INTERVAL}; flock {ACME_CONFIG_DIR}/{LOCK} {' '.join(RENEW)}; done
 """
 

@@ -148,9 +148,6 @@ def obtain(config: Config, certbot: Container | None, started: bool, served: Ser
     return True
 
 
-FIRST_ATTEMPT_TIMEOUT = 600  # seconds: certbot's own network timeouts end an attempt well before
-
-
 def _first_attempt(certbot: Container, step: Callable[[str], None], waited: Callable[[float], None]
                    ) -> tuple[str, str]:
     """Wait until the container's START has kept, obtained or failed to obtain the certificate: its
@@ -172,8 +169,8 @@ def _first_attempt(certbot: Container, step: Callable[[str], None], waited: Call
         if certbot.status != "running":
             raise StackError(f"certbot stopped before it had a certificate; it said:\n{output.strip()[-2000:]}")
         elapsed = time.monotonic() - started
-        if elapsed > FIRST_ATTEMPT_TIMEOUT:
-            raise StackError(f"certbot has no certificate after {FIRST_ATTEMPT_TIMEOUT} s; it said:\n"
+        if elapsed > acme.FIRST_ATTEMPT_SECONDS:
+            raise StackError(f"certbot has no certificate after {acme.FIRST_ATTEMPT_SECONDS} s; it said:\n"
                              f"{said.strip()[-2000:]}\nsee `rumistack logs certbot -f`, then run `rumistack up` again")
         waited(elapsed)
         time.sleep(0.5)

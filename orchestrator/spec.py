@@ -169,7 +169,9 @@ def _certbot(config: Config, setting: Setting) -> Service:
         cap_drop=("ALL",),
         read_only=True,
         tmpfs=tuple(Tmpfs(path, CERTBOT_TMPFS_OPTIONS) for path in CERTBOT_TMPFS),
-        healthcheck=HealthCheck(("NONE",)),  # it sleeps most of the time; `status` shows the certificate's end
+        # healthy once its first attempt is over (the certificate kept, obtained or not): so `up` and
+        # compose's `up --wait` return with the certificate in place, or with certbot's reason in its log
+        healthcheck=HealthCheck(acme.HEALTHCHECK, start_period=acme.FIRST_ATTEMPT_SECONDS),
     )
 
 
