@@ -21,7 +21,7 @@ from docker.models.containers import Container
 from pebble import DIRECTORY, DNS_ALIASES, DOMAIN, PEBBLE_ALIASES, SECOND_DIRECTORY, Pebble, ip, renew_under_load, \
     start_pebble, tls_context_for
 from pebble import served as served_on
-from web import TlsPort, basic, send
+from web import TlsPort, basic, login, send
 
 from rumistack import acme, stack
 from rumistack.config import load_config
