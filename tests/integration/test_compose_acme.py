@@ -18,8 +18,8 @@ import pytest
 from bundle import Bundle, docs_blocks, docs_command, snapshot
 from click.testing import CliRunner
 from docker.errors import APIError, NotFound
-from pebble import DNS_ALIASES, DOMAIN, PEBBLE_ALIASES, Pebble, ip, renew_under_load, served, start_pebble, \
-    tls_context_for
+from pebble import DIRECTORY, DNS_ALIASES, DOMAIN, PEBBLE_ALIASES, SECOND_DIRECTORY, Pebble, ip, renew_under_load, \
+    served, start_pebble, tls_context_for
 from testenv import TEST_LABELS
 from web import TlsPort, basic, login, send
 
@@ -33,7 +33,7 @@ PASSWORD = "correct horse battery"
 ALICE = {"Authorization": basic("alice", PASSWORD)}
 PEBBLE_ISSUER = "CN=Pebble Intermediate CA"
 # the mode, as a self-hoster adds it to .env; the CA of Pebble's HTTPS is in the project directory
-MODE = (f"RUMISTACK_TLS=acme\nRUMISTACK_DOMAIN={DOMAIN}\nRUMISTACK_ACME_DIRECTORY=https://pebble:14000/dir\n"
+MODE = (f"RUMISTACK_TLS=acme\nRUMISTACK_DOMAIN={DOMAIN}\nRUMISTACK_ACME_DIRECTORY={DIRECTORY}\n"
         "RUMISTACK_ACME_EMAIL=admin@rumi.test\nRUMISTACK_ACME_CA_BUNDLE=pebble-ca.pem\nCOMPOSE_PROFILES=acme\n")
 
 
@@ -165,6 +165,38 @@ def test_a_forced_renewal_under_load_loses_no_request(acme_bundle, docker_client
     assert nginx.attrs["State"]["StartedAt"] == started  # reloaded, never restarted
 
 
+def _wait_for_log(container, text: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in container.logs().decode():
+        assert time.monotonic() < deadline, container.logs().decode()
+        time.sleep(0.2)
+
+
+def test_a_failed_first_attempt_shows_in_certbots_log_and_a_restart_asks_again(acme_bundle, docker_client):
+    """.env names another ACME server (so the kept certificate does not count) while the domain points
+    where nothing listens: `up --wait` returns, nginx keeps serving the previous certificate, certbot's
+    log says why; with the domain pointing here again, `restart certbot` gets the certificate."""
+    nginx, before = _service(docker_client, acme_bundle, "nginx"), served(acme_bundle.tls)
+    acme_bundle.pebble.point("127.0.0.1")
+    env = acme_bundle.root / ".env"
+    env.write_text(env.read_text().replace(f"RUMISTACK_ACME_DIRECTORY={DIRECTORY}\n",
+                                           f"RUMISTACK_ACME_DIRECTORY={SECOND_DIRECTORY}\n"))
+    acme_bundle.sh(docs_command(" run --rm rumistack render"))
+    acme_bundle.compose("up", "-d", "--wait")  # certbot is new: its command names the new server
+    certbot = _service(docker_client, acme_bundle, "certbot")
+    said = certbot.logs().decode()
+    assert f"{acme.DONE} failed" in said and f"asking {SECOND_DIRECTORY} for a certificate" in said
+    assert served(acme_bundle.tls) == before
+
+    acme_bundle.pebble.point(ip(nginx, acme_bundle.network))
+    acme_bundle.compose("restart", "certbot")
+    _wait_for_log(certbot, f"{acme.DONE} obtained")
+    deadline = time.monotonic() + 10  # the deploy hook's SIGHUP: nginx's new workers serve it a moment later
+    while served(acme_bundle.tls).serial_number == before.serial_number:
+        assert time.monotonic() < deadline, "nginx never served the new certificate"
+        time.sleep(0.2)
+
+
 def _down_keeping_pebble(bundle: Bundle, client) -> None:
     """`rumistack down` (which removes the network) with Pebble and its DNS kept: off the network, and on
     the network made anew for compose."""
@@ -201,11 +233,7 @@ def test_compose_and_rumistack_up_take_over_from_each_other_without_asking_the_a
     _down_keeping_pebble(acme_bundle, docker_client)
     acme_bundle.sh(docs_command(" run --rm rumistack render"))
     acme_bundle.compose("up", "-d", "--wait")
-    certbot = _service(docker_client, acme_bundle, "certbot")
-    deadline = time.monotonic() + 60
-    while f"{acme.DONE} kept" not in certbot.logs().decode():
-        assert time.monotonic() < deadline, certbot.logs().decode()
-        time.sleep(0.2)
+    _wait_for_log(_service(docker_client, acme_bundle, "certbot"), f"{acme.DONE} kept")
     assert snapshot(docker_client, acme_bundle.project) == by_compose
     assert served(acme_bundle.tls).serial_number == serial
     assert acme_bundle.pebble.requests() == asked
