@@ -14,7 +14,8 @@ lines and the deploy hook. Nothing here speaks the protocol; certbot does.
   one kept, it installs it if nginx reads another. So the compose bundle
   needs nobody to ask, and `rumistack up` asks nothing itself when it has
   just started the container: it waits for START's outcome (a line of the
-  container's output, DONE) and reports it. Only then does `up` read the
+  container's output, DONE; the container is healthy once it is out,
+  ATTEMPTED) and reports it. Only then does `up` read the
   volumes again, or run OBTAIN by exec (a certificate due while the
   container runs). One party obtains at a time: a lock in the acme volume
   (LOCK) is held by OBTAIN, START's install and every renewal.
@@ -127,7 +128,7 @@ def obtain_command(config: Config) -> list[str]:
     return ["sh", "-c", OBTAIN, "sh", config.domain, config.acme_directory, config.acme_email]
 
 
-def service_command(domain, server, email) -> tuple:
+def service_command(domain: str, server: str, email: str) -> tuple[str, ...]:
     """The certbot service's command, under its entrypoint `sh -c`; the values are spec's settings
     (in the compose file, compose's interpolations of .env)."""
     return (START, "sh", domain, server, email, OBTAIN)

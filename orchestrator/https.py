@@ -120,15 +120,16 @@ def _parse(pem: bytes | None) -> Certificate | None:
 
 
 def obtain(config: Config, certbot: Container | None, started: bool, served: Served, volumes: Volumes, now: datetime,
-           step: Callable[[str], None], waited: Callable[[float], None] = lambda elapsed: None) -> bool:
+           step: Callable[[str], None]) -> bool:
     """The ACME server's certificate for the domain, through certbot in its container (nginx answers
     the http-01 challenge); its deploy hook installs it and reloads nginx. A container `started` by
-    this `up` gets or installs it by itself (acme.START): wait for that, and report it. Otherwise ask,
+    this `up` gets or installs it by itself (acme.START; `up` has waited until its health check said
+    the attempt is over): read its outcome, and report it. Otherwise ask,
     by exec, if `served` says so. True if nginx now has another certificate than `served`'s."""
     if certbot is None:
         return False
     if started:
-        outcome, said = _first_attempt(certbot, step, waited)
+        outcome, said = _first_attempt(certbot)
         if outcome == "failed":
             raise _not_issued(config, served, said)
         if outcome == "obtained":
@@ -148,11 +149,9 @@ def obtain(config: Config, certbot: Container | None, started: bool, served: Ser
     return True
 
 
-def _first_attempt(certbot: Container, step: Callable[[str], None], waited: Callable[[float], None]
-                   ) -> tuple[str, str]:
-    """Wait until the container's START has kept, obtained or failed to obtain the certificate: its
-    outcome, and what certbot said on the way."""
-    step("certbot checks the certificate (it asks the ACME server through nginx if it has no good one)")
+def _first_attempt(certbot: Container) -> tuple[str, str]:
+    """Whether the container's START has kept, obtained or failed to obtain the certificate (once its
+    output says so), and what certbot said on the way."""
     started = time.monotonic()
     certbot.reload()
     # this run's output, not an earlier run's (which ended at FinishedAt; year 1 if none did): its own
@@ -172,7 +171,6 @@ def _first_attempt(certbot: Container, step: Callable[[str], None], waited: Call
         if elapsed > acme.FIRST_ATTEMPT_SECONDS:
             raise StackError(f"certbot has no certificate after {acme.FIRST_ATTEMPT_SECONDS} s; it said:\n"
                              f"{said.strip()[-2000:]}\nsee `rumistack logs certbot -f`, then run `rumistack up` again")
-        waited(elapsed)
         time.sleep(0.5)
 
 

@@ -117,7 +117,7 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
         _reload_nginx(containers["nginx"], published.config_id, progress)
     _wait_healthy(config, containers, progress)
     if https.obtain(config, containers.get("certbot"), "certbot" in started, published.served, engine, now,
-                    progress.step, lambda elapsed: progress.waiting({"certbot": "getting the certificate"}, elapsed)):
+                    progress.step):
         return up(config, users, app, progress)  # once more with the issued certificate (it may turn hsts on)
     return config.url
 
