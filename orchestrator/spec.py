@@ -52,6 +52,10 @@ TLS_VOLUME = "tls"  # the certificate nginx serves
 ACME_VOLUME = "acme"  # certbot's account, certificates and renewal settings
 WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
 RUMITALK_CONFIG_VOLUME = "rumitalk-config"  # RumiTalk's YAML, named by its content
+MONGO_VOLUME = "mongodb-data"
+MEILI_VOLUME = "meili-data"  # the search index, rebuildable from MongoDB
+UPLOADS_VOLUME = "rumitalk-uploads"
+IMAGES_VOLUME = "rumitalk-images"  # avatars and generated images
 
 RESTART = "unless-stopped"  # every service's restart policy
 # every container: no process gains privileges it did not start with (setuid binaries, file capabilities)
@@ -204,7 +208,7 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
         stack.append(Service(
             name="mongodb",
             image=setting("mongo_image"),
-            mounts=(Mount("mongodb-data", "/data/db"),),
+            mounts=(Mount(MONGO_VOLUME, "/data/db"),),
             healthcheck=HealthCheck(("CMD", "mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok")),
         ))
     if config.search:
@@ -212,7 +216,7 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
             name="meilisearch",
             image=setting("meili_image"),
             environment=(("MEILI_MASTER_KEY", secrets["MEILI_MASTER_KEY"]), ("MEILI_NO_ANALYTICS", "true")),
-            mounts=(Mount("meili-data", "/meili_data"),),
+            mounts=(Mount(MEILI_VOLUME, "/meili_data"),),
             healthcheck=HealthCheck(_wget("http://127.0.0.1:7700/health")),
         ))
     environment = {**app.environment, **_derived(config, secrets, app)}
@@ -221,8 +225,8 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
         image=setting("rumitalk_image"),
         environment=tuple(sorted(environment.items())),
         mounts=(
-            Mount("rumitalk-uploads", "/app/uploads"),
-            Mount("rumitalk-images", "/app/client/public/images"),
+            Mount(UPLOADS_VOLUME, "/app/uploads"),
+            Mount(IMAGES_VOLUME, "/app/client/public/images"),
             Mount("rumitalk-logs", RUMITALK_LOG_DIR),
             Mount(RUMITALK_CONFIG_VOLUME, RUMITALK_CONFIG_DIR, read_only=True, no_copy=True),
         ),
