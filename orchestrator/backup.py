@@ -65,6 +65,7 @@ MANIFEST_SUM = "manifest.sha256"
 STATE = "state"
 SETTINGS = "settings"
 MONGO_MEMBER = "mongodb.archive"
+MEILI_SERVICE = "meilisearch"
 BACKUPS_DIR = "backups"  # in the state directory: where `up` puts the backup it makes before an upgrade
 DATA_VOLUMES = (UPLOADS_VOLUME, IMAGES_VOLUME)
 # inside the MongoDB container, during a restore only
@@ -92,6 +93,16 @@ class Restored:
 def default_path(config: Config) -> Path:
     """<state dir>/backups/<project>-<UTC time>.tar"""
     return config.state_dir / BACKUPS_DIR / f"{config.project}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.tar"
+
+
+def before_upgrade(config: Config, progress: Progress = Progress()) -> Callable[[tuple[str, ...]], None]:
+    """What `up` calls (stack.up's `upgrading`) when a data service gets a new image: a backup into the
+    state directory's backups folder, taken while the old containers still run, and a line saying where."""
+    def write(upgraded: tuple[str, ...]) -> None:
+        progress.step(f"a new image for {', '.join(upgraded)}: writing a backup first (--no-backup skips it)")
+        written = backup(config, None, MEILI_SERVICE in upgraded, progress)
+        progress.step(f"backup before the upgrade written to {written.path}; `rumistack restore` brings it back")
+    return write
 
 
 def member_name(volume: str) -> str:
@@ -313,15 +324,17 @@ def _masked(uri: str) -> str:
 def _mongo(client: docker.DockerClient, config: Config, engine: EngineVolumes, progress: Progress) -> Iterator[Container]:
     """The project's running MongoDB container; when there is none, a helper of the same image with the
     project's data volume, ready when the service's own health check passes, removed afterwards."""
-    found = client.containers.list(filters={"label": [f"{LABEL_PROJECT}={config.project}",
-                                                      f"{LABEL_SERVICE}=mongodb"]})
-    if found:
+    found = client.containers.list(all=True, filters={"label": [f"{LABEL_PROJECT}={config.project}",
+                                                                f"{LABEL_SERVICE}=mongodb"]})
+    if found and found[0].status == "running":
         yield found[0]
         return
     # the service's definition only, for its image and health check: no secret is needed or read
     service = next(s for s in services(config, dict.fromkeys(GENERATORS, "")) if s.name == "mongodb")
-    progress.step(f"starting a helper MongoDB ({service.image}) on volume {engine.docker_name(MONGO_VOLUME)}")
-    helper = engine.service(service.image, {MONGO_VOLUME: _MONGO_DATA})
+    # a stopped container's image wrote the data (before an upgrade, the configured image is the new one)
+    image = found[0].attrs["Image"] if found else service.image
+    progress.step(f"starting a helper MongoDB on volume {engine.docker_name(MONGO_VOLUME)}")
+    helper = engine.service(image, {MONGO_VOLUME: _MONGO_DATA})
     try:
         check = [part for part in service.healthcheck.test if part != "CMD"]
         deadline = time.monotonic() + config.health_timeout

@@ -339,16 +339,22 @@ def list_users() -> None:
 @cli.command()
 @click.option("--yes", "-y", is_flag=True,
               help="Start over plain HTTP (RUMISTACK_TLS=off) on a network address without asking.")
-def up(yes: bool) -> None:
+@click.option("--no-backup", is_flag=True,
+              help="Do not write a backup before a new MongoDB or Meilisearch image replaces the running one.")
+def up(yes: bool, no_backup: bool) -> None:
     """Render the config, write it and the users into volumes, start nginx and
-    RumiTalk, and wait until both are healthy. Changes only what changed."""
+    RumiTalk, and wait until both are healthy. Changes only what changed.
+    Before a new MongoDB or Meilisearch image is used, writes a backup into
+    <state dir>/backups (unless --no-backup)."""
     config = _config()
     app = load_app_settings(config)
     if not config.https:
         _confirm_plain_http(config, yes)
     _warn_plain_http_cookies(config)
     with _changing(config, "up"):
-        url = stack.up(config, UserFile(config.users_file), app, _ConsoleProgress())
+        progress = _ConsoleProgress()
+        url = stack.up(config, UserFile(config.users_file), app, progress,
+                       upgrading=None if no_backup else backups.before_upgrade(config, progress))
     click.echo(f"RumiTalk is up at {url}")
     click.echo(_providers_line(app))
     if not app.providers():

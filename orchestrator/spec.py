@@ -52,6 +52,8 @@ TLS_VOLUME = "tls"  # the certificate nginx serves
 ACME_VOLUME = "acme"  # certbot's account, certificates and renewal settings
 WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
 RUMITALK_CONFIG_VOLUME = "rumitalk-config"  # RumiTalk's YAML, named by its content
+# the services that hold data: `up` with a new image for one of them writes a backup first
+DATA_SERVICES = ("mongodb", "meilisearch")
 MONGO_VOLUME = "mongodb-data"
 MEILI_VOLUME = "meili-data"  # the search index, rebuildable from MongoDB
 UPLOADS_VOLUME = "rumitalk-uploads"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import docker
@@ -29,6 +29,7 @@ from .publish import publish, require_users
 from .pull import image_id, reason
 from .secretstore import load_secrets
 from .spec import (
+    DATA_SERVICES,
     LABEL_PROJECT,
     LABEL_SERVICE,
     LABEL_SPEC,
@@ -77,9 +78,12 @@ def engine_volumes(config: Config, progress: Progress = Progress()) -> EngineVol
     return EngineVolumes(connect(), config, progress)
 
 
-def up(config: Config, users: UserFile, app: AppSettings | None = None, progress: Progress = Progress()) -> str:
+def up(config: Config, users: UserFile, app: AppSettings | None = None, progress: Progress = Progress(),
+       upgrading: Callable[[tuple[str, ...]], None] | None = None) -> str:
     """Bring the stack to its desired state and wait until it is healthy; return the URL. `app`:
-    RumiTalk's own settings, when the caller has read them already (else read here).
+    RumiTalk's own settings, when the caller has read them already (else read here). `upgrading` is
+    called with the data services (DATA_SERVICES) whose image changes, before anything changes: the
+    CLI writes a backup there.
 
     Only what changed changes: a container whose definition is the same is
     left running, a changed nginx config is applied by a graceful reload.
@@ -91,6 +95,10 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     client = connect()
     stack = services(config, load_secrets(config.state_dir, app.secrets), app)
     image_ids = {service.name: image_id(client, service.image, progress) for service in stack}
+    upgraded = tuple(name for name in DATA_SERVICES if name in image_ids
+                     and (found := _find(client, config, name)) is not None and found.attrs["Image"] != image_ids[name])
+    if upgraded and upgrading is not None:
+        upgrading(upgraded)
     engine = EngineVolumes(client, config, progress)
     running_nginx = _running(client, config, "nginx")
     published = publish(config, engine, certificate, progress.step, users,
@@ -115,7 +123,7 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
         _reload_nginx(containers["nginx"], published.config_id, progress)
     _wait_healthy(config, containers, progress)
     if https.obtain(config, containers.get("certbot"), published.served, engine, now, progress.step):
-        return up(config, users, app, progress)  # once more with the issued certificate (it may turn hsts on)
+        return up(config, users, app, progress, upgrading)  # once more with the issued certificate (it may turn hsts on)
     return config.url
 
 

@@ -246,3 +246,32 @@ def test_the_documented_backup_and_restore(running_project, tmp_path):
     assert outputs[lines.index("rumistack users")].split() == ["alice"]
     inspected = json.loads(outputs[-1])[0]["HostConfig"]
     assert inspected["ReadonlyRootfs"] is True and inspected["CapDrop"] == ["ALL"], inspected
+
+
+def test_up_with_a_new_mongodb_image_writes_a_backup_then_recreates_mongodb_only(
+        running_project, test_images, monkeypatch, tmp_path):
+    project = running_project
+    _seed(project)
+    # another image id for the same stand-in: what a new MongoDB tag is to `up`
+    newer, _ = project.client.images.build(
+        fileobj=io.BytesIO(f"FROM {test_images['mongodb']}\nLABEL rumistack.upgrade=1\n".encode()),
+        tag=f"rumistack-test/mongo-stub:upgrade-{TEST_LABELS['rumistack.test']}", labels=TEST_LABELS, rm=True)
+    before = project.container_ids()
+    monkeypatch.setenv("RUMISTACK_MONGO_IMAGE", newer.tags[0])
+    result = rumistack("up")
+    assert result.exit_code == 0, result.output
+    [written] = (tmp_path / ".rumistack" / "backups").iterdir()
+    assert f"backup before the upgrade written to {written.relative_to(tmp_path)}" in result.output
+    after = project.container_ids()
+    assert after["mongodb"] != before["mongodb"]
+    assert {k: v for k, v in after.items() if k != "mongodb"} == {k: v for k, v in before.items() if k != "mongodb"}
+    assert _container(project, "mongodb").image.id == newer.id
+    assert _documents(project) == DOCUMENTS  # the volume stayed
+    with tarfile.open(written) as tar:
+        dump = tar.extractfile("mongodb.archive").read()
+    assert json.loads(dump.split(b"\n", 1)[1])["RumiTalk"]["conversations"] == DOCUMENTS
+
+    monkeypatch.setenv("RUMISTACK_MONGO_IMAGE", test_images["mongodb"])
+    back = rumistack("up", "--no-backup")
+    assert back.exit_code == 0, back.output
+    assert len(list((tmp_path / ".rumistack" / "backups").iterdir())) == 1 and "backup" not in back.output
