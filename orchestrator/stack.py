@@ -47,6 +47,7 @@ from .users import UserFile
 from .volumes import EngineVolumes
 
 _NS = 1_000_000_000
+START_INTERVAL_API = (1, 44)  # Docker 25: health checks with a start interval
 
 
 @dataclass(frozen=True)
@@ -110,9 +111,10 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     _remove_others(client, config, {s.name for s in stack}, progress)
 
     containers: dict[str, Container] = {}
+    tests = {service.name: service.healthcheck.test for service in stack}
     recreated = set()
     for service in stack:
-        _wait_healthy(config, {name: containers[name] for name in service.depends_on}, progress)
+        _wait_healthy(config, {name: containers[name] for name in service.depends_on}, progress, tests)
         joined = containers[service.pid_namespace] if service.pid_namespace else None
         containers[service.name], changed = _ensure_container(
             client, config, service, image_ids[service.name], network, progress, joined)
@@ -121,7 +123,7 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     if "nginx" not in recreated and (published.config_changed or "rumitalk" in recreated):
         # a new config or certificate, or RumiTalk's new address (nginx resolved it at start)
         _reload_nginx(containers["nginx"], published.config_id, progress)
-    _wait_healthy(config, containers, progress)
+    _wait_healthy(config, containers, progress, tests)
     if https.obtain(config, containers.get("certbot"), published.served, engine, now, progress.step):
         return up(config, users, app, progress, upgrading)  # once more with the issued certificate (it may turn hsts on)
     return config.url
@@ -218,13 +220,7 @@ def _ensure_container(client, config: Config, service: Service, image: str, netw
         pid_mode=f"container:{joined.id}" if joined else None,
         environment=dict(service.environment),
         labels=labels(config.project, service=service.name, spec=spec),
-        healthcheck=Healthcheck(
-            test=list(service.healthcheck.test),
-            interval=service.healthcheck.interval * _NS,
-            timeout=service.healthcheck.timeout * _NS,
-            retries=service.healthcheck.retries,
-            start_period=service.healthcheck.start_period * _NS,
-        ),
+        healthcheck=_healthcheck(client, service),
         mounts=[
             DockerMount(m.target, volume_name(config, m.volume), type="volume", read_only=m.read_only, no_copy=m.no_copy)
             for m in service.mounts
@@ -246,6 +242,36 @@ def _ensure_container(client, config: Config, service: Service, image: str, netw
     return container, True
 
 
+def _healthcheck(client: docker.DockerClient, service: Service) -> Healthcheck:
+    """The service's health check; its start interval only where the engine knows it (API 1.44 and later:
+    older engines would check once per interval from the start)."""
+    check = service.healthcheck
+    result = Healthcheck(test=list(check.test), interval=check.interval * _NS, timeout=check.timeout * _NS,
+                         retries=check.retries, start_period=check.start_period * _NS)
+    if _api_version(client) >= START_INTERVAL_API:
+        result["StartInterval"] = check.start_interval * _NS  # docker-py 7 has no parameter for it
+    return result
+
+
+def _api_version(client: docker.DockerClient) -> tuple[int, ...]:
+    return tuple(int(part) for part in client.api.api_version.split("."))
+
+
+def _ready(container: Container, service_test: tuple[str, ...]) -> bool:
+    """The service's own health check, run by `up` in the container now: on engines without a start
+    interval, the engine runs its first check only one whole interval after start."""
+    if service_test[:1] == ("CMD",):
+        command = list(service_test[1:])
+    elif service_test[:1] == ("CMD-SHELL",):
+        command = ["sh", "-c", service_test[1]]
+    else:
+        return True  # NONE: no check to pass
+    try:
+        return container.exec_run(command).exit_code == 0
+    except APIError:
+        return False  # it is stopping or restarting: the next look says
+
+
 def _start(container: Container, service: Service, config: Config) -> None:
     try:
         container.start()
@@ -262,8 +288,12 @@ def _start(container: Container, service: Service, config: Config) -> None:
         raise StackError(f"{service.name} could not start: {why}") from None
 
 
-def _wait_healthy(config: Config, containers: dict[str, Container], progress: Progress) -> None:
+def _wait_healthy(config: Config, containers: dict[str, Container], progress: Progress,
+                  tests: dict[str, tuple[str, ...]]) -> None:
+    """Until every container is healthy: by the engine's word, or, while the engine says "starting", by
+    its service's check (`tests`) passing when `up` runs it."""
     started = time.monotonic()
+    ready: set[str] = set()
     while True:
         states = {}
         for name, container in containers.items():
@@ -272,6 +302,9 @@ def _wait_healthy(config: Config, containers: dict[str, Container], progress: Pr
             if state["Status"] != "running":
                 raise StackError(f"{name} stopped (exit code {state.get('ExitCode')}); its last log lines:\n{_tail(container)}")
             states[name] = state.get("Health", {}).get("Status", "healthy")
+            if states[name] == "starting" and (name in ready or _ready(container, tests[name])):
+                ready.add(name)
+                states[name] = "healthy"
         elapsed = time.monotonic() - started
         progress.waiting(states, elapsed)
         if all(s == "healthy" for s in states.values()):
