@@ -97,7 +97,7 @@ class HealthCheck:
     # and log noise on a small home server
     interval: int = 30
     # while starting: engines of API 1.44 (Docker 25) and later check this often in the start period; on
-    # older ones `up` runs the same check itself until it passes (stack._ready)
+    # older ones `up` runs the same check itself until it passes (stack._health)
     start_interval: int = 2
     timeout: int = 3
     retries: int = 3

@@ -111,10 +111,9 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     _remove_others(client, config, {s.name for s in stack}, progress)
 
     containers: dict[str, Container] = {}
-    tests = {service.name: service.healthcheck.test for service in stack}
     recreated = set()
     for service in stack:
-        _wait_healthy(config, {name: containers[name] for name in service.depends_on}, progress, tests)
+        _wait_healthy(config, {name: containers[name] for name in service.depends_on}, progress)
         joined = containers[service.pid_namespace] if service.pid_namespace else None
         containers[service.name], changed = _ensure_container(
             client, config, service, image_ids[service.name], network, progress, joined)
@@ -123,7 +122,7 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     if "nginx" not in recreated and (published.config_changed or "rumitalk" in recreated):
         # a new config or certificate, or RumiTalk's new address (nginx resolved it at start)
         _reload_nginx(containers["nginx"], published.config_id, progress)
-    _wait_healthy(config, containers, progress, tests)
+    _wait_healthy(config, containers, progress)
     if https.obtain(config, containers.get("certbot"), published.served, engine, now, progress.step):
         return up(config, users, app, progress, upgrading)  # once more with the issued certificate (it may turn hsts on)
     return config.url
@@ -257,19 +256,24 @@ def _api_version(client: docker.DockerClient) -> tuple[int, ...]:
     return tuple(int(part) for part in client.api.api_version.split("."))
 
 
-def _ready(container: Container, service_test: tuple[str, ...]) -> bool:
-    """The service's own health check, run by `up` in the container now: on engines without a start
-    interval, the engine runs its first check only one whole interval after start."""
-    if service_test[:1] == ("CMD",):
-        command = list(service_test[1:])
-    elif service_test[:1] == ("CMD-SHELL",):
-        command = ["sh", "-c", service_test[1]]
+def _health(container: Container) -> str:
+    """The engine's word on a running container's health ("healthy" without a check); while it says
+    "starting", the container's own check run now: on engines without a start interval the engine runs
+    its first check only a whole interval (30 s) after the start."""
+    health = container.attrs["State"].get("Health", {}).get("Status", "healthy")
+    test = tuple((container.attrs["Config"].get("Healthcheck") or {}).get("Test") or ())
+    if health != "starting":
+        return health
+    if test[:1] == ("CMD",):
+        command = list(test[1:])
+    elif test[:1] == ("CMD-SHELL",):
+        command = ["sh", "-c", test[1]]
     else:
-        return True  # NONE: no check to pass
+        return health
     try:
-        return container.exec_run(command).exit_code == 0
+        return "healthy" if container.exec_run(command).exit_code == 0 else health
     except APIError:
-        return False  # it is stopping or restarting: the next look says
+        return health  # it is stopping or restarting: the next look says
 
 
 def _start(container: Container, service: Service, config: Config) -> None:
@@ -288,10 +292,9 @@ def _start(container: Container, service: Service, config: Config) -> None:
         raise StackError(f"{service.name} could not start: {why}") from None
 
 
-def _wait_healthy(config: Config, containers: dict[str, Container], progress: Progress,
-                  tests: dict[str, tuple[str, ...]]) -> None:
+def _wait_healthy(config: Config, containers: dict[str, Container], progress: Progress) -> None:
     """Until every container is healthy: by the engine's word, or, while the engine says "starting", by
-    its service's check (`tests`) passing when `up` runs it."""
+    its own check passing when `up` runs it (_health)."""
     started = time.monotonic()
     ready: set[str] = set()
     while True:
@@ -301,10 +304,9 @@ def _wait_healthy(config: Config, containers: dict[str, Container], progress: Pr
             state = container.attrs["State"]
             if state["Status"] != "running":
                 raise StackError(f"{name} stopped (exit code {state.get('ExitCode')}); its last log lines:\n{_tail(container)}")
-            states[name] = state.get("Health", {}).get("Status", "healthy")
-            if states[name] == "starting" and (name in ready or _ready(container, tests[name])):
+            states[name] = "healthy" if name in ready else _health(container)
+            if states[name] == "healthy":
                 ready.add(name)
-                states[name] = "healthy"
         elapsed = time.monotonic() - started
         progress.waiting(states, elapsed)
         if all(s == "healthy" for s in states.values()):
@@ -362,7 +364,8 @@ def status(config: Config) -> list[ServiceStatus]:
             container=container.name,
             image=container.attrs["Config"]["Image"],
             state=state["Status"],
-            health=state.get("Health", {}).get("Status", "-"),
+            health=_health(container) if state["Status"] == "running" and "Health" in state else
+            state.get("Health", {}).get("Status", "-"),
         ))
     return sorted(result, key=lambda s: s.service)
 
