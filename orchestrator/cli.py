@@ -403,6 +403,13 @@ def down(remove_volumes: bool, yes: bool) -> None:
     click.echo(f"removed {count} container(s); {kept}" if count else f"nothing was running; {kept}")
 
 
+def _engine_only(command: str) -> None:
+    if _options().volumes_dir is not None:
+        raise ConfigError(f"`{command}` reaches the volumes and MongoDB through the Docker engine, so it does not "
+                          "run in the compose bundle's tools container: run `rumistack "
+                          f"{command}` on the host, with the same .env")
+
+
 @cli.command()
 @click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--search-index", is_flag=True,
@@ -413,6 +420,7 @@ def backup(path: Path | None, search_index: bool) -> None:
     YAML, a MongoDB dump, and RumiTalk's uploads and images. Runs while the
     stack serves. PATH defaults to <state dir>/backups/<project>-<time>.tar."""
     config = _config()
+    _engine_only("backup")
     with _changing(config, "backup"):
         written = backups.backup(config, path, search_index, _ConsoleProgress())
     for note in written.notes:
@@ -430,6 +438,7 @@ def restore(path: Path, force: bool) -> None:
     Checks every checksum first: a damaged archive changes nothing. Then run
     `rumistack up`."""
     config = _config()
+    _engine_only("restore")
     with _changing(config, "restore"):
         restored = backups.restore(config, path, force, _ConsoleProgress())
     for what in restored.replaced:

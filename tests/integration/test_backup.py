@@ -176,6 +176,12 @@ def test_damaged_archives_and_existing_data_are_refused_changing_nothing(running
     _seed(project)
     assert rumistack("backup", "b.tar").exit_code == 0
     assert rumistack("down").exit_code == 0
+    # with the stack down, the dump comes from a helper MongoDB on the same volume
+    down = rumistack("backup", "down.tar")
+    assert down.exit_code == 0 and "starting a helper MongoDB" in down.output, down.output
+    with tarfile.open(tmp_path / "down.tar") as tar:
+        dump = tar.extractfile("mongodb.archive").read()
+    assert json.loads(dump.split(b"\n", 1)[1])["RumiTalk"]["conversations"] == DOCUMENTS
     good = (tmp_path / "b.tar").read_bytes()
     with tarfile.open(tmp_path / "b.tar") as tar:
         member = tar.getmember("volumes/rumitalk-uploads.tar")
