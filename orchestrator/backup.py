@@ -174,6 +174,10 @@ def restore(config: Config, path: Path, force: bool = False, progress: Progress 
     files = _targets(config, members)
     volumes = {name: name.removeprefix("volumes/").removesuffix(".tar") for name in members
                if name.startswith("volumes/")}
+    unknown = sorted(set(volumes.values()) - set(DATA_VOLUMES + (MEILI_VOLUME,)))
+    if unknown:
+        raise BackupError(f"the backup holds volumes rumistack never backs up ({', '.join(unknown)}): nothing was "
+                          "changed")
     result = Restored()
     mongo_wanted = MONGO_MEMBER in members and not config.mongo_uri
     if MONGO_MEMBER in members and config.mongo_uri:
@@ -189,8 +193,6 @@ def restore(config: Config, path: Path, force: bool = False, progress: Progress 
                           "new directory or project, run `rumistack down --volumes` first, or pass --force to "
                           "replace them")
     result.replaced = conflicts
-    for what in conflicts:
-        progress.step(f"replacing {what}")
     with tarfile.open(path, "r:") as tar:
         for member in tar:
             name = member.name
@@ -347,7 +349,7 @@ def _mongo(client: docker.DockerClient, config: Config, engine: EngineVolumes, p
         yield helper
     finally:
         helper.stop(timeout=30)
-        helper.remove(force=True)
+        helper.remove(force=True, v=True)  # and the anonymous volumes of the image's other VOLUMEs
 
 
 def _dump(client: docker.DockerClient, mongo: Container, out: IO[bytes], report: Callable[[int], None]) -> None:

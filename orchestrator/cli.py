@@ -425,7 +425,8 @@ def backup(path: Path | None, search_index: bool) -> None:
         written = backups.backup(config, path, search_index, _ConsoleProgress())
     for note in written.notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"backup of {config.project} written to {written.path}")
+    click.echo(f"backup of {config.project} written to {written.path} ({len(written.members)} parts, "
+               f"{written.path.stat().st_size} bytes)")
 
 
 @cli.command()
