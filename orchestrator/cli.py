@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, TaskID, TextColumn
 from rich.progress import Progress as Bars
 
+from . import backup as backups
 from . import check as checks
 from . import lock, stack, tls
 from .appsettings import AppSettings, load_app_settings
@@ -51,6 +52,7 @@ _DOING = {
     "users": "listing the users", "up": "bringing the stack up", "down": "taking the stack down",
     "render": "writing the compose bundle's files", "reload": "reloading nginx",
     "status": "reading the stack's status", "logs": "reading the logs", "check": "auditing the deployment",
+    "backup": "writing a backup", "restore": "restoring a backup",
 }
 _last_step: list[str] = []  # the latest progress step, a finer "doing"
 
@@ -152,6 +154,17 @@ class _ConsoleProgress(Progress):
         else:  # a change of state; "... complete" fills the bar
             done = self._bars.tasks[task].total if "complete" in status.lower() else None
             self._bars.update(task, description=f"{layer} {status}", completed=done)
+
+    def transfer(self, name: str, done: int) -> None:
+        """On a terminal, a live line with the bytes so far; elsewhere the step lines give each part's size."""
+        if not _err.is_terminal:
+            return
+        if self._bars is None:
+            self._bars = Bars(TextColumn("{task.description}"), DownloadColumn(), console=_err)
+            self._bars.start()
+        if name not in self._tasks:
+            self._tasks[name] = self._bars.add_task(name, total=None)
+        self._bars.update(self._tasks[name], completed=done)
 
     def waiting(self, states: dict[str, str], elapsed: float) -> None:
         pending = ", ".join(f"{name} ({state})" for name, state in states.items() if state != "healthy")
@@ -326,16 +339,22 @@ def list_users() -> None:
 @cli.command()
 @click.option("--yes", "-y", is_flag=True,
               help="Start over plain HTTP (RUMISTACK_TLS=off) on a network address without asking.")
-def up(yes: bool) -> None:
+@click.option("--no-backup", is_flag=True,
+              help="Do not write a backup before a new MongoDB or Meilisearch image replaces the running one.")
+def up(yes: bool, no_backup: bool) -> None:
     """Render the config, write it and the users into volumes, start nginx and
-    RumiTalk, and wait until both are healthy. Changes only what changed."""
+    RumiTalk, and wait until both are healthy. Changes only what changed.
+    Before a new MongoDB or Meilisearch image is used, writes a backup into
+    <state dir>/backups (unless --no-backup)."""
     config = _config()
     app = load_app_settings(config)
     if not config.https:
         _confirm_plain_http(config, yes)
     _warn_plain_http_cookies(config)
     with _changing(config, "up"):
-        url = stack.up(config, UserFile(config.users_file), app, _ConsoleProgress())
+        progress = _ConsoleProgress()
+        url = stack.up(config, UserFile(config.users_file), app, progress,
+                       upgrading=None if no_backup else backups.before_upgrade(config, progress))
     click.echo(f"RumiTalk is up at {url}")
     click.echo(_providers_line(app))
     if not app.providers():
@@ -382,6 +401,53 @@ def down(remove_volumes: bool, yes: bool) -> None:
         count = stack.down(config, remove_volumes, _ConsoleProgress())
     kept = "users are kept" if remove_volumes else "volumes and users are kept"
     click.echo(f"removed {count} container(s); {kept}" if count else f"nothing was running; {kept}")
+
+
+def _engine_only(command: str) -> None:
+    if _options().volumes_dir is not None:
+        raise ConfigError(f"`{command}` reaches the volumes and MongoDB through the Docker engine, so it does not "
+                          "run in the compose bundle's tools container: run `rumistack "
+                          f"{command}` on the host, with the same .env")
+
+
+@cli.command()
+@click.argument("path", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--search-index", is_flag=True,
+              help="Also save Meilisearch's index (left out by default: RumiTalk rebuilds it from MongoDB).")
+def backup(path: Path | None, search_index: bool) -> None:
+    """Write one archive (mode 0600) of everything a restore needs: the state
+    directory (users, secrets, certificates), RumiTalk's settings file and
+    YAML, a MongoDB dump, and RumiTalk's uploads and images. Runs while the
+    stack serves. PATH defaults to <state dir>/backups/<project>-<time>.tar."""
+    config = _config()
+    _engine_only("backup")
+    with _changing(config, "backup"):
+        written = backups.backup(config, path, search_index, _ConsoleProgress())
+    for note in written.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"backup of {config.project} written to {written.path} ({len(written.members)} parts, "
+               f"{written.path.stat().st_size} bytes)")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True,
+              help="Replace data that is there already (state files that differ, volumes that hold data).")
+def restore(path: Path, force: bool) -> None:
+    """Bring a backup back into this project, the stack being down: into a new
+    directory or project, or this one after `rumistack down --volumes`.
+    Checks every checksum first: a damaged archive changes nothing. Then run
+    `rumistack up`."""
+    config = _config()
+    _engine_only("restore")
+    with _changing(config, "restore"):
+        restored = backups.restore(config, path, force, _ConsoleProgress())
+    for what in restored.replaced:
+        click.echo(f"replaced {what}")
+    for note in restored.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"restored {len(restored.members)} part(s) of {path} into project {config.project}: start it "
+               "with `rumistack up`")
 
 
 @cli.command()

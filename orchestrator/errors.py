@@ -56,6 +56,12 @@ class FileError(RumistackError):
     exit_code = 6
 
 
+class BackupError(RumistackError):
+    """A backup cannot be written, or an archive cannot be restored (damaged, or it would replace data)."""
+
+    exit_code = 7
+
+
 class Unexpected(RumistackError):
     """A failure rumistack has no name for: a bug to report (run with --debug for the traceback)."""
 

@@ -14,3 +14,6 @@ class Progress:
 
     def waiting(self, states: dict[str, str], elapsed: float) -> None:
         """Services not healthy yet: {service: its health}, `elapsed` seconds into the wait."""
+
+    def transfer(self, name: str, done: int) -> None:
+        """`done` bytes of `name` (a part of a backup) written so far; its total is not known before."""

@@ -52,6 +52,12 @@ TLS_VOLUME = "tls"  # the certificate nginx serves
 ACME_VOLUME = "acme"  # certbot's account, certificates and renewal settings
 WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
 RUMITALK_CONFIG_VOLUME = "rumitalk-config"  # RumiTalk's YAML, named by its content
+# the services that hold data: `up` with a new image for one of them writes a backup first
+DATA_SERVICES = ("mongodb", "meilisearch")
+MONGO_VOLUME = "mongodb-data"
+MEILI_VOLUME = "meili-data"  # the search index, rebuildable from MongoDB
+UPLOADS_VOLUME = "rumitalk-uploads"
+IMAGES_VOLUME = "rumitalk-images"  # avatars and generated images
 
 RESTART = "unless-stopped"  # every service's restart policy
 # every container: no process gains privileges it did not start with (setuid binaries, file capabilities)
@@ -87,7 +93,12 @@ class Port:
 @dataclass(frozen=True)
 class HealthCheck:
     test: tuple[str, ...]
-    interval: int = 2  # seconds
+    # seconds. Once healthy, a check every 30 s: an exec in every container every 2 s, all day, is load
+    # and log noise on a small home server
+    interval: int = 30
+    # while starting: engines of API 1.44 (Docker 25) and later check this often in the start period; on
+    # older ones `up` runs the same check itself until it passes (stack._health)
+    start_interval: int = 2
     timeout: int = 3
     retries: int = 3
     start_period: int = 60
@@ -207,7 +218,7 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
         stack.append(Service(
             name="mongodb",
             image=setting("mongo_image"),
-            mounts=(Mount("mongodb-data", "/data/db"),),
+            mounts=(Mount(MONGO_VOLUME, "/data/db"),),
             healthcheck=HealthCheck(("CMD", "mongosh", "--quiet", "--eval", "db.adminCommand('ping').ok")),
         ))
     if config.search:
@@ -215,7 +226,7 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
             name="meilisearch",
             image=setting("meili_image"),
             environment=(("MEILI_MASTER_KEY", secrets["MEILI_MASTER_KEY"]), ("MEILI_NO_ANALYTICS", "true")),
-            mounts=(Mount("meili-data", "/meili_data"),),
+            mounts=(Mount(MEILI_VOLUME, "/meili_data"),),
             healthcheck=HealthCheck(_wget("http://127.0.0.1:7700/health")),
         ))
     environment = {**app.environment, **_derived(config, secrets, app)}
@@ -224,8 +235,8 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
         image=setting("rumitalk_image"),
         environment=tuple(sorted(environment.items())),
         mounts=(
-            Mount("rumitalk-uploads", "/app/uploads"),
-            Mount("rumitalk-images", "/app/client/public/images"),
+            Mount(UPLOADS_VOLUME, "/app/uploads"),
+            Mount(IMAGES_VOLUME, "/app/client/public/images"),
             Mount("rumitalk-logs", RUMITALK_LOG_DIR),
             Mount(RUMITALK_CONFIG_VOLUME, RUMITALK_CONFIG_DIR, read_only=True, no_copy=True),
         ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import docker
@@ -29,6 +29,7 @@ from .publish import publish, require_users
 from .pull import image_id, reason
 from .secretstore import load_secrets
 from .spec import (
+    DATA_SERVICES,
     LABEL_PROJECT,
     LABEL_SERVICE,
     LABEL_SPEC,
@@ -46,6 +47,7 @@ from .users import UserFile
 from .volumes import EngineVolumes
 
 _NS = 1_000_000_000
+START_INTERVAL_API = (1, 44)  # Docker 25: health checks with a start interval
 
 
 @dataclass(frozen=True)
@@ -77,9 +79,12 @@ def engine_volumes(config: Config, progress: Progress = Progress()) -> EngineVol
     return EngineVolumes(connect(), config, progress)
 
 
-def up(config: Config, users: UserFile, app: AppSettings | None = None, progress: Progress = Progress()) -> str:
+def up(config: Config, users: UserFile, app: AppSettings | None = None, progress: Progress = Progress(),
+       upgrading: Callable[[tuple[str, ...]], None] | None = None) -> str:
     """Bring the stack to its desired state and wait until it is healthy; return the URL. `app`:
-    RumiTalk's own settings, when the caller has read them already (else read here).
+    RumiTalk's own settings, when the caller has read them already (else read here). `upgrading` is
+    called with the data services (DATA_SERVICES) whose image changes, before anything changes: the
+    CLI writes a backup there.
 
     Only what changed changes: a container whose definition is the same is
     left running, a changed nginx config is applied by a graceful reload.
@@ -91,6 +96,10 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     client = connect()
     stack = services(config, load_secrets(config.state_dir, app.secrets), app)
     image_ids = {service.name: image_id(client, service.image, progress) for service in stack}
+    upgraded = tuple(name for name in DATA_SERVICES if name in image_ids
+                     and (found := _find(client, config, name)) is not None and found.attrs["Image"] != image_ids[name])
+    if upgraded and upgrading is not None:
+        upgrading(upgraded)
     engine = EngineVolumes(client, config, progress)
     running_nginx = _running(client, config, "nginx")
     published = publish(config, engine, certificate, progress.step, users,
@@ -118,7 +127,7 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     _wait_healthy(config, containers, progress)
     if https.obtain(config, containers.get("certbot"), "certbot" in started, published.served, engine, now,
                     progress.step):
-        return up(config, users, app, progress)  # once more with the issued certificate (it may turn hsts on)
+        return up(config, users, app, progress, upgrading)  # once more with the issued certificate (it may turn hsts on)
     return config.url
 
 
@@ -214,13 +223,7 @@ def _ensure_container(client, config: Config, service: Service, image: str, netw
         pid_mode=f"container:{joined.id}" if joined else None,
         environment=dict(service.environment),
         labels=labels(config.project, service=service.name, spec=spec),
-        healthcheck=Healthcheck(
-            test=list(service.healthcheck.test),
-            interval=service.healthcheck.interval * _NS,
-            timeout=service.healthcheck.timeout * _NS,
-            retries=service.healthcheck.retries,
-            start_period=service.healthcheck.start_period * _NS,
-        ),
+        healthcheck=_healthcheck(client, service),
         mounts=[
             DockerMount(m.target, volume_name(config, m.volume), type="volume", read_only=m.read_only, no_copy=m.no_copy)
             for m in service.mounts
@@ -242,6 +245,41 @@ def _ensure_container(client, config: Config, service: Service, image: str, netw
     return container, True, True
 
 
+def _healthcheck(client: docker.DockerClient, service: Service) -> Healthcheck:
+    """The service's health check; its start interval only where the engine knows it (API 1.44 and later:
+    older engines would check once per interval from the start)."""
+    check = service.healthcheck
+    result = Healthcheck(test=list(check.test), interval=check.interval * _NS, timeout=check.timeout * _NS,
+                         retries=check.retries, start_period=check.start_period * _NS)
+    if _api_version(client) >= START_INTERVAL_API:
+        result["StartInterval"] = check.start_interval * _NS  # docker-py 7 has no parameter for it
+    return result
+
+
+def _api_version(client: docker.DockerClient) -> tuple[int, ...]:
+    return tuple(int(part) for part in client.api.api_version.split("."))
+
+
+def _health(container: Container) -> str:
+    """The engine's word on a running container's health ("healthy" without a check); while it says
+    "starting", the container's own check run now: on engines without a start interval the engine runs
+    its first check only a whole interval (30 s) after the start."""
+    health = container.attrs["State"].get("Health", {}).get("Status", "healthy")
+    test = tuple((container.attrs["Config"].get("Healthcheck") or {}).get("Test") or ())
+    if health != "starting":
+        return health
+    if test[:1] == ("CMD",):
+        command = list(test[1:])
+    elif test[:1] == ("CMD-SHELL",):
+        command = ["sh", "-c", test[1]]
+    else:
+        return health
+    try:
+        return "healthy" if container.exec_run(command).exit_code == 0 else health
+    except APIError:
+        return health  # it is stopping or restarting: the next look says
+
+
 def _start(container: Container, service: Service, config: Config) -> None:
     try:
         container.start()
@@ -259,7 +297,10 @@ def _start(container: Container, service: Service, config: Config) -> None:
 
 
 def _wait_healthy(config: Config, containers: dict[str, Container], progress: Progress) -> None:
+    """Until every container is healthy: by the engine's word, or, while the engine says "starting", by
+    its own check passing when `up` runs it (_health)."""
     started = time.monotonic()
+    ready: set[str] = set()
     while True:
         states = {}
         for name, container in containers.items():
@@ -267,7 +308,9 @@ def _wait_healthy(config: Config, containers: dict[str, Container], progress: Pr
             state = container.attrs["State"]
             if state["Status"] != "running":
                 raise StackError(f"{name} stopped (exit code {state.get('ExitCode')}); its last log lines:\n{_tail(container)}")
-            states[name] = state.get("Health", {}).get("Status", "healthy")
+            states[name] = "healthy" if name in ready else _health(container)
+            if states[name] == "healthy":
+                ready.add(name)
         elapsed = time.monotonic() - started
         progress.waiting(states, elapsed)
         if all(s == "healthy" for s in states.values()):
@@ -325,7 +368,8 @@ def status(config: Config) -> list[ServiceStatus]:
             container=container.name,
             image=container.attrs["Config"]["Image"],
             state=state["Status"],
-            health=state.get("Health", {}).get("Status", "-"),
+            health=_health(container) if state["Status"] == "running" and "Health" in state else
+            state.get("Health", {}).get("Status", "-"),
         ))
     return sorted(result, key=lambda s: s.service)
 

@@ -43,6 +43,8 @@ def check_name(name: str) -> str:
 def check_password(password: str) -> str:
     if not password:
         raise UserError("the password is empty")
+    if "\0" in password:
+        raise UserError("the password contains a NUL character, which bcrypt cannot take: choose another")
     if len(password.encode()) > MAX_PASSWORD_BYTES:
         raise UserError(
             f"the password is {len(password.encode())} bytes long; bcrypt uses at most "

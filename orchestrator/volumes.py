@@ -20,11 +20,13 @@ import secrets
 import socket
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import docker
 from docker.errors import NotFound
+from docker.models.containers import Container
 from docker.types import Mount
 
 from .config import Config
@@ -44,6 +46,7 @@ from .pull import image_id
 from .spec import LABEL_PROJECT, volume_labels, volume_name
 
 _STAGE = "/rumistack-stage"
+_EXPORT_DIR = "volume"  # where export and import_archive mount a volume: the top directory of its tar
 ROLE = "rumistack.role"  # "helper" on helper containers
 _CREATOR_PID, _CREATOR_HOST = "rumistack.pid", "rumistack.host"  # the process that made a helper
 _STALE_AFTER = 600  # seconds: a helper of a process that cannot be judged from here (another host) is gone by then
@@ -228,14 +231,76 @@ class EngineVolumes:
         if code != 0:
             raise StackError(f"writing the user file into its volume failed: {output}")
 
-    def _create(self, command: list[str], **kwargs):
-        """A helper container of the nginx image, not started, with no network."""
-        if self._image is None:
-            self._image = image_id(self._client, self._config.nginx_image, self._progress)
+    def export(self, volume: str, out: BinaryIO, report: Callable[[int], None] = lambda done: None) -> None:
+        """Write the whole volume to `out` as a tar (its entries under `volume/`), read from a helper that
+        mounts it read-only, so it works while the stack serves; `report` gets the bytes written so far."""
+        container = self._create(["true"], mounts=[
+            Mount(f"/{_EXPORT_DIR}", self.docker_name(volume), type="volume", read_only=True, no_copy=True)])
+        try:
+            stream, _ = container.get_archive(f"/{_EXPORT_DIR}")
+            done = 0
+            for chunk in stream:
+                out.write(chunk)
+                done += len(chunk)
+                report(done)
+        finally:
+            container.remove(force=True)
+
+    def import_archive(self, volume: str, data: BinaryIO) -> None:
+        """Extract a tar that `export` wrote into the volume (created if missing), owners and modes kept."""
+        self.ensure(volume)
+        container = self._create(["true"], mounts=[
+            Mount(f"/{_EXPORT_DIR}", self.docker_name(volume), type="volume", no_copy=True)])
+        try:
+            if not container.put_archive("/", data):
+                raise StackError(f"the Docker engine refused the archive of volume {volume}")
+        finally:
+            container.remove(force=True)
+
+    def non_empty(self, volumes: tuple[str, ...]) -> list[str]:
+        """Those of `volumes` that exist and hold any file."""
+        where = {f"/volumes/{i}": v for i, v in enumerate(volumes) if self.exists(v)}
+        if not where:
+            return []
+        script = 'for d in "$@"; do [ -z "$(ls -A "$d")" ] || echo "$d"; done'
+        code, output = self._helper(["sh", "-c", script, "sh", *where], mounts=[
+            Mount(target, self.docker_name(v), type="volume", read_only=True, no_copy=True)
+            for target, v in where.items()])
+        if code != 0:
+            raise StackError(f"reading the volumes failed: {output}")
+        return [where[line] for line in output.split() if line in where]
+
+    def empty(self, volume: str) -> None:
+        """Remove every file in the volume."""
+        code, output = self._helper(["find", "/volume", "-mindepth", "1", "-delete"], mounts=[
+            Mount("/volume", self.docker_name(volume), type="volume", no_copy=True)])
+        if code != 0:
+            raise StackError(f"emptying volume {volume} failed: {output}")
+
+    def service(self, image: str, mounts: dict[str, str]) -> Container:
+        """A started helper of a service's `image` running its own command, with the volumes `mounts`
+        ({volume: target}) and no network: a database a backup or restore talks to when the stack is down.
+        The caller removes it."""
+        for volume in mounts:
+            self.ensure(volume)
+        container = self._create(None, image=image, mounts=[
+            Mount(target, self.docker_name(v), type="volume", no_copy=True) for v, target in mounts.items()])
+        container.start()
+        return container
+
+    def _create(self, command: list[str] | None, image: str | None = None, **kwargs) -> Container:
+        """A helper container, not started, with no network: of the nginx image running `command` (its
+        entrypoint off), or of `image` with its own entrypoint and, without `command`, its own command."""
+        if image is not None:
+            chosen, extra = image_id(self._client, image, self._progress), {}
+        else:
+            if self._image is None:
+                self._image = image_id(self._client, self._config.nginx_image, self._progress)
+            chosen, extra = self._image, {"entrypoint": []}
         return self._client.containers.create(
-            self._image, command=command, entrypoint=[], network_mode="none",
+            chosen, command=command, network_mode="none",
             labels={LABEL_PROJECT: self._config.project, ROLE: "helper",
-                    _CREATOR_PID: str(os.getpid()), _CREATOR_HOST: socket.gethostname()}, **kwargs)
+                    _CREATOR_PID: str(os.getpid()), _CREATOR_HOST: socket.gethostname()}, **extra, **kwargs)
 
     def sweep(self) -> int:
         """Remove what killed commands left: their helper containers, and the files they staged in the

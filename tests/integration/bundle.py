@@ -160,7 +160,8 @@ def definition(container: Container) -> dict:
         "entrypoint": config["Entrypoint"],
         "command": config["Cmd"],
         "environment": sorted(config["Env"] or []),
-        "healthcheck": config.get("Healthcheck"),
+        # the one difference by design: compose checks every start interval (see the compose file's header)
+        "healthcheck": {k: v for k, v in (config.get("Healthcheck") or {}).items() if k != "Interval"},
         "stop_signal": config.get("StopSignal"),
         "labels": {k: v for k, v in config["Labels"].items() if k in (LABEL_PROJECT, LABEL_SERVICE)},
         "restart": host["RestartPolicy"]["Name"],
