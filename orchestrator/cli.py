@@ -40,6 +40,7 @@ from .progress import Progress
 from .publish import push_users
 from .pull import reason
 from .tls import SELF_SIGNED_CERT, Certificate
+from .swarm import deploy_command, render_swarm
 from .users import UserFile, WeakPassword
 from .volumes import EngineVolumes, Volumes
 
@@ -385,12 +386,23 @@ def down(remove_volumes: bool, yes: bool) -> None:
 
 
 @cli.command()
-def render() -> None:
+@click.option("--swarm", "for_swarm", is_flag=True,
+              help="Write a Docker Swarm stack file and its configs and secrets instead (docs/swarm.md).")
+def render(for_swarm: bool) -> None:
     """Write what `docker compose -f compose/docker-compose.yml up` needs: the
     nginx config (checked with nginx -t), the certificate and the users into
     the volumes, and each service's environment into the state directory.
-    After a change, a running nginx takes it on a reload (SIGHUP)."""
+    After a change, a running nginx takes it on a reload (SIGHUP).
+
+    With --swarm: the stack file for `docker stack deploy` and the files of
+    its configs and secrets, under the state directory's swarm/."""
     config = _config()
+    if for_swarm:
+        with _changing(config, "render"):
+            path = render_swarm(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
+                                load_app_settings(config))
+        click.echo(f"wrote {path}; deploy it with: {deploy_command(config)}")
+        return
     with _changing(config, "render"):
         needed = render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
                                load_app_settings(config))
