@@ -1,0 +1,189 @@
+"""The swarm stack on a real swarm of three engines (swarmnodes.py): the
+commands of docs/swarm.md ("run it") run as written against the manager,
+then through each node that takes traffic, over HTTPS with the self-signed
+certificate `render --swarm` made: the auth matrix, the boundary matrix and
+`rumistack check` (the same test functions as for the other stacks, with
+`proxy` one nginx node of the swarm), a streamed reply, and RumiTalk's tasks
+spread over the nodes, answering in turn."""
+
+from __future__ import annotations
+
+import os
+import re
+import ssl
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from swarmnodes import Node, Swarm
+from web import TlsPort, basic, events, login, send
+
+from rumistack.tls import SELF_SIGNED_CERT
+
+# `check`, the auth and boundary matrices, run here with `proxy` a node of the swarm; `check` first,
+# since its new spellings of the right credential are verified again, and the matrices' wrong passwords
+# would have used up the verifications a client may ask a node for (the other stacks get a new nginx
+# for each test module instead)
+from test_check import test_check_passes_rumistacks_config  # noqa: F401
+from test_auth_matrix import *  # noqa: F401,F403
+from test_boundary import *  # noqa: F401,F403
+
+# on one host a user change applies without a restart; on a swarm it is a new nginx task (docs/swarm.md)
+del test_user_changes_apply_to_cached_credentials_at_once_without_restarting_nginx  # noqa: F821
+
+ROOT = Path(__file__).parents[2]
+DOCS_PAGE, DOCS_SECTION = ROOT / "docs" / "swarm.md", "run it"
+NGINX_NODES = ("node-1", "node-2")  # labelled rumistack.nginx=true by the docs' commands
+USER, PASSWORD = "alice", "correct horse battery"
+REALM = "RumiTalk"  # the default: the docs' commands run with the defaults but the images
+
+
+def docs_commands() -> list[str]:
+    """The command lines of the code block of docs/swarm.md's "run it" section."""
+    page = DOCS_PAGE.read_text()
+    section = page.split(f"\n## {DOCS_SECTION}\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"^```\n(.*?)^```", section, re.S | re.M)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@dataclass
+class Deployment:
+    swarm: Swarm
+    root: Path
+    env: dict[str, str]
+
+    def sh(self, command: str, input: str | None = None) -> subprocess.CompletedProcess:
+        result = subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=self.root, env=self.env,
+                                input=input, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, f"{command}\nexit {result.returncode}\n{result.stdout}\n{result.stderr}"
+        return result
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / ".rumistack" / "tls" / SELF_SIGNED_CERT
+
+    def port(self, node: Node) -> TlsPort:
+        return TlsPort(node.local_ports[8443], ssl.create_default_context(cafile=self.ca_file), "localhost")
+
+    def node(self, hostname: str) -> Node:
+        return next(n for n in self.swarm.nodes if n.hostname == hostname)
+
+    def converged(self, timeout: float = 240) -> None:
+        """Every service has its tasks running (healthy, where it has a health check) and no others."""
+        client = self.swarm.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            pending = {}
+            nodes = client.nodes.list()
+            for service in client.services.list():
+                mode = service.attrs["Spec"]["Mode"]
+                if "Replicated" in mode:
+                    wanted = mode["Replicated"]["Replicas"]
+                else:
+                    constraints = service.attrs["Spec"]["TaskTemplate"].get("Placement", {}).get("Constraints", [])
+                    wanted = sum(1 for n in nodes if all(_meets(n, c) for c in constraints))
+                tasks = service.tasks(filters={"desired-state": "running"})
+                running = [t for t in tasks if t["Status"]["State"] == "running"]
+                if len(running) != wanted or len(tasks) != wanted:
+                    pending[service.name] = f"{len(running)}/{wanted} running, {len(tasks)} wanted running"
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the stack did not converge: {pending}")
+            time.sleep(1)
+
+
+def _meets(node, constraint: str) -> bool:
+    match = re.fullmatch(r"node\.labels\.(\S+) == (\S+)", constraint)
+    assert match, constraint
+    return node.attrs["Spec"].get("Labels", {}).get(match[1]) == match[2]
+
+
+def _environment(swarm: Swarm, test_images: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RUMISTACK_", "RUMITALK_", "COMPOSE_"))}
+    env.update({"DOCKER_HOST": swarm.manager.engine,
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"})  # this rumistack
+    return env
+
+
+@pytest.fixture(scope="module")
+def deployment(swarm: Swarm, test_images, tmp_path_factory) -> Deployment:
+    root = tmp_path_factory.mktemp("swarm-project")
+    # the images are the local ones, loaded into every node; everything else is the default
+    (root / ".env").write_text(
+        f"RUMISTACK_NGINX_IMAGE={test_images['nginx']}\nRUMITALK_IMAGE={test_images['rumitalk']}\n"
+        f"RUMISTACK_MONGO_IMAGE={test_images['mongodb']}\nRUMISTACK_REDIS_IMAGE={test_images['redis']}\n")
+    deployment = Deployment(swarm, root, _environment(swarm, test_images))
+    for command in docs_commands():
+        typed = f"{PASSWORD}\n{PASSWORD}\n" if command.startswith("rumistack adduser") else None
+        deployment.sh(command.replace("adduser alice", f"adduser {USER}"), input=typed)
+    deployment.converged()
+    return deployment
+
+
+@dataclass
+class SwarmProxy:
+    """One nginx node of the swarm stack, as the matrix tests see a proxy."""
+
+    deployment: Deployment
+    node: Node
+    user: str = USER
+    password: str = PASSWORD
+    realm: str = REALM
+
+    @property
+    def port(self) -> TlsPort:
+        return self.deployment.port(self.node)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.deployment.ca_file
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{int(self.port)}"
+
+    @property
+    def scheme(self) -> str:
+        return "https"
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        return self.port.context
+
+
+@pytest.fixture(scope="module", params=NGINX_NODES)
+def proxy(request, deployment) -> SwarmProxy:
+    """The matrices against each node that takes traffic, through its own published port."""
+    proxy = SwarmProxy(deployment, deployment.node(request.param))
+    deadline = time.monotonic() + 60
+    while send(proxy.port, "/", headers={"Authorization": basic(USER, PASSWORD)}).status != 200:
+        assert time.monotonic() < deadline, "the node's nginx never let the user in"
+        time.sleep(1)
+    return proxy
+
+
+def test_the_stack_runs_where_the_labels_put_it(deployment):
+    client = deployment.swarm.client()
+    placed: dict[str, set[str]] = {}
+    hostnames = {n.id: n.attrs["Description"]["Hostname"] for n in client.nodes.list()}
+    for service in client.services.list():
+        for task in service.tasks(filters={"desired-state": "running"}):
+            placed.setdefault(service.name.split("_", 1)[1], set()).add(hostnames[task["NodeID"]])
+    assert placed["nginx"] == set(NGINX_NODES)
+    assert placed["mongodb"] == {"node-1"}
+    assert len(placed["rumitalk"]) == 2  # two replicas, spread over two nodes
+    assert set(placed) == {"nginx", "rumitalk", "redis", "mongodb"}
+
+
+def test_a_reply_streams_through_every_node(deployment):
+    for hostname in NGINX_NODES:
+        port = deployment.port(deployment.node(hostname))
+        token = login(port)
+        received = events(port, "/api/stream?events=4&gap=0.3", token)
+        assert [e["n"] for e, _ in received] == [0, 1, 2, 3]
+        for (event, arrived), (following, _) in zip(received, received[1:]):
+            assert arrived < following["sent"], event
