@@ -8,6 +8,7 @@ spread over the nodes, answering in turn."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -187,3 +188,16 @@ def test_a_reply_streams_through_every_node(deployment):
         assert [e["n"] for e, _ in received] == [0, 1, 2, 3]
         for (event, arrived), (following, _) in zip(received, received[1:]):
             assert arrived < following["sent"], event
+
+
+def test_rumitalks_replicas_share_their_state_in_redis_and_answer_in_turn(deployment):
+    ports = [deployment.port(deployment.node(hostname)) for hostname in NGINX_NODES]
+    token = login(ports[0])  # signed with the stack's JWT_SECRET: every replica takes it
+    answers = [send(ports[i % 2], "/api/counter", "POST", {"Authorization": f"Bearer {token}"}) for i in range(30)]
+    assert [a.status for a in answers] == [200] * 30
+    counted = [json.loads(a.body) for a in answers]
+    assert all(c["shared"] for c in counted)
+    first = counted[0]["value"]
+    # one counter, whichever replica counted: in each replica's own memory the numbers would repeat
+    assert [c["value"] for c in counted] == list(range(first, first + 30))
+    assert len({a.headers["X-Stub-Replica"] for a in answers}) == 2
