@@ -41,6 +41,7 @@ from .publish import push_users
 from .pull import reason
 from .tls import SELF_SIGNED_CERT, Certificate
 from .swarm import deploy_command, render_swarm
+from .swarm import update as swarm_update
 from .users import UserFile, WeakPassword
 from .volumes import EngineVolumes, Volumes
 
@@ -264,14 +265,19 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _apply_users(config: Config, users: UserFile) -> None:
-    """Copy the changed user file into a running stack's volume."""
+    """Copy the changed user file into a running stack's volume, or roll it out to the swarm's stack."""
     with _changing(config, click.get_current_context().info_name):
         try:
-            pushed = push_users(users, _volumes(config, Progress()))
+            volumes = _volumes(config, Progress())
+            pushed = push_users(users, volumes)
+            rolled = not pushed and _options().volumes_dir is None and swarm_update(
+                config, users, volumes, stack.connect(), step=_ConsoleProgress().step)
         except DockerUnavailable:
-            pushed = False
+            pushed = rolled = False
     if pushed:
         click.echo("applied to the running stack")
+    if rolled:
+        click.echo("rolled out to the swarm: every nginx task has the new users")
 
 
 def _set_password(users: UserFile, name: str, password: str, change) -> None:
@@ -399,9 +405,9 @@ def render(for_swarm: bool) -> None:
     config = _config()
     if for_swarm:
         with _changing(config, "render"):
-            path = render_swarm(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
-                                load_app_settings(config))
-        click.echo(f"wrote {path}; deploy it with: {deploy_command(config)}")
+            rendered = render_swarm(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
+                                    load_app_settings(config))
+        click.echo(f"wrote {rendered.path}; deploy it with: {deploy_command(config)}")
         return
     with _changing(config, "render"):
         needed = render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
@@ -417,8 +423,13 @@ def render(for_swarm: bool) -> None:
 def reload() -> None:
     """Render the nginx config again, check it, and apply it by a graceful reload."""
     config = _config()
+    progress = _ConsoleProgress()
     with _changing(config, "reload"):
-        stack.reload(config, _ConsoleProgress())
+        if swarm_update(config, UserFile(config.users_file), _volumes(config, progress), stack.connect(),
+                        load_app_settings(config), progress.step):
+            click.echo("rolled out to the swarm: every service has the new config")
+            return
+        stack.reload(config, progress)
     click.echo("nginx reloaded")
 
 

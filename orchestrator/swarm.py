@@ -26,17 +26,20 @@ import hashlib
 import posixpath
 import re
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import yaml
+from docker.models.services import Service
 
 from . import https, spec, tls
 from .appsettings import AppSettings, load_app_settings
 from .compose import env_text
 from .config import Config
-from .errors import ConfigError, doing
+from .errors import ConfigError, StackError, doing
 from .files import make_directory, replace_atomically
 from .layout import NGINX_GID, PEM_FILE, RUMITALK_DOTENV, RUMITALK_UID, USER_FILE
 from .publish import require_users, users_file
@@ -275,11 +278,18 @@ def deploy_command(config: Config) -> str:
     return f"docker stack deploy -c {stack_file(config)} {config.project}"
 
 
+@dataclass(frozen=True)
+class Rendered:
+    path: Path  # the stack file
+    document: dict
+    objects: Objects
+
+
 def render_swarm(config: Config, users: UserFile, volumes: Volumes, app: AppSettings | None = None,
-                 step: Callable[[str], None] = lambda m: None) -> Path:
+                 step: Callable[[str], None] = lambda m: None) -> Rendered:
     """The stack file and the files of its configs and secrets, under <state dir>/swarm; the nginx config
     checked with `nginx -t` first (in the nginx image, through `volumes`), so a config nginx refuses is never
-    written. The stack file's path."""
+    written."""
     require_users(users)
     app = app if app is not None else load_app_settings(config)
     secrets = load_secrets(config.state_dir, app.secrets)
@@ -295,7 +305,8 @@ def render_swarm(config: Config, users: UserFile, volumes: Volumes, app: AppSett
     with users.locked():
         objs = objects(config, services, files, users, app, certificate)
     secret_values = {v for v in secrets.values() if v} | {v for v in app.environment.values() if v}
-    stack = text(config, document(config, services, objs, secret_values))
+    doc = document(config, services, objs, secret_values)
+    stack = text(config, doc)
     if any(value in stack for value in secret_values):
         raise ConfigError("a secret would be written into the stack file: refused")
     directory = Path(config.state_dir) / DIR
@@ -314,4 +325,109 @@ def render_swarm(config: Config, users: UserFile, volumes: Volumes, app: AppSett
                     old.unlink()
     with doing(f"writing {stack_file(config)}"):
         replace_atomically(stack_file(config), stack.encode())
-    return stack_file(config)
+    return Rendered(stack_file(config), doc, objs)
+
+
+def _live(client: docker.DockerClient, config: Config) -> dict[str, Service]:
+    """This project's services on the swarm the engine manages, by their name in the stack; {} when the
+    engine is no swarm manager."""
+    info = client.info().get("Swarm") or {}
+    if not info.get("ControlAvailable"):
+        return {}
+    found = client.services.list(filters={"label": f"{spec.LABEL_PROJECT}={config.project}"})
+    return {s.attrs["Spec"]["Labels"].get(spec.LABEL_SERVICE, ""): s for s in found}
+
+
+def _references(kind: str, refs: list[dict], ids: dict[str, str], names: dict[str, str]) -> list[dict]:
+    """A service's references to configs or secrets, as the Engine API has them."""
+    id_key, name_key = ("ConfigID", "ConfigName") if kind == "configs" else ("SecretID", "SecretName")
+    return [{id_key: ids[names[r["source"]]], name_key: names[r["source"]],
+             "File": {"Name": r["target"], "UID": r["uid"], "GID": r["gid"], "Mode": r["mode"]}} for r in refs]
+
+
+def _names_of(container_spec: dict, key: str) -> list[tuple[str, str]]:
+    name_key = "ConfigName" if key == "Configs" else "SecretName"
+    return sorted((r[name_key], r["File"]["Name"]) for r in container_spec.get(key) or [])
+
+
+def update(config: Config, users: UserFile, volumes: Volumes, client: docker.DockerClient,
+           app: AppSettings | None = None, step: Callable[[str], None] = lambda m: None,
+           timeout: float = 600) -> bool:
+    """If this project's stack runs on the swarm the engine manages: render it again (render_swarm), create
+    the configs and secrets it names that the swarm lacks, point each service at them (a rolling update, in
+    each service's update order), and return once every rollout has converged; then remove the project's
+    configs and secrets no service uses any more. False, and nothing done, when the stack is not there."""
+    live = _live(client, config)
+    if not live:
+        return False
+    rendered = render_swarm(config, users, volumes, app, step)
+    ids: dict[str, str] = {}
+    for kind, collection in (("configs", client.configs), ("secrets", client.secrets)):
+        existing = {o.name: o.id for o in collection.list(filters={"label": f"{spec.LABEL_PROJECT}={config.project}"})}
+        for key, entry in rendered.document.get(kind, {}).items():
+            name = entry["name"]
+            if name not in existing:
+                obj = next(o for o in rendered.objects.all() if o.key == key)
+                step(f"creating the swarm {kind[:-1]} {name}")
+                existing[name] = collection.create(name=name, data=obj.data, labels=entry["labels"]).id
+        ids.update(existing)
+    updated = []
+    for name, wanted in rendered.document["services"].items():
+        service = live.get(name)
+        if service is None:
+            raise StackError(f"the stack on the swarm has no service {name}: deploy it again with "
+                             f"`{deploy_command(config)}`")
+        task = service.attrs["Spec"]["TaskTemplate"]
+        container = dict(task["ContainerSpec"])
+        for kind, key in (("configs", "Configs"), ("secrets", "Secrets")):
+            names = {k: e["name"] for k, e in rendered.document.get(kind, {}).items()}
+            container[key] = _references(kind, wanted.get(kind, []), ids, names)
+        if all(_names_of(container, key) == _names_of(task["ContainerSpec"], key) for key in ("Configs", "Secrets")):
+            continue
+        step(f"rolling {service.name} onto the new configs and secrets")
+        client.api.update_service(service.id, service.attrs["Version"]["Index"],
+                                  task_template={**task, "ContainerSpec": container}, fetch_current_spec=True)
+        updated.append((service.id, container))
+    for service_id, container in updated:
+        _converge(client, service_id, container, timeout)
+    _remove_unused(client, config, step)
+    return True
+
+
+def _converge(client: docker.DockerClient, service_id: str, wanted: dict, timeout: float) -> None:
+    """Wait until every task the service wants running runs with the configs and secrets of `wanted` (its new
+    container spec), and none other is left; StackError if the update rolled back or stalled."""
+    deadline = time.monotonic() + timeout
+    names = [_names_of(wanted, key) for key in ("Configs", "Secrets")]
+    while True:
+        service = client.services.get(service_id)
+        status = service.attrs.get("UpdateStatus") or {}
+        if status.get("State", "") in ("rollback_started", "rollback_completed", "rollback_paused", "paused"):
+            raise StackError(f"the rolling update of {service.name} failed and was rolled back ({status['State']}: "
+                             f"{status.get('Message', '')}); see `docker service ps {service.name}`")
+        tasks = service.tasks(filters={"desired-state": "running"})
+        current = [t for t in tasks if t["Status"]["State"] == "running" and [
+            _names_of(t["Spec"]["ContainerSpec"], key) for key in ("Configs", "Secrets")] == names]
+        if tasks and len(current) == len(tasks) and status.get("State", "completed") == "completed":
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"the rolling update of {service.name} did not finish in {timeout:.0f} s; "
+                             f"see `docker service ps {service.name}`")
+        time.sleep(1)
+
+
+def _remove_unused(client: docker.DockerClient, config: Config, step: Callable[[str], None]) -> None:
+    """The project's configs and secrets no service refers to any more (old user files among them)."""
+    used: set[str] = set()
+    for service in client.services.list():
+        container = service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+        used.update(r.get("ConfigID", "") for r in container.get("Configs") or [])
+        used.update(r.get("SecretID", "") for r in container.get("Secrets") or [])
+    for collection in (client.configs, client.secrets):
+        for obj in collection.list(filters={"label": f"{spec.LABEL_PROJECT}={config.project}"}):
+            if obj.id not in used:
+                try:
+                    obj.remove()
+                except docker.errors.APIError:
+                    pass  # taken into use meanwhile: kept
+

@@ -35,7 +35,7 @@ def _config(tmp_path, **environ):
 
 def _render(config, users, app=AppSettings(), version=(1, 22, 1)):
     volumes = RecordingVolumes(version=version)
-    path = swarm.render_swarm(config, users, volumes, app)
+    path = swarm.render_swarm(config, users, volumes, app).path
     return path, yaml.safe_load(path.read_text()), volumes
 
 

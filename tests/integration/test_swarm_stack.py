@@ -14,6 +14,7 @@ import re
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,3 +202,73 @@ def test_rumitalks_replicas_share_their_state_in_redis_and_answer_in_turn(deploy
     # one counter, whichever replica counted: in each replica's own memory the numbers would repeat
     assert [c["value"] for c in counted] == list(range(first, first + 30))
     assert len({a.headers["X-Stub-Replica"] for a in answers}) == 2
+
+
+class Load:
+    """A bounded load loop: each nginx node's port asked for / with the user's credential, one request after
+    the other, from a thread of its own, until stopped (or at most `limit` requests a node)."""
+
+    def __init__(self, deployment: Deployment, limit: int = 3000) -> None:
+        self.deployment, self.limit = deployment, limit
+        self.stopped = threading.Event()
+        self.results: dict[str, list[tuple[float, object]]] = {h: [] for h in NGINX_NODES}
+        self.threads = [threading.Thread(target=self._run, args=(h,), daemon=True) for h in NGINX_NODES]
+
+    def _run(self, hostname: str) -> None:
+        port = self.deployment.port(self.deployment.node(hostname))
+        credential = {"Authorization": basic(USER, PASSWORD)}
+        for _ in range(self.limit):
+            if self.stopped.is_set():
+                return
+            try:
+                outcome: object = send(port, "/", headers=credential).status
+            except Exception as exc:  # a refused or reset connection is a failed request
+                outcome = f"{type(exc).__name__}: {exc}"
+            self.results[hostname].append((time.monotonic(), outcome))
+            time.sleep(0.02)
+
+    def __enter__(self) -> Load:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def failures(self) -> dict[str, list]:
+        return {h: [o for _, o in r if o != 200] for h, r in self.results.items()}
+
+
+def _cli(deployment: Deployment, *args: str, input: str | None = None) -> str:
+    done = subprocess.run(["rumistack", *args], cwd=deployment.root, env=deployment.env, input=input,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"rumistack {' '.join(args)}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_user_changes_roll_out_to_every_node_one_after_the_other_and_a_removed_user_is_refused_at_each(deployment):
+    ports = [deployment.port(deployment.node(h)) for h in NGINX_NODES]
+    carol = {"Authorization": basic("carol", "carols long password")}
+    out = _cli(deployment, "adduser", "carol", "--password-stdin", input="carols long password\n")
+    assert "rolled out to the swarm" in out
+    assert [send(port, "/", headers=carol).status for port in ports] == [200, 200]
+    with Load(deployment) as load:
+        _cli(deployment, "adduser", "bob", "--password-stdin", input="bobs long password\n")
+        _cli(deployment, "deluser", "carol")
+        # once deluser has returned, every node refuses her
+        assert [send(port, "/", headers=carol).status for port in ports] == [401, 401]
+    counts = {h: len(r) for h, r in load.results.items()}
+    assert all(n > 20 for n in counts.values()), counts
+    # nginx's tasks hold their node's port, so each is replaced stop-first: a node refuses connections while
+    # its new task starts, one node after the other. So every failure at one node had the other node
+    # answering around it: a client (or a load balancer) that tries the other node gets in
+    for hostname, other in (NGINX_NODES, NGINX_NODES[::-1]):
+        served = [t for t, outcome in load.results[other] if outcome == 200]
+        for t, outcome in load.results[hostname]:
+            if outcome != 200:
+                assert any(abs(t - s) < 1 for s in served), (hostname, outcome, counts)
+    assert sum(len(f) for f in load.failures().values()) < sum(counts.values()) / 4, load.failures()
+    bob = {"Authorization": basic("bob", "bobs long password")}
+    assert [send(port, "/", headers=bob).status for port in ports] == [200, 200]
