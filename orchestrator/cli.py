@@ -41,6 +41,7 @@ from .publish import push_users
 from .pull import reason
 from .tls import SELF_SIGNED_CERT, Certificate
 from .swarm import deploy_command, render_swarm
+from .swarm import status as swarm_status
 from .swarm import update as swarm_update
 from .users import UserFile, WeakPassword
 from .volumes import EngineVolumes, Volumes
@@ -436,8 +437,12 @@ def reload() -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
 def status(as_json: bool) -> None:
-    """Show the containers, their health, the URL, the number of users, and the certificate."""
+    """Show the containers, their health, the URL, the number of users, and the certificate.
+    On a swarm (DOCKER_HOST a manager running the stack): each service's tasks, their nodes and health."""
     config = _config()
+    replicas, tasks = swarm_status(stack.connect(), config)
+    if replicas:
+        return _swarm_status(config, replicas, tasks, as_json)
     services = stack.status(config)
     users = len(UserFile(config.users_file).names())
     certificate = stack.certificate(config) if config.https else None
@@ -458,6 +463,20 @@ def status(as_json: bool) -> None:
     click.echo(_providers_line(app))
     for line in _https_lines(config, certificate):
         click.echo(line)
+
+
+def _swarm_status(config: Config, replicas: dict[str, str], tasks: list, as_json: bool) -> None:
+    """The stack on a swarm: each service's running and wanted tasks, and each task's node and health."""
+    users = len(UserFile(config.users_file).names())
+    if as_json:
+        click.echo(json.dumps({"swarm": True, "users": users, "replicas": replicas,
+                               "tasks": [t.as_dict() for t in tasks]}))
+        return
+    for service, count in replicas.items():
+        click.echo(f"{service:<12} {count}")
+        for task in (t for t in tasks if t.service == service):
+            click.echo(f"  {task.node:<20} {task.state:<10} {task.health}")
+    click.echo(f"users: {users}")
 
 
 def _https_lines(config: Config, certificate: Certificate | None) -> list[str]:

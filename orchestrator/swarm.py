@@ -431,3 +431,41 @@ def _remove_unused(client: docker.DockerClient, config: Config, step: Callable[[
                 except docker.errors.APIError:
                     pass  # taken into use meanwhile: kept
 
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """One task of the stack on the swarm: where it runs and how it is."""
+
+    service: str
+    node: str  # the node's host name
+    state: str  # Swarm's task state: running, starting, pending, ...
+    health: str  # healthy once a task with a health check runs (Swarm holds it at starting until then), or "-"
+    image: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"service": self.service, "node": self.node, "state": self.state, "health": self.health,
+                "image": self.image}
+
+
+def status(client: docker.DockerClient, config: Config) -> tuple[dict[str, str], list[TaskStatus]]:
+    """This project's services on the swarm ({service: running/wanted}) and their tasks that should run;
+    ({}, []) when the engine manages no swarm with the stack."""
+    live = _live(client, config)
+    hostnames = {n.id: n.attrs["Description"]["Hostname"] for n in client.nodes.list()} if live else {}
+    replicas: dict[str, str] = {}
+    tasks: list[TaskStatus] = []
+    for name, service in sorted(live.items()):
+        checked = "Healthcheck" in service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]
+        running = 0
+        found = service.tasks(filters={"desired-state": "running"})
+        for task in found:
+            state = task["Status"]["State"]
+            running += state == "running"
+            health = ("healthy" if state == "running" else "starting" if state == "starting" else state) if checked else "-"
+            tasks.append(TaskStatus(name, hostnames.get(task.get("NodeID", ""), "?"), state, health,
+                                    task["Spec"]["ContainerSpec"]["Image"].split("@", 1)[0]))
+        mode = service.attrs["Spec"]["Mode"]
+        wanted = mode["Replicated"]["Replicas"] if "Replicated" in mode else len(found)
+        replicas[name] = f"{running}/{wanted}" + ("" if "Replicated" in mode else " (global)")
+    return replicas, sorted(tasks, key=lambda t: (t.service, t.node))

@@ -272,3 +272,16 @@ def test_user_changes_roll_out_to_every_node_one_after_the_other_and_a_removed_u
     assert sum(len(f) for f in load.failures().values()) < sum(counts.values()) / 4, load.failures()
     bob = {"Authorization": basic("bob", "bobs long password")}
     assert [send(port, "/", headers=bob).status for port in ports] == [200, 200]
+
+
+def test_status_shows_each_services_tasks_their_nodes_and_health(deployment):
+    deployment.converged()
+    shown = json.loads(_cli(deployment, "status", "--json"))
+    assert shown["replicas"] == {"mongodb": "1/1", "nginx": "2/2 (global)", "redis": "1/1", "rumitalk": "2/2"}
+    nodes = {}
+    for task in shown["tasks"]:
+        assert (task["state"], task["health"]) == ("running", "healthy"), task
+        nodes.setdefault(task["service"], set()).add(task["node"])
+    assert nodes["nginx"] == set(NGINX_NODES) and nodes["mongodb"] == {"node-1"} and len(nodes["rumitalk"]) == 2
+    text = _cli(deployment, "status")
+    assert "rumitalk     2/2" in text and "  node-1" in text
