@@ -55,6 +55,16 @@ class Node:
     def client(self) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.engine, timeout=120)
 
+    def start_again(self, network: str, timeout: float = 120) -> None:
+        """Start the stopped node: its engine comes back with its state (the swarm's among it), perhaps at
+        another address and other host ports."""
+        self.container.start()
+        self.container.reload()
+        self.address = self.container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
+        published = self.container.attrs["NetworkSettings"]["Ports"]
+        self.local_ports = {port: int(published[f"{port}/tcp"][0]["HostPort"]) for port in NODE_PORTS}
+        _wait_for_engine(self, time.monotonic() + timeout)
+
 
 @dataclass
 class Swarm:

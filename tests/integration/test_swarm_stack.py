@@ -285,3 +285,38 @@ def test_status_shows_each_services_tasks_their_nodes_and_health(deployment):
     assert nodes["nginx"] == set(NGINX_NODES) and nodes["mongodb"] == {"node-1"} and len(nodes["rumitalk"]) == 2
     text = _cli(deployment, "status")
     assert "rumitalk     2/2" in text and "  node-1" in text
+
+
+def _rumitalk_nodes(deployment: Deployment) -> list[str]:
+    client = deployment.swarm.client()
+    hostnames = {n.id: n.attrs["Description"]["Hostname"] for n in client.nodes.list()}
+    (service,) = [s for s in client.services.list() if s.name.endswith("_rumitalk")]
+    return sorted(hostnames[t["NodeID"]] for t in service.tasks(filters={"desired-state": "running"}))
+
+
+def test_rumitalk_tasks_move_away_from_a_drained_node_and_a_stopped_one_without_a_failed_request(deployment):
+    """RumiTalk's tasks move (a drained node, then a worker stopped outright) under the load loop: nginx
+    follows them by DNS and retries on another task, so no request fails at the nodes that keep running."""
+    client = deployment.swarm.client()
+    nodes = {n.attrs["Description"]["Hostname"]: n for n in client.nodes.list()}
+    deployment.converged()
+    with Load(deployment) as load:
+        # a worker that runs a RumiTalk task is drained: its task starts elsewhere
+        drained = next(h for h in _rumitalk_nodes(deployment) if h != "node-1")
+        nodes[drained].update({**nodes[drained].attrs["Spec"], "Availability": "drain"})
+        deployment.converged()
+        assert drained not in _rumitalk_nodes(deployment)
+        nodes[drained].reload()
+        nodes[drained].update({**nodes[drained].attrs["Spec"], "Availability": "active"})
+        # node-2 stopped outright (nginx and maybe a RumiTalk task on it): node-1 keeps answering
+        deployment.node("node-2").container.kill()
+        deadline = time.monotonic() + 120
+        while "node-2" in _rumitalk_nodes(deployment) or len(_rumitalk_nodes(deployment)) < 2:
+            assert time.monotonic() < deadline, "RumiTalk's tasks did not leave the stopped node"
+            time.sleep(1)
+        time.sleep(6)  # longer than nginx's DNS answers live: requests after the move
+    failures = load.failures()
+    assert len(load.results["node-1"]) > 50 and failures["node-1"] == [], failures["node-1"][:5]
+    # node-2 back: it rejoins the swarm with its engine's state, and the stack converges again
+    deployment.node("node-2").start_again(deployment.swarm.network)
+    deployment.converged(timeout=300)
