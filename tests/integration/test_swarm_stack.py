@@ -86,7 +86,9 @@ class Deployment:
                     wanted = mode["Replicated"]["Replicas"]
                 else:
                     constraints = service.attrs["Spec"]["TaskTemplate"].get("Placement", {}).get("Constraints", [])
-                    wanted = sum(1 for n in nodes if all(_meets(n, c) for c in constraints))
+                    wanted = sum(1 for n in nodes if all(_meets(n, c) for c in constraints)
+                                 and n.attrs["Spec"]["Availability"] == "active"
+                                 and n.attrs["Status"]["State"] == "ready")
                 tasks = service.tasks(filters={"desired-state": "running"})
                 running = [t for t in tasks if t["Status"]["State"] == "running"]
                 if len(running) != wanted or len(tasks) != wanted:
