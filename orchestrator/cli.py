@@ -440,7 +440,10 @@ def status(as_json: bool) -> None:
     """Show the containers, their health, the URL, the number of users, and the certificate.
     On a swarm (DOCKER_HOST a manager running the stack): each service's tasks, their nodes and health."""
     config = _config()
-    replicas, tasks = swarm_status(stack.connect(), config)
+    try:
+        replicas, tasks = swarm_status(stack.connect(), config)
+    except DockerUnavailable:
+        replicas, tasks = {}, []  # stack.status says so, as on one host
     if replicas:
         return _swarm_status(config, replicas, tasks, as_json)
     services = stack.status(config)

@@ -57,16 +57,16 @@ def test_a_rumistack_key_in_the_settings_file_belongs_in_env(here):
         load_app_settings(_config())
 
 
-@pytest.mark.parametrize("search, mongo_uri, yaml, swarm", [(False, "", False, False),
+@pytest.mark.parametrize("search, mongo_uri, yaml, on_swarm", [(False, "", False, False),
                                                             (True, "mongodb://db:27017/x", True, True)])
-def test_every_variable_the_stack_derives_is_one_the_settings_file_may_not_set(here, search, mongo_uri, yaml, swarm):
+def test_every_variable_the_stack_derives_is_one_the_settings_file_may_not_set(here, search, mongo_uri, yaml, on_swarm):
     if yaml:
         (here / "rumitalk.yaml").write_text("version: 1.2.1\n")
     config = _config(RUMISTACK_SEARCH=str(search).lower(), RUMISTACK_MONGO_URI=mongo_uri)
     app = load_app_settings(config)
-    derived = {name for name, _ in _rumitalk(config, app, swarm=swarm).environment} - set(GENERATORS)
+    derived = {name for name, _ in _rumitalk(config, app, swarm=on_swarm).environment} - set(GENERATORS)
     assert derived and derived <= set(DERIVED)
-    assert ("REDIS_URI" in derived) == swarm
+    assert ("REDIS_URI" in derived) == on_swarm
     assert ("CONFIG_PATH" in derived) == yaml and ("MEILI_HOST" in derived) == search
 
 
