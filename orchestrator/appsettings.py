@@ -31,6 +31,8 @@ DERIVED: dict[str, str] = {
     "MEILI_HOST": "RUMISTACK_SEARCH",
     "CONFIG_PATH": "RUMITALK_CONFIG_FILE",
     "TRUST_PROXY": "RUMISTACK_TRUSTED_PROXIES",
+    "USE_REDIS": "the swarm stack (its Redis service)",
+    "REDIS_URI": "the swarm stack (its Redis service)",
 }
 
 # an endpoint is on when its variable is set; `user_provided` lets each user enter a key

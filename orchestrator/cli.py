@@ -41,6 +41,9 @@ from .progress import Progress
 from .publish import push_users
 from .pull import reason
 from .tls import SELF_SIGNED_CERT, Certificate
+from .swarm import deploy_command, render_swarm
+from .swarm import status as swarm_status
+from .swarm import update as swarm_update
 from .users import UserFile, WeakPassword
 from .volumes import EngineVolumes, Volumes
 
@@ -276,14 +279,19 @@ def _read_password(from_stdin: bool) -> str:
 
 
 def _apply_users(config: Config, users: UserFile) -> None:
-    """Copy the changed user file into a running stack's volume."""
+    """Copy the changed user file into a running stack's volume, or roll it out to the swarm's stack."""
     with _changing(config, click.get_current_context().info_name):
         try:
-            pushed = push_users(users, _volumes(config, Progress()))
+            volumes = _volumes(config, Progress())
+            pushed = push_users(users, volumes)
+            rolled = not pushed and _options().volumes_dir is None and swarm_update(
+                config, users, volumes, stack.connect(), step=_ConsoleProgress().step)
         except DockerUnavailable:
-            pushed = False
+            pushed = rolled = False
     if pushed:
         click.echo("applied to the running stack")
+    if rolled:
+        click.echo("rolled out to the swarm: every nginx task has the new users")
 
 
 def _set_password(users: UserFile, name: str, password: str, change) -> None:
@@ -451,12 +459,23 @@ def restore(path: Path, force: bool) -> None:
 
 
 @cli.command()
-def render() -> None:
+@click.option("--swarm", "for_swarm", is_flag=True,
+              help="Write a Docker Swarm stack file and its configs and secrets instead (docs/swarm.md).")
+def render(for_swarm: bool) -> None:
     """Write what `docker compose -f compose/docker-compose.yml up` needs: the
     nginx config (checked with nginx -t), the certificate and the users into
     the volumes, and each service's environment into the state directory.
-    After a change, a running nginx takes it on a reload (SIGHUP)."""
+    After a change, a running nginx takes it on a reload (SIGHUP).
+
+    With --swarm: the stack file for `docker stack deploy` and the files of
+    its configs and secrets, under the state directory's swarm/."""
     config = _config()
+    if for_swarm:
+        with _changing(config, "render"):
+            rendered = render_swarm(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
+                                    load_app_settings(config))
+        click.echo(f"wrote {rendered.path}; deploy it with: {deploy_command(config)}")
+        return
     with _changing(config, "render"):
         needed = render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
                                load_app_settings(config))
@@ -471,16 +490,28 @@ def render() -> None:
 def reload() -> None:
     """Render the nginx config again, check it, and apply it by a graceful reload."""
     config = _config()
+    progress = _ConsoleProgress()
     with _changing(config, "reload"):
-        stack.reload(config, _ConsoleProgress())
+        if swarm_update(config, UserFile(config.users_file), _volumes(config, progress), stack.connect(),
+                        load_app_settings(config), progress.step):
+            click.echo("rolled out to the swarm: every service has the new config")
+            return
+        stack.reload(config, progress)
     click.echo("nginx reloaded")
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object, for scripts.")
 def status(as_json: bool) -> None:
-    """Show the containers, their health, the URL, the number of users, and the certificate."""
+    """Show the containers, their health, the URL, the number of users, and the certificate.
+    On a swarm (DOCKER_HOST a manager running the stack): each service's tasks, their nodes and health."""
     config = _config()
+    try:
+        replicas, tasks = swarm_status(stack.connect(), config)
+    except DockerUnavailable:
+        replicas, tasks = {}, []  # stack.status says so, as on one host
+    if replicas:
+        return _swarm_status(config, replicas, tasks, as_json)
     services = stack.status(config)
     users = len(UserFile(config.users_file).names())
     certificate = stack.certificate(config) if config.https else None
@@ -501,6 +532,20 @@ def status(as_json: bool) -> None:
     click.echo(_providers_line(app))
     for line in _https_lines(config, certificate):
         click.echo(line)
+
+
+def _swarm_status(config: Config, replicas: dict[str, str], tasks: list, as_json: bool) -> None:
+    """The stack on a swarm: each service's running and wanted tasks, and each task's node and health."""
+    users = len(UserFile(config.users_file).names())
+    if as_json:
+        click.echo(json.dumps({"swarm": True, "users": users, "replicas": replicas,
+                               "tasks": [t.as_dict() for t in tasks]}))
+        return
+    for service, count in replicas.items():
+        click.echo(f"{service:<12} {count}")
+        for task in (t for t in tasks if t.service == service):
+            click.echo(f"  {task.node:<20} {task.state:<10} {task.health}")
+    click.echo(f"users: {users}")
 
 
 def _https_lines(config: Config, certificate: Certificate | None) -> list[str]:

@@ -292,7 +292,8 @@ def text() -> str:
     return HEADER + yaml.safe_dump(document(), sort_keys=False, default_flow_style=False, width=200)
 
 
-def _env_text(service: spec.Service) -> bytes:
+def env_text(service: spec.Service) -> bytes:
+    """The service's environment as a dotenv file (compose's env_file; RumiTalk's own on a swarm)."""
     lines = []
     for name, value in service.environment:
         if "'" in value or "\n" in value:
@@ -336,7 +337,7 @@ def render_bundle(config: Config, users: UserFile, volumes: Volumes, app: AppSet
     for service in services:
         path = Path(env_file(config.state_dir, service.name))
         with doing(f"writing {service.name}'s environment for docker compose into {path}"):
-            replace_atomically(path, _env_text(service))
+            replace_atomically(path, env_text(service))
     for name in sorted({s.name for s in _union()} - {s.name for s in services}):
         path = Path(env_file(config.state_dir, name))
         with doing(f"removing {name}'s environment, which this configuration does not run, from {path}"):

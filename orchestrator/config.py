@@ -152,6 +152,12 @@ def _optional_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _replicas(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 64:
+        raise ValueError("use a whole number from 1 to 64")
+    return int(value)
+
+
 def _flag(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
         return True
@@ -214,6 +220,8 @@ class Config:
     rumitalk_config_file: Path = _key("RUMITALK_CONFIG_FILE", "rumitalk.yaml", _path)
     trusted_proxies: tuple[str, ...] = _key("RUMISTACK_TRUSTED_PROXIES", "", _cidrs)
     public_url: str = _key("RUMISTACK_PUBLIC_URL", "", _optional_url)
+    rumitalk_replicas: int = _key("RUMISTACK_RUMITALK_REPLICAS", "2", _replicas)
+    redis_image: str = _key("RUMISTACK_REDIS_IMAGE", "redis:7.4.2", _image)
 
     @property
     def exemptions(self) -> tuple[Exemption, ...]:

@@ -50,4 +50,6 @@ NGINX_TEST = ("nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}")
 # writes its logs (its working directory's logs/)
 RUMITALK_CONFIG_DIR = "/app/config"
 RUMITALK_LOG_DIR = "/app/logs"
-RUMITALK_UID = 1000  # the `node` user of RumiTalk's image: it reads its YAML
+RUMITALK_UID = 1000
+# RumiTalk reads this dotenv file itself, at start; on a swarm its environment is a secret there
+RUMITALK_DOTENV = "/app/.env"  # the `node` user of RumiTalk's image: it reads its YAML

@@ -46,6 +46,8 @@ _ACME_TEMPLATES = {"snippets/acme-challenge.conf": "snippets/acme-challenge.conf
 # nginx 1.25.1 made http/2 a directive of its own (`http2 on;`) and deprecated
 # `listen ... http2`, which older ones need
 HTTP2_DIRECTIVE_SINCE = (1, 25, 1)
+# nginx 1.27.3 resolves an upstream server's name again by itself (`server ... resolve`)
+UPSTREAM_RESOLVE_SINCE = (1, 27, 3)
 
 
 @dataclass(frozen=True)
@@ -71,27 +73,38 @@ def _environment() -> Environment:
     )
 
 
-def render(config: Config, tls: TlsFacts = TlsFacts()) -> dict[str, str]:
-    """The config files, by path relative to the config directory."""
-    return _render(config, tls, config_id(config, tls))
+def render(config: Config, tls: TlsFacts = TlsFacts(), swarm: bool = False) -> dict[str, str]:
+    """The config files, by path relative to the config directory; `swarm`: for a Docker Swarm stack
+    (RumiTalk's tasks found by DNS, the user file a secret)."""
+    return _render(config, tls, config_id(config, tls, swarm), swarm)
 
 
-def config_id(config: Config, tls: TlsFacts = TlsFacts()) -> str:
+def config_id(config: Config, tls: TlsFacts = TlsFacts(), swarm: bool = False) -> str:
     """A hash of the config rendered for `config` and `tls`; nginx reports the one it has loaded."""
     h = hashlib.sha256()
-    for name, text in sorted(_render(config, tls, "").items()):
+    for name, text in sorted(_render(config, tls, "", swarm).items()):
         h.update(name.encode() + b"\0" + text.encode() + b"\0")
     return h.hexdigest()[:16]
 
 
-def _render(config: Config, tls: TlsFacts, config_id: str) -> dict[str, str]:
+def _render(config: Config, tls: TlsFacts, config_id: str, swarm: bool) -> dict[str, str]:
     env = _environment()
+    # on a swarm, nginx 1.27.3 and later follow RumiTalk's tasks in the upstream block (with keepalive);
+    # older ones only through a variable in proxy_pass
+    upstream_resolve = swarm and tls.nginx_version is not None and tls.nginx_version >= UPSTREAM_RESOLVE_SINCE
+    by_variable = swarm and not upstream_resolve
     exempt = config.exemptions
     exact = {e.path for e in exempt if e.exact}
     context = {
         "domain": config.domain,
         "realm": config.realm,
         "upstream": UPSTREAM,
+        "swarm": swarm,
+        "upstream_resolve": upstream_resolve,
+        "rumitalk_by_variable": by_variable,
+        "rumitalk": "http://$rumitalk_upstream" if by_variable else "http://rumitalk",
+        # on a swarm the user file is a secret at that path; here a link to a file named by its content
+        "user_file_pattern": f"{AUTH_DIR}/{USER_FILE}" + ("" if swarm else "-[0-9a-f]{16}"),
         "conf_dir": CONF_DIR,
         "health_port": HEALTH_PORT,
         "user_file": f"{AUTH_DIR}/{USER_FILE}",

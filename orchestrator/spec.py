@@ -59,6 +59,7 @@ MEILI_VOLUME = "meili-data"  # the search index, rebuildable from MongoDB
 UPLOADS_VOLUME = "rumitalk-uploads"
 IMAGES_VOLUME = "rumitalk-images"  # avatars and generated images
 
+REDIS_URI = "redis://redis:6379"  # on a swarm, RumiTalk's replicas share state there
 RESTART = "unless-stopped"  # every service's restart policy
 # every container: no process gains privileges it did not start with (setuid binaries, file capabilities)
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
@@ -186,7 +187,7 @@ def _certbot(config: Config, setting: Setting) -> Service:
     )
 
 
-def _derived(config: Config, secrets: dict[str, str], app: AppSettings) -> dict[str, str]:
+def _derived(config: Config, secrets: dict[str, str], app: AppSettings, swarm: bool) -> dict[str, str]:
     """RumiTalk's variables the stack sets, and its secrets; appsettings.DERIVED names each variable, so
     that the settings file cannot set it too (a test holds the two in step)."""
     derived = {
@@ -202,6 +203,10 @@ def _derived(config: Config, secrets: dict[str, str], app: AppSettings) -> dict[
     }
     if config.search:
         derived["MEILI_HOST"] = "http://meilisearch:7700"
+    if swarm:
+        # RumiTalk's replicas share their streams, rate limits and bans in Redis (in process memory otherwise)
+        derived["USE_REDIS"] = "true"
+        derived["REDIS_URI"] = REDIS_URI
     if app.config_name:
         derived["CONFIG_PATH"] = f"{RUMITALK_CONFIG_DIR}/{app.config_name}"
     names = ("JWT_SECRET", "JWT_REFRESH_SECRET", "CREDS_KEY", "CREDS_IV") + (("MEILI_MASTER_KEY",) if config.search else ())
@@ -209,9 +214,10 @@ def _derived(config: Config, secrets: dict[str, str], app: AppSettings) -> dict[
 
 
 def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSettings(),
-             setting: Setting | None = None) -> tuple[Service, ...]:
+             setting: Setting | None = None, swarm: bool = False) -> tuple[Service, ...]:
     """The services, each after the ones it depends on; `app`: RumiTalk's own settings, its environment's
-    and YAML's. `setting` gives what to write for a value of .env, by its Config field (default: the value)."""
+    and YAML's. `setting` gives what to write for a value of .env, by its Config field (default: the value).
+    `swarm`: the stack for Docker Swarm, whose RumiTalk runs in several replicas (rumistack.swarm)."""
     setting = setting or (lambda name: getattr(config, name))
     stack: list[Service] = []
     if not config.mongo_uri:
@@ -229,7 +235,15 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
             mounts=(Mount(MEILI_VOLUME, "/meili_data"),),
             healthcheck=HealthCheck(_wget("http://127.0.0.1:7700/health")),
         ))
-    environment = {**app.environment, **_derived(config, secrets, app)}
+    if swarm:
+        stack.append(Service(
+            name="redis",
+            image=setting("redis_image"),
+            # RumiTalk's shared state is short-lived (streams in flight, rate limits): memory only
+            command=("redis-server", "--save", "", "--appendonly", "no", "--protected-mode", "no"),
+            healthcheck=HealthCheck(("CMD", "redis-cli", "ping")),
+        ))
+    environment = {**app.environment, **_derived(config, secrets, app, swarm)}
     stack.append(Service(
         name="rumitalk",
         image=setting("rumitalk_image"),

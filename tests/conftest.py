@@ -36,6 +36,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
         if "chromium" in getattr(item, "fixturenames", ()):  # the real browser (tests/integration/conftest.py)
             item.add_marker(pytest.mark.browser)
+        if "swarm" in getattr(item, "fixturenames", ()):  # three engines (tests/integration/swarmnodes.py)
+            item.add_marker(pytest.mark.swarm)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -105,7 +107,7 @@ def image_env(test_images) -> dict[str, str]:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    for kind in ("integration", "browser"):
+    for kind in ("integration", "browser", "swarm"):
         counts = {}
         for outcome in ("passed", "failed", "skipped", "error"):
             counts[outcome] = sum(1 for r in terminalreporter.stats.get(outcome, []) if kind in getattr(r, "keywords", {}))

@@ -125,4 +125,19 @@ def remove_run(client: docker.DockerClient, run_id: str) -> list[str]:
             match = TEST_PROJECT.fullmatch(repository.removesuffix("-rumistack"))
             if repository.endswith("-rumistack") and match and match["run"] == run_id:
                 attempt(f"image {tag}", lambda: client.images.remove(tag))  # the tag only: a shared image stays
+    remove_cgroups(run_id)
     return failures
+
+
+CGROUPS = Path("/sys/fs/cgroup")
+
+
+def remove_cgroups(run_id: str) -> None:
+    """The empty cgroups the run's test swarm nodes left (each node's engine puts its containers under
+    one of its own, tests/integration/swarmnodes.py); the kernel refuses to remove one still in use."""
+    for top in CGROUPS.glob(f"*/rumistack-swarm-{run_id}-*"):
+        for directory, _, _ in sorted(os.walk(top), key=lambda entry: -entry[0].count("/")):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                pass

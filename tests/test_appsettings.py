@@ -7,7 +7,7 @@ from recording import RecordingVolumes
 
 from rumistack import https
 from rumistack.appsettings import DERIVED, AppSettings, load_app_settings
-from rumistack.compose import _env_text, render_bundle
+from rumistack.compose import env_text, render_bundle
 from rumistack.config import load_config
 from rumistack.errors import ConfigError, UserError
 from rumistack.layout import RUMITALK_CONFIG_DIR, RUMITALK_UID
@@ -31,8 +31,8 @@ def _config(**env):
     return load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": ".rumistack", **env})
 
 
-def _rumitalk(config, app, secrets=None):
-    stack = services(config, secrets or {name: f"secret-{name}" for name in GENERATORS}, app)
+def _rumitalk(config, app, secrets=None, swarm=False):
+    stack = services(config, secrets or {name: f"secret-{name}" for name in GENERATORS}, app, swarm=swarm)
     return next(s for s in stack if s.name == "rumitalk")
 
 
@@ -57,14 +57,16 @@ def test_a_rumistack_key_in_the_settings_file_belongs_in_env(here):
         load_app_settings(_config())
 
 
-@pytest.mark.parametrize("search, mongo_uri, yaml", [(False, "", False), (True, "mongodb://db:27017/x", True)])
-def test_every_variable_the_stack_derives_is_one_the_settings_file_may_not_set(here, search, mongo_uri, yaml):
+@pytest.mark.parametrize("search, mongo_uri, yaml, on_swarm", [(False, "", False, False),
+                                                            (True, "mongodb://db:27017/x", True, True)])
+def test_every_variable_the_stack_derives_is_one_the_settings_file_may_not_set(here, search, mongo_uri, yaml, on_swarm):
     if yaml:
         (here / "rumitalk.yaml").write_text("version: 1.2.1\n")
     config = _config(RUMISTACK_SEARCH=str(search).lower(), RUMISTACK_MONGO_URI=mongo_uri)
     app = load_app_settings(config)
-    derived = {name for name, _ in _rumitalk(config, app).environment} - set(GENERATORS)
+    derived = {name for name, _ in _rumitalk(config, app, swarm=on_swarm).environment} - set(GENERATORS)
     assert derived and derived <= set(DERIVED)
+    assert ("REDIS_URI" in derived) == on_swarm
     assert ("CONFIG_PATH" in derived) == yaml and ("MEILI_HOST" in derived) == search
 
 
@@ -85,11 +87,11 @@ def test_the_compose_env_file_keeps_a_dollar_and_refuses_what_it_cannot_quote(he
     config = _config()
     rumitalk = _rumitalk(config, load_app_settings(config))
     written = tmp_path / "rumitalk.env.out"
-    written.write_bytes(_env_text(rumitalk))
+    written.write_bytes(env_text(rumitalk))
     assert dotenv_values(written, interpolate=False)["PRICE"] == "a$b${X}"
     (here / "rumitalk.env").write_text("QUOTED=it's\n")
     with pytest.raises(ConfigError, match="QUOTED cannot be written for docker compose"):
-        _env_text(_rumitalk(config, load_app_settings(config)))
+        env_text(_rumitalk(config, load_app_settings(config)))
 
 
 def test_a_yaml_syntax_error_names_the_line_and_column_but_never_the_line(here):

@@ -40,6 +40,7 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 from testcontainers.core.wait_strategies import HttpWaitStrategy
 from web import TlsPort, base_url, basic, send
+from swarmnodes import swarm  # noqa: F401 (the session's test swarm, a fixture)
 
 from rumistack.config import load_config
 from rumistack.layout import AUTH_DIR, CONF_DIR, MAIN_FILE, PEM_FILE, TLS_DIR, WEBROOT

@@ -80,7 +80,9 @@ def events(port: int, target: str, token: str) -> list[tuple[dict, float]]:
     """Read a server-sent-event stream (over HTTPS from a TlsPort); return each event's data with the time
     it arrived."""
     if isinstance(port, TlsPort):
-        connection = http.client.HTTPSConnection("127.0.0.1", int(port), timeout=60, context=port.context)
+        # the name the certificate is for, when the port has one (it leads to loopback, as 127.0.0.1 does)
+        connection = http.client.HTTPSConnection(port.server_name or "127.0.0.1", int(port), timeout=60,
+                                                 context=port.context)
     else:
         connection = http.client.HTTPConnection("127.0.0.1", int(port), timeout=60)
     connection.request("GET", target, headers={"Authorization": f"Bearer {token}"})

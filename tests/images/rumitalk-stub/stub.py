@@ -55,6 +55,11 @@ upgrade (/ws). Like RumiTalk's, `/api/search/enable` answers whether
 search is on: SEARCH=true and Meilisearch at MEILI_HOST accepting
 MEILI_MASTER_KEY.
 
+Shared state, as RumiTalk keeps it (its streams, rate limits, bans): with
+USE_REDIS=true and REDIS_URI, in Redis, which every replica sees; without,
+in this process's memory. `POST /api/counter` counts up once a request and
+answers `{"value", "shared"}`: the proof that replicas share it.
+
 Every answer carries the request as received (method, raw path, headers) in
 the `X-Stub-Request` header (base64 of JSON), and `X-Stub-Replica` (this
 container's host name), so tests can see exactly what a proxy forwarded
@@ -263,6 +268,77 @@ def verify(token: str, secret: str) -> dict | None:
         if claims.get("jti") in _revoked or claims.get("sid") in _revoked:
             return None
     return claims
+
+
+# ---- shared state ------------------------------------------------------------------------------------------------
+
+class Redis:
+    """Just enough of the Redis protocol (RESP) for the stand-in's shared state: one command at a time
+    over one connection, reconnected after a failure."""
+
+    def __init__(self, uri: str) -> None:
+        url = urlsplit(uri)
+        self.address = (url.hostname or "localhost", url.port or 6379)
+        self.sock: socket.socket | None = None
+        self.lock = threading.Lock()
+
+    def command(self, *args: str) -> object:
+        with self.lock:
+            try:
+                return self._command(args)
+            except OSError:
+                self.close()
+                return self._command(args)  # once more on a new connection (Redis restarted, moved)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock, self.reader = None, None
+
+    def _command(self, args: tuple[str, ...]) -> object:
+        if self.sock is None:
+            self.sock = socket.create_connection(self.address, timeout=5)
+            self.reader = self.sock.makefile("rb")
+        parts = [f"*{len(args)}\r\n".encode()]
+        for arg in args:
+            data = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+        self.sock.sendall(b"".join(parts))
+        return self._reply()
+
+    def _reply(self) -> object:
+        line = self.reader.readline()
+        if not line.endswith(b"\r\n"):
+            raise ConnectionError("Redis closed the connection")
+        kind, rest = line[:1], line[1:-2]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RuntimeError(f"Redis: {rest.decode()}")
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            if int(rest) < 0:
+                return None
+            data = self.reader.read(int(rest) + 2)
+            return data[:-2]
+        if kind == b"*":
+            return [self._reply() for _ in range(max(int(rest), 0))]
+        raise ConnectionError(f"Redis answered {line!r}")
+
+
+REDIS: Redis | None = None  # set at start, from the settings (main)
+_counter = 0
+
+
+def count() -> dict:
+    """One more on the shared counter: in Redis when RumiTalk is told to use it, else in this process."""
+    global _counter
+    if REDIS is not None:
+        return {"value": REDIS.command("INCR", "rumitalk-stub:counter"), "shared": True}
+    with _lock:
+        _counter += 1
+        return {"value": _counter, "shared": False}
 
 
 # ---- generations ------------------------------------------------------------------------------------------------
@@ -491,6 +567,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._json(200, {"received": len(body), "sha256": hashlib.sha256(body).hexdigest()}, record)
         if path == "/api/compressed":
             return self._compressed(record)
+        if path == "/api/counter" and self.command == "POST":
+            return self._json(200, count(), record)
         return self._json(200, {"ok": True, "path": self.path}, record)
 
     @staticmethod
@@ -675,6 +753,10 @@ def main() -> None:
         refresh_expiry=_seconds("REFRESH_TOKEN_EXPIRY", 7 * 24 * 3600 * 1000),
         config=load_config(os.environ.get("CONFIG_PATH") or str(Path.cwd() / "librechat.yaml")),
     )
+    global REDIS
+    if os.environ.get("USE_REDIS") == "true" and os.environ.get("REDIS_URI"):
+        REDIS = Redis(os.environ["REDIS_URI"])
+        _log(f"shared state in Redis at {REDIS.address[0]}:{REDIS.address[1]}")
     _log(f"endpoints offered: {', '.join(endpoints(SETTINGS['config'])) or 'none'}")
     port = int(os.environ.get("PORT", "3080"))
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
