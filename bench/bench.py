@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import http.client
 import io
 import json
 import math
@@ -87,7 +86,7 @@ class Plan:
     connections: int
     streams: int  # h2load's concurrent streams per connection
     refusals: int  # timed refusals of each kind
-    refusal_addresses: int  # the source addresses the refusals come from, in turn
+    refusal_addresses: int  # the source addresses (containers) the refusals come from, one after the other
     refusal_spacing: float  # seconds from the start of one refusal to the next: under the total limit
     flood_addresses: int
     flood_rate: float  # wrong passwords a second from each address
@@ -286,14 +285,7 @@ class Setups:
         })
         self.labels = {**labels(self.config.project), **extra_labels}
         self.users = UserFile(self.config.users_file)
-        self.networks: list = []
-
-    def _network(self, suffix: str):
-        """A network of this run with the stack's nginx on it: from the host, its gateway is one more source address."""
-        network = self.client.networks.create(f"{network_name(self.config)}-{suffix}", driver="bridge", labels=self.labels)
-        self.networks.append(network)
-        network.connect(self.nginx)
-        return network
+        self.clients_network = None
 
     def start(self, plan: Plan, log: Callable[[str], None]) -> None:
         self.users.add(USER, PASSWORD)  # bcrypt, cost 12
@@ -318,10 +310,9 @@ class Setups:
         self.upstream_url = f"http://{_ip(upstream, network)}:3080{ASSET}"
         self.rumistack_url = f"https://{_ip(self.nginx, network)}"
 
-        # refusals come from several addresses in turn, each the gateway of a network of its own
-        self.refusal_hosts = [_ip(self.nginx, self._network(f"refusals{n}").name) for n in range(plan.refusal_addresses)]
-        # the flood's containers are on a network of their own, each its own address
-        self.clients_network = self._network("clients")
+        # the refusals' and the flood's containers are on a network of their own, each its own address
+        self.clients_network = self.client.networks.create(f"{network}-clients", driver="bridge", labels=self.labels)
+        self.clients_network.connect(self.nginx)
         self.flood_host = _ip(self.nginx, self.clients_network.name)
 
         log("starting nginx with plain auth_basic")
@@ -370,9 +361,9 @@ class Setups:
         for container in self.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.config.project}"}):
             if LABEL_SERVICE not in container.labels:  # the benchmark's own: plain auth_basic, the flood
                 container.remove(force=True)
-        for network in self.networks:
-            network.disconnect(self.nginx, force=True)
-            network.remove()
+        if self.clients_network is not None:
+            self.clients_network.disconnect(self.nginx, force=True)
+            self.clients_network.remove()
         stack.down(self.config, remove_volumes=True)
 
 
@@ -402,34 +393,71 @@ class Refusals:
         return "\n".join(lines)
 
 
-def refusals(s: Setups, plan: Plan, log: Callable[[str], None]) -> Refusals:
-    """Wrong passwords for existing users and any password for unknown users, in turn, one at a time, each
-    from the next of several addresses and started `refusal_spacing` after the last: under the limits per
-    address, per user name and in total, so each sample is a verification. The time is from the request
-    to the end of the answer, on a connection whose TLS handshake is already done."""
-    log(f"{2 * plan.refusals} refusals, one at a time, {plan.refusal_spacing:g} s apart")
-    context = _insecure()
-    result = Refusals([], [], Counter())
+# each refusal container runs this: the given credentials one at a time,
+# `spacing` seconds from the start of one to the next, each timed from the
+# request to the end of the answer on a connection whose TLS handshake is done
+REFUSAL_CLIENT = r"""
+import base64, http.client, json, ssl, sys, time
+host, spacing, samples = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+timed = []
+for user, password in samples:
+    started = time.time()
+    connection = http.client.HTTPSConnection(host, 443, timeout=30, context=context)
+    connection.connect()
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    before = time.perf_counter()
+    connection.request("GET", "/", headers={"Authorization": "Basic " + token})
+    response = connection.getresponse()
+    response.read()
+    timed.append([response.status, time.perf_counter() - before])
+    connection.close()
+    time.sleep(max(started + spacing - time.time(), 0))
+print(json.dumps(timed))
+"""
+
+
+def _client(s: Setups, image: str, name: str, script: str, *args: str):
+    """A container of this run on the clients network (an address of its own) running a Python script."""
+    return s.client.containers.run(image, ["python3", "-c", script, *args], detach=True, name=f"{s.config.project}-{name}",
+                                   hostname=name, labels=s.labels, network=s.clients_network.name)
+
+
+def _output(container) -> str:
+    """The last line the finished container wrote to stdout; it is removed."""
+    if container.wait(timeout=120)["StatusCode"] != 0:
+        raise RuntimeError(f"the container {container.name} failed: {container.logs().decode()[-500:]}")
+    output = container.logs(stderr=False).decode().strip().splitlines()[-1]
+    container.remove()
+    return output
+
+
+def refusals(s: Setups, plan: Plan, image: str, log: Callable[[str], None]) -> Refusals:
+    """Wrong passwords for existing users and any password for unknown users, in turn, one at a time,
+    `refusal_spacing` apart, from `refusal_addresses` containers one after the other: under the limits
+    per address, per user name and in total, so each sample is a verification."""
+    log(f"{2 * plan.refusals} refusals, one at a time, {plan.refusal_spacing:g} s apart, "
+        f"from {plan.refusal_addresses} addresses")
+    kinds, samples = [], []
     for n in range(2 * plan.refusals):
-        started = time.time()
         existing = (n % 2 == 0) == (n // 2 % 2 == 0)  # ABBA order: neither kind always goes first
-        user = s.refused_users[n // 2 % len(s.refused_users)] if existing else f"nobody{n}"
-        connection = http.client.HTTPSConnection(s.refusal_hosts[n % len(s.refusal_hosts)], 443, timeout=30,
-                                                 context=context)
-        try:
-            connection.connect()
-            before = time.perf_counter()
-            connection.request("GET", "/", headers={"Authorization": basic(user, f"wrong password {n}")})
-            response = connection.getresponse()
-            response.read()
-            elapsed = time.perf_counter() - before
-        finally:
-            connection.close()
-        if response.status == 401:
-            (result.wrong_password if existing else result.unknown_user).append(elapsed)
+        kinds.append(existing)
+        samples.append((s.refused_users[n // 2 % len(s.refused_users)] if existing else f"nobody{n}",
+                        f"wrong password {n}"))
+    share = math.ceil(len(samples) / plan.refusal_addresses)
+    timed = []
+    for k in range(plan.refusal_addresses):
+        part = samples[k * share:(k + 1) * share]
+        container = _client(s, image, f"refusals{k}", REFUSAL_CLIENT, s.flood_host, str(plan.refusal_spacing),
+                            json.dumps(part))
+        timed += json.loads(_output(container))
+    result = Refusals([], [], Counter())
+    for existing, (status, seconds) in zip(kinds, timed):
+        if status == 401:
+            (result.wrong_password if existing else result.unknown_user).append(seconds)
         else:
-            result.other[response.status] += 1
-        _sleep_until(started + plan.refusal_spacing)
+            result.other[status] += 1
     return result
 
 
@@ -506,10 +534,7 @@ def flood(s: Setups, wrk: Wrk, plan: Plan, image: str, log: Callable[[str], None
     `flood_addresses` containers, alternately, after a first flood window for the burst the limits allow."""
     good = {"Authorization": basic(USER, PASSWORD)}
     log(f"starting {plan.flood_addresses} flood containers")
-    containers = [s.client.containers.run(
-        image, ["python3", "-c", FLOOD_CLIENT, s.flood_host, USER], detach=True,
-        name=f"{s.config.project}-flood{n}", hostname=f"flood{n}", labels=s.labels, network=s.clients_network.name)
-        for n in range(plan.flood_addresses)]
+    containers = [_client(s, image, f"flood{n}", FLOOD_CLIENT, s.flood_host, USER) for n in range(plan.flood_addresses)]
     # each measurement starts a second into its window and ends a second before its end: the
     # verifications in flight when a flood window ends are over before the cached user is measured alone
     window = plan.seconds + 2
@@ -544,10 +569,7 @@ def flood(s: Setups, wrk: Wrk, plan: Plan, image: str, log: Callable[[str], None
         during.runs.append(wrk.run(s.rumistack_url + "/", plan, headers=good))
     answers: Counter = Counter()
     for container in containers:
-        if container.wait(timeout=60)["StatusCode"] != 0:
-            raise RuntimeError(f"a flood container failed: {container.logs().decode()[-500:]}")
-        answers.update(json.loads(container.logs(stderr=False).decode().strip().splitlines()[-1]))
-        container.remove()
+        answers.update(json.loads(_output(container)))
     sent = sum(answers.values())
     during.note = (f"{sent:,} wrong passwords for its own user name, {sent / flood_seconds:,.0f} a second in all, "
                    f"{plan.flood_rate:g} a second from each address; the answers: "
@@ -563,14 +585,14 @@ class Results:
     refusals: Refusals
 
 
-def measure(s: Setups, wrk: Wrk, h2: H2load, plan: Plan, flood_image: str, log: Callable[[str], None]) -> Results:
+def measure(s: Setups, wrk: Wrk, h2: H2load, plan: Plan, client_image: str, log: Callable[[str], None]) -> Results:
     good = {"Authorization": basic(USER, PASSWORD)}
     for url in (s.rumistack_url + "/", s.caddy_auth_url):  # each verifies the credential once, then has it cached
         assert _status(url, good["Authorization"]) == 200, url
     bearer = {"Authorization": "Bearer bench-token"}
     assert _status(s.rumistack_url + "/api" + ASSET, bearer["Authorization"]) == 200  # confirmed once, then cached
 
-    refused = refusals(s, plan, log)
+    refused = refusals(s, plan, client_image, log)
 
     def load(tool: Wrk | H2load, url: str, cpu: Callable[[], float], headers: dict[str, str] | None = None,
              connections: int | None = None) -> Callable[[Plan], Run]:
@@ -634,7 +656,7 @@ def measure(s: Setups, wrk: Wrk, h2: H2load, plan: Plan, flood_image: str, log: 
         strict_ratios.append(strict.runs[-1].rate / no_auth.runs[-1].rate)
         h2_ratios.append(h2_cached.runs[-1].rate / h2_no_auth.runs[-1].rate)
 
-    flooded = flood(s, wrk, plan, flood_image, log)
+    flooded = flood(s, wrk, plan, client_image, log)
 
     ratio = statistics.median(auth_ratios)
     extra = statistics.median(c.cpu_us - n.cpu_us for c, n in zip(cached.runs, no_auth.runs))
@@ -736,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
                         extra_labels)
         try:
             setups.start(plan, log)
-            # the flood's clients: Python from the local Debian base, in the nginx image
+            # the refusals' and the flood's clients: Python from the local Debian base, in the nginx image
             results = measure(setups, Wrk(Path(tmp)), H2load(Path(tmp)), plan, nginx_image, log)
         finally:
             setups.close()
