@@ -390,6 +390,9 @@ class Refusals:
             ordered = sorted(times)
             lines.append(f"| {name} | {statistics.median(ordered) * 1000 if ordered else 0:.1f} ms "
                          f"| {_percentile(ordered, 90) * 1000:.1f} ms | {len(ordered)} |")
+        if self.other:
+            lines += ["", "not timed, answered otherwise: " + ", ".join(f"{count} {status}" for status, count in
+                                                                      sorted(self.other.items()))]
         return "\n".join(lines)
 
 
@@ -538,7 +541,7 @@ def flood(s: Setups, wrk: Wrk, plan: Plan, image: str, log: Callable[[str], None
     # each measurement starts a second into its window and ends a second before its end: the
     # verifications in flight when a flood window ends are over before the cached user is measured alone
     window = plan.seconds + 2
-    start = time.time() + 2 + 0.2 * len(containers)  # time to hand each container its go file
+    start = time.time() + 3 + 0.5 * len(containers)  # time to hand each container its go file, on a busy machine too
     rounds = [(start + plan.flood_warmup + 2 * k * window, start + plan.flood_warmup + (2 * k + 1) * window)
               for k in range(plan.flood_rounds)]
     windows = [(start, start + plan.flood_warmup), *((during, during + window) for _, during in rounds)]
