@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import io
 import json
 import math
 import os
@@ -33,7 +32,6 @@ import ssl
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import urllib.error
@@ -76,6 +74,7 @@ GOAL_CACHED = 0.97  # cached auth at least this share of no auth, over HTTPS
 GOAL_FLOOD_KEPT = 0.90  # the cached user keeps this share of its throughput during the flood
 GOAL_FLOOD_P99 = 3.0  # and its p99 at most this many times its p99 alone
 GOAL_REFUSALS = 0.10  # the slower refusal at most this much slower than the faster
+FLOOD_QUIET = 30  # seconds the cached user alone waits at most for the flood's requests in flight to end
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ class Plan:
     smoke: bool
 
 
-FULL = Plan(rounds=5, seconds=3, threads=2, connections=16, streams=10, refusals=30, refusal_addresses=4,
+FULL = Plan(rounds=5, seconds=2.5, threads=2, connections=16, streams=10, refusals=30, refusal_addresses=4,
             refusal_spacing=0.5, flood_addresses=20, flood_rate=5, flood_rounds=5, flood_warmup=6, smoke=False)
 SMOKE = Plan(rounds=1, seconds=1, threads=1, connections=4, streams=4, refusals=2, refusal_addresses=2,
              refusal_spacing=0.5, flood_addresses=3, flood_rate=5, flood_rounds=1, flood_warmup=1, smoke=True)
@@ -421,10 +420,10 @@ print(json.dumps(timed))
 """
 
 
-def _client(s: Setups, image: str, name: str, script: str, *args: str):
+def _client(s: Setups, image: str, name: str, script: str, *args: str, **options):
     """A container of this run on the clients network (an address of its own) running a Python script."""
     return s.client.containers.run(image, ["python3", "-c", script, *args], detach=True, name=f"{s.config.project}-{name}",
-                                   hostname=name, labels=s.labels, network=s.clients_network.name)
+                                   hostname=name, labels=s.labels, network=s.clients_network.name, **options)
 
 
 def _output(container) -> str:
@@ -465,48 +464,70 @@ def refusals(s: Setups, plan: Plan, image: str, log: Callable[[str], None]) -> R
 
 
 # each flood container runs this: a bounded loop of wrong passwords for one
-# user, paced, in the time windows the file /tmp/go gives once it appears
+# user, paced, in the time windows that the benchmark writes into
+# /control/plan.json as it goes. after each answer it writes what it got
+# into /control/<its name>.json, and whether a request of its is in flight
 FLOOD_CLIENT = r"""
-import base64, http.client, json, os, ssl, sys, time
-host, user, me = sys.argv[1], sys.argv[2], os.uname().nodename
-give_up = time.time() + 300
-while not os.path.exists("/tmp/go"):
-    if time.time() > give_up:
-        sys.exit("no go file")
-    time.sleep(0.05)
-time.sleep(0.1)
-plan = json.load(open("/tmp/go"))
+import base64, http.client, json, math, os, ssl, sys, time
+host, user, me, most = sys.argv[1], sys.argv[2], os.uname().nodename, int(sys.argv[3])
+give_up = time.time() + 600
 context = ssl.create_default_context()
 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-answers, sent, connection = {}, 0, None
-for start, end in plan["windows"]:
-    n = 0
-    while sent < plan["max"]:
-        at = start + n / plan["rate"]
-        if at >= end:
-            break
-        time.sleep(max(at - time.time(), 0))
-        try:
-            if connection is None:
-                connection = http.client.HTTPSConnection(host, 443, timeout=10, context=context)
-            token = base64.b64encode(f"{user}:guess {me} {sent}".encode()).decode()
-            connection.request("GET", "/", headers={"Authorization": "Basic " + token})
-            response = connection.getresponse()
-            response.read()
-            answer = str(response.status)
-            if response.will_close:
-                connection.close()
-                connection = None
-        except (OSError, http.client.HTTPException) as exc:
-            answer = type(exc).__name__
+answers, sent, connection, last = {}, 0, None, None
+
+def report(busy):
+    with open(f"/control/.{me}", "w") as file:
+        json.dump({"answers": answers, "busy": busy}, file)
+    os.replace(f"/control/.{me}", f"/control/{me}.json")
+
+def plan():
+    try:
+        with open("/control/plan.json") as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return {"windows": [], "rate": 1, "done": False}
+
+report(False)
+while time.time() < give_up and sent < most:
+    now, current = time.time(), plan()
+    window = next(((start, end) for start, end in current["windows"] if start <= now < end), None)
+    if window is None:
+        if connection is not None:
+            connection.close()
             connection = None
-        answers[answer] = answers.get(answer, 0) + 1
-        sent += 1
-        # late (a slow answer): the next slot from now, never a burst to catch up
-        n = max(n + 1, int((time.time() - start) * plan["rate"]))
-    if connection is not None:
-        connection.close()
+        if current["done"]:
+            break
+        time.sleep(0.05)
+        continue
+    start, end = window
+    # paced: the first free slot of the window from now on, never a burst to catch up
+    slot = math.ceil((now - start) * current["rate"])
+    if (start, slot) == last:
+        slot += 1
+    at = start + slot / current["rate"]
+    if at >= end:
+        time.sleep(min(end - now, 0.05))
+        continue
+    time.sleep(max(at - time.time(), 0))
+    last = (start, slot)
+    report(True)
+    try:
+        if connection is None:
+            connection = http.client.HTTPSConnection(host, 443, timeout=10, context=context)
+        token = base64.b64encode(f"{user}:guess {me} {sent}".encode()).decode()
+        connection.request("GET", "/", headers={"Authorization": "Basic " + token})
+        response = connection.getresponse()
+        response.read()
+        answer = str(response.status)
+        if response.will_close:
+            connection.close()
+            connection = None
+    except (OSError, http.client.HTTPException) as exc:
+        answer = type(exc).__name__
         connection = None
+    answers[answer] = answers.get(answer, 0) + 1
+    sent += 1
+    report(False)
 print(json.dumps(answers))
 """
 
@@ -534,48 +555,76 @@ class Flood:
 
 def flood(s: Setups, wrk: Wrk, plan: Plan, image: str, log: Callable[[str], None]) -> Flood:
     """The cached user alone and during a flood of wrong passwords for its own user name from
-    `flood_addresses` containers, alternately, after a first flood window for the burst the limits allow."""
+    `flood_addresses` containers, alternately, after a first flood window for the burst the limits allow.
+    "Alone" starts once no request of the flood is in flight any more (at most `FLOOD_QUIET` s after a
+    window's end): verifications queued in the server are the flood's too."""
     good = {"Authorization": basic(USER, PASSWORD)}
+    control = s.workdir / "flood"
+    control.mkdir()
+    control_plan = {"windows": [], "rate": plan.flood_rate, "done": False}
+
+    def publish() -> None:
+        (control / ".plan").write_text(json.dumps(control_plan))
+        (control / ".plan").replace(control / "plan.json")
+
+    def window(seconds: float) -> tuple[float, float]:
+        start = time.time() + 0.2
+        control_plan["windows"].append((start, start + seconds))
+        publish()
+        return start, start + seconds
+
+    def states() -> list[dict]:
+        return [json.loads((control / f"flood{n}.json").read_text()) for n in range(plan.flood_addresses)
+                if (control / f"flood{n}.json").exists()]
+
+    waits = []
+
+    def quiet() -> None:
+        began = time.time()
+        while time.time() < began + FLOOD_QUIET and any(state["busy"] for state in states()):
+            time.sleep(0.1)
+        waits.append(time.time() - began)
+
+    publish()
+    most = math.ceil(plan.flood_rate * (plan.flood_warmup + plan.flood_rounds * (plan.seconds + 2))) + 1
     log(f"starting {plan.flood_addresses} flood containers")
-    containers = [_client(s, image, f"flood{n}", FLOOD_CLIENT, s.flood_host, USER) for n in range(plan.flood_addresses)]
-    # each measurement starts a second into its window and ends a second before its end: the
-    # verifications in flight when a flood window ends are over before the cached user is measured alone
-    window = plan.seconds + 2
-    start = time.time() + 3 + 0.5 * len(containers)  # time to hand each container its go file, on a busy machine too
-    rounds = [(start + plan.flood_warmup + 2 * k * window, start + plan.flood_warmup + (2 * k + 1) * window)
-              for k in range(plan.flood_rounds)]
-    windows = [(start, start + plan.flood_warmup), *((during, during + window) for _, during in rounds)]
-    flood_seconds = plan.flood_warmup + plan.flood_rounds * window
-    go = json.dumps({"windows": windows, "rate": plan.flood_rate,
-                     "max": math.ceil(plan.flood_rate * flood_seconds) + 1}).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as tar:
-        info = tarfile.TarInfo("go")
-        info.size = len(go)
-        tar.addfile(info, io.BytesIO(go))
-    for container in containers:
-        container.put_archive("/tmp", buffer.getvalue())
-    if time.time() > start:
-        raise RuntimeError("the flood containers were told to start too late; try again on a quieter machine")
+    mounts = {str(control): {"bind": "/control", "mode": "rw"}}
+    containers = [_client(s, image, f"flood{n}", FLOOD_CLIENT, s.flood_host, USER, str(most), volumes=mounts)
+                  for n in range(plan.flood_addresses)]
+    deadline = time.time() + 60
+    while len(states()) < len(containers):
+        if time.time() > deadline:
+            raise RuntimeError("the flood's containers did not start within a minute")
+        time.sleep(0.2)
     log(f"the flood: {plan.flood_warmup:g} s for its burst of verifications, then {plan.flood_rounds} round(s) "
         "of the cached user alone and during the flood")
+    _sleep_until(window(plan.flood_warmup)[1])
     alone = Row("rumistack auth (cached), alone, between the flood's rounds")
     during = Row(f"rumistack auth (cached), during a wrong-password flood from {plan.flood_addresses} addresses",
                  baseline=alone)
-    for number, (quiet, loud) in enumerate(rounds):
+    flood_seconds = plan.flood_warmup
+    for number in range(plan.flood_rounds):
         log(f"flood round {number + 1} of {plan.flood_rounds}")
         # a refused request of the cached user is part of the result (the verdict counts it), not a
         # failure of the benchmark: a limit per user name could lock the cached user out
-        _sleep_until(quiet + 1)
+        quiet()
         alone.runs.append(wrk.run(s.rumistack_url + "/", plan, headers=good))
-        _sleep_until(loud + 1)
+        # the cached user is measured from a second into the window to a second before its end
+        start, end = window(plan.seconds + 2)
+        flood_seconds += plan.seconds + 2
+        _sleep_until(start + 1)
         during.runs.append(wrk.run(s.rumistack_url + "/", plan, headers=good))
+        _sleep_until(end)
+    control_plan["done"] = True
+    publish()
     answers: Counter = Counter()
     for container in containers:
         answers.update(json.loads(_output(container)))
     sent = sum(answers.values())
+    alone.note = (f"each round once the flood's last request was answered: {statistics.median(waits):.1f} s "
+                  "after its window's end (median)")
     during.note = (f"{sent:,} wrong passwords for its own user name, {sent / flood_seconds:,.0f} a second in all, "
-                   f"{plan.flood_rate:g} a second from each address; the answers: "
+                   f"at most {plan.flood_rate:g} a second from each address; the answers: "
                    + ", ".join(f"{count:,} {answer}" for answer, count in sorted(answers.items())))
     return Flood(alone, during)
 
@@ -700,7 +749,7 @@ def table(results: Results) -> str:
         # no answer at all in the round: no latency to show
         p50, p99 = (f"{run.p50_ms:.2f} ms", f"{run.p99_ms:.2f} ms") if run.requests else ("-", "-")
         lines.append(f"| {row.name} | {_rate(run.rate)} | {p50} | {p99} "
-                     f"| {run.rate / base:.0%} | {_cpu(run.cpu_us)} | {row.note} |")
+                     f"| {f'{run.rate / base:.0%}' if base else '-'} | {_cpu(run.cpu_us)} | {row.note} |")
     return "\n".join(lines)
 
 
@@ -721,7 +770,8 @@ def chart(results: Results, path: Path, title: str) -> None:
     axes.set_title(title, fontsize=10)
     axes.tick_params(axis="y", labelsize=7)
     for bar, rate, base in zip(bars, rates, bases):
-        axes.text(bar.get_width() * 1.08, bar.get_y() + bar.get_height() / 2, f"{_rate(rate)}  ({rate / base:.0%})",
+        axes.text(bar.get_width() * 1.08, bar.get_y() + bar.get_height() / 2,
+                  f"{_rate(rate)}  ({f'{rate / base:.0%}' if base else '-'})",
                   va="center", fontsize=8)
     axes.set_xlim(right=max(rates) * 8)
     figure.tight_layout()
@@ -749,8 +799,11 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else FULL
     extra_labels = dict(item.split("=", 1) for item in args.label)
 
+    began = time.monotonic()
+
     def log(message: str) -> None:
-        print(f"- {message}", file=sys.stderr, flush=True)
+        elapsed = int(time.monotonic() - began)
+        print(f"- [{elapsed // 60}:{elapsed % 60:02}] {message}", file=sys.stderr, flush=True)
 
     client = docker.from_env()
     pinned = images.ensure_images(client, log=log)  # the images of this checkout's recipes
