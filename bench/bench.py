@@ -80,7 +80,7 @@ FLOOD_QUIET = 30  # seconds the cached user alone waits at most for the flood's 
 @dataclass(frozen=True)
 class Plan:
     rounds: int
-    seconds: float  # per row and round
+    seconds: int  # per row and round (wrk takes whole seconds)
     threads: int
     connections: int
     streams: int  # h2load's concurrent streams per connection
@@ -94,7 +94,7 @@ class Plan:
     smoke: bool
 
 
-FULL = Plan(rounds=5, seconds=2.5, threads=2, connections=16, streams=10, refusals=30, refusal_addresses=4,
+FULL = Plan(rounds=5, seconds=3, threads=2, connections=16, streams=10, refusals=30, refusal_addresses=4,
             refusal_spacing=0.5, flood_addresses=20, flood_rate=5, flood_rounds=5, flood_warmup=6, smoke=False)
 SMOKE = Plan(rounds=1, seconds=1, threads=1, connections=4, streams=4, refusals=2, refusal_addresses=2,
              refusal_spacing=0.5, flood_addresses=3, flood_rate=5, flood_rounds=1, flood_warmup=1, smoke=True)
