@@ -395,12 +395,19 @@ class Refusals:
         return "\n".join(lines)
 
 
-# each refusal container runs this: the given credentials one at a time,
-# `spacing` seconds from the start of one to the next, each timed from the
-# request to the end of the answer on a connection whose TLS handshake is done
+# each refusal container runs this: once the file `after` appears in
+# /control, the given credentials one at a time, `spacing` seconds from the
+# start of one to the next, each timed from the request to the end of the
+# answer on a connection whose TLS handshake is done; then the times go into
+# /control/<its name>.json, which the next container waits for
 REFUSAL_CLIENT = r"""
-import base64, http.client, json, ssl, sys, time
-host, spacing, samples = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3])
+import base64, http.client, json, os, ssl, sys, time
+host, spacing, samples, after = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+give_up = time.time() + 600
+while not os.path.exists(f"/control/{after}"):
+    if time.time() > give_up:
+        sys.exit(f"/control/{after} never appeared")
+    time.sleep(0.05)
 context = ssl.create_default_context()
 context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
 timed = []
@@ -416,7 +423,10 @@ for user, password in samples:
     timed.append([response.status, time.perf_counter() - before])
     connection.close()
     time.sleep(max(started + spacing - time.time(), 0))
-print(json.dumps(timed))
+me = os.uname().nodename
+with open(f"/control/.{me}", "w") as file:
+    json.dump(timed, file)
+os.replace(f"/control/.{me}", f"/control/{me}.json")
 """
 
 
@@ -427,10 +437,10 @@ def _client(s: Setups, image: str, name: str, script: str, *args: str, **options
 
 
 def _output(container) -> str:
-    """The last line the finished container wrote to stdout; it is removed."""
+    """What the finished container wrote to stdout; it is removed."""
     if container.wait(timeout=120)["StatusCode"] != 0:
         raise RuntimeError(f"the container {container.name} failed: {container.logs().decode()[-500:]}")
-    output = container.logs(stderr=False).decode().strip().splitlines()[-1]
+    output = container.logs(stderr=False).decode().strip()
     container.remove()
     return output
 
@@ -447,13 +457,22 @@ def refusals(s: Setups, plan: Plan, image: str, log: Callable[[str], None]) -> R
         kinds.append(existing)
         samples.append((s.refused_users[n // 2 % len(s.refused_users)] if existing else f"nobody{n}",
                         f"wrong password {n}"))
+    # all the containers run at once, so each keeps an address of its own (a stopped container's
+    # address goes to the next one started), and each starts when the one before it is done
+    control = s.workdir / "refusals"
+    control.mkdir()
     share = math.ceil(len(samples) / plan.refusal_addresses)
+    containers = [_client(s, image, f"refusals{k}", REFUSAL_CLIENT, s.flood_host, str(plan.refusal_spacing),
+                          json.dumps(samples[k * share:(k + 1) * share]), f"refusals{k - 1}.json" if k else "go",
+                          volumes={str(control): {"bind": "/control", "mode": "rw"}})
+                  for k in range(plan.refusal_addresses)]
+    if len({_ip(container, s.clients_network.name) for container in containers}) < len(containers):
+        raise RuntimeError("the refusals' containers share an address")
+    (control / "go").touch()
     timed = []
-    for k in range(plan.refusal_addresses):
-        part = samples[k * share:(k + 1) * share]
-        container = _client(s, image, f"refusals{k}", REFUSAL_CLIENT, s.flood_host, str(plan.refusal_spacing),
-                            json.dumps(part))
-        timed += json.loads(_output(container))
+    for k, container in enumerate(containers):
+        _output(container)
+        timed += json.loads((control / f"refusals{k}.json").read_text())
     result = Refusals([], [], Counter())
     for existing, (status, seconds) in zip(kinds, timed):
         if status == 401:
@@ -619,7 +638,7 @@ def flood(s: Setups, wrk: Wrk, plan: Plan, image: str, log: Callable[[str], None
     publish()
     answers: Counter = Counter()
     for container in containers:
-        answers.update(json.loads(_output(container)))
+        answers.update(json.loads(_output(container).splitlines()[-1]))
     sent = sum(answers.values())
     alone.note = (f"each round once the flood's last request was answered: {statistics.median(waits):.1f} s "
                   "after its window's end (median)")
