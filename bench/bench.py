@@ -789,11 +789,13 @@ def chart(results: Results, path: Path, title: str) -> None:
     axes.set_title(title, fontsize=10)
     axes.tick_params(axis="y", labelsize=7)
     for bar, rate, base in zip(bars, rates, bases):
-        axes.text(bar.get_width() * 1.08, bar.get_y() + bar.get_height() / 2,
-                  f"{_rate(rate)}  ({f'{rate / base:.0%}' if base else '-'})",
-                  va="center", fontsize=8)
-    axes.set_xlim(right=max(rates) * 8)
+        # a row with no answer at all has no bar on a log scale: its label says so
+        label = f"{_rate(rate)}  ({f'{rate / base:.0%}' if base else '-'})" if rate else "no answer"
+        axes.text(max(bar.get_width(), 0.5) * 1.08, bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=8)
+    axes.set_xlim(left=0.5, right=max(rates) * 8)
     figure.tight_layout()
+    # the longest names need more room than tight_layout leaves them
+    figure.subplots_adjust(left=0.42)
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
 
