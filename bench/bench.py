@@ -1,15 +1,19 @@
-"""The benchmark: Basic Auth through rumistack's nginx next to no auth, nginx's
-plain auth_basic, a wrong-password flood and Caddy, side by side on this
-machine, and a real browser's flow to a streamed reply with and without
-auth (bench/browserflow.py). Run it with bench/run, which provisions what
-it needs.
+"""The benchmark: Basic Auth through rumistack's nginx over HTTPS next to no
+auth, nginx's plain auth_basic and Caddy's basic_auth, over HTTP/1.1 (wrk)
+and HTTP/2 (h2load); the time of a refusal for an existing and an unknown
+user; the cached user alone and during a wrong-password flood from 20
+addresses; and a real browser's flow to a streamed reply with and without
+auth (bench/browserflow.py). Run it with bench/run, which provisions what it
+needs.
 
 Everything runs in one go: rumistack's stack (`stack.up`, the real rendered
-config) with a static asset server in RumiTalk's place, nginx with plain
-auth_basic and Caddy in front of the same upstream. wrk loads each setup in
-short rounds, every row once a round, so a busy moment on the machine spreads
-over all rows; each row shows its median round. Load goes only to loopback
-and to containers on the networks this run creates.
+config, HTTPS with its self-signed certificate, every service of
+`spec.services`) with a static asset server in RumiTalk's place, nginx with
+plain auth_basic and Caddy (with the same certificate) in front of the same
+upstream. The load rows run in short rounds, every row once a round, so a
+busy moment on the machine spreads over all rows; each row shows its median
+round. Load goes only to loopback and to containers on the networks this run
+creates.
 """
 
 from __future__ import annotations
@@ -17,13 +21,14 @@ from __future__ import annotations
 import argparse
 import base64
 import dataclasses
-import functools
 import json
+import math
 import os
 import re
 import secrets
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -32,6 +37,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,7 +48,8 @@ import docker
 from rumistack import stack
 from rumistack.config import load_config
 from rumistack.layout import NGINX_GID
-from rumistack.spec import container_name, labels, network_name
+from rumistack.spec import LABEL_PROJECT, LABEL_SERVICE, container_name, labels, network_name
+from rumistack.tls import SELF_SIGNED_CERT, SELF_SIGNED_KEY
 from rumistack.users import UserFile
 from rumistack.volumes import File, archive
 
@@ -54,28 +61,48 @@ from browserflow import BrowserFlows  # noqa: E402
 import browserflow  # noqa: E402
 
 USER, PASSWORD = "alice", "correct horse battery staple"
+# the existing users whose wrong passwords the refusal rows time: several, so
+# that no limit per user name throttles the samples
+REFUSED_USERS = tuple(f"refused{n}" for n in range(10))
 ASSET = "/asset.js"  # any path: the upstream answers every one with the same 1 KiB asset
 DOCS_PAGE = "docs/auth-cache.md"  # a full run rewrites its table and chart, between these markers
 DOCS_BLOCK = re.compile(r"(<!-- bench:start -->\n).*?(<!-- bench:end -->)", re.S)
+UPSTREAM_SERVICE = "rumitalk"  # the stack's service that the static upstream stands in for
+
+# the goals of issue 14
+GOAL_CACHED = 0.97  # cached auth at least this share of no auth, over HTTPS
+GOAL_FLOOD_KEPT = 0.90  # the cached user keeps this share of its throughput during the flood
+GOAL_FLOOD_P99 = 3.0  # and its p99 at most this many times its p99 alone
+GOAL_REFUSALS = 0.10  # the slower refusal at most this much slower than the faster
+FLOOD_QUIET = 30  # seconds the cached user alone waits at most for the flood's requests in flight to end
 
 
 @dataclass(frozen=True)
 class Plan:
     rounds: int
-    seconds: float  # per row and round
+    seconds: int  # per row and round (wrk takes whole seconds)
     threads: int
     connections: int
+    streams: int  # h2load's concurrent streams per connection
+    refusals: int  # timed refusals of each kind
+    refusal_addresses: int  # the source addresses (containers) the refusals come from, one after the other
+    refusal_spacing: float  # seconds from the start of one refusal to the next: under the total limit
+    flood_addresses: int
+    flood_rate: float  # wrong passwords a second from each address
+    flood_rounds: int
     flood_warmup: float  # the flood runs this long before its rounds: its burst of verifications
     smoke: bool
 
 
-FULL = Plan(rounds=5, seconds=3, threads=2, connections=16, flood_warmup=6, smoke=False)
-SMOKE = Plan(rounds=1, seconds=1, threads=1, connections=4, flood_warmup=4, smoke=True)
+FULL = Plan(rounds=5, seconds=3, threads=2, connections=16, streams=10, refusals=30, refusal_addresses=4,
+            refusal_spacing=0.5, flood_addresses=20, flood_rate=5, flood_rounds=5, flood_warmup=6, smoke=False)
+SMOKE = Plan(rounds=1, seconds=1, threads=1, connections=4, streams=4, refusals=2, refusal_addresses=2,
+             refusal_spacing=0.5, flood_addresses=3, flood_rate=5, flood_rounds=1, flood_warmup=1, smoke=True)
 
 
 @dataclass
 class Run:
-    """One wrk run's numbers."""
+    """One load run's numbers."""
 
     requests: int
     seconds: float
@@ -95,6 +122,7 @@ class Row:
     name: str
     note: str = ""
     runs: list[Run] = field(default_factory=list)
+    baseline: Row | None = None  # the row its "vs no auth" compares with (the table's no-auth row if None)
 
     def median(self) -> Run:
         """The run of median rate (the lower one of an even count)."""
@@ -105,53 +133,73 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def _script(requests_part: str = "") -> str:
-    return requests_part + (BENCH / "report.lua").read_text()
-
-
-@functools.cache
-def _flood_script(count: int = 20000) -> str:
-    """wrk requests with a new wrong password each (a guesser), headers made up front so wrk stays cheap."""
-    headers = ",\n".join(f'"{basic(USER, f"guess {n}")}"' for n in range(count))
-    return _script(
-        f"local guesses = {{\n{headers}\n}}\nlocal n = 0\n"
-        "request = function()\n  n = n % #guesses + 1\n"
-        '  return wrk.format("GET", "/", {Authorization = guesses[n]})\nend\n'
-    )
-
-
 class Wrk:
+    """HTTP/1.1 load with keep-alive (wrk), over TLS for https:// URLs."""
+
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
 
-    def start(self, url: str, plan: Plan, seconds: float, headers: dict[str, str] | None = None,
-              script: str | None = None, threads: int | None = None) -> subprocess.Popen:
+    def run(self, url: str, plan: Plan, headers: dict[str, str] | None = None) -> Run:
         path = self.workdir / f"wrk-{secrets.token_hex(4)}.lua"
-        path.write_text(script or _script())
-        command = ["wrk", f"-t{threads or plan.threads}", f"-c{plan.connections}", f"-d{seconds:g}s",
+        path.write_text((BENCH / "report.lua").read_text())
+        command = ["wrk", f"-t{plan.threads}", f"-c{plan.connections}", f"-d{plan.seconds:g}s",
                    "--timeout", "10s", "-s", str(path)]
         for key, value in (headers or {}).items():
             command += ["-H", f"{key}: {value}"]
-        return subprocess.Popen([*command, url], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    @staticmethod
-    def result(process: subprocess.Popen) -> Run:
-        output, _ = process.communicate()
-        lines = [line for line in output.splitlines() if line.startswith("{")]
-        if process.returncode != 0 or not lines:
-            raise RuntimeError(f"wrk failed: {output.strip()}")
+        result = subprocess.run([*command, url], capture_output=True, text=True, timeout=plan.seconds + 60)
+        lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+        if result.returncode != 0 or not lines:
+            raise RuntimeError(f"wrk failed: {result.stdout.strip()} {result.stderr.strip()}")
         data = json.loads(lines[-1])
         return Run(data["requests"], data["duration_us"] / 1e6, data["non_2xx"], data["socket_errors"],
                    data["p50_us"] / 1000, data["p99_us"] / 1000)
 
-    def run(self, url: str, plan: Plan, **kwargs) -> Run:
-        return self.result(self.start(url, plan, plan.seconds, **kwargs))
+
+class H2load:
+    """HTTP/2 load over TLS (h2load): `connections` connections with `streams` streams each."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+
+    @staticmethod
+    def tolerated_errors(run: Run, plan: Plan) -> int:
+        """nginx ends an HTTP/2 connection after 1000 requests (keepalive_requests), and h2load
+        counts the streams it had in flight then as errors, where a browser sends them again."""
+        return plan.streams * (run.requests // 1000 + plan.connections)
+
+    def run(self, url: str, plan: Plan, headers: dict[str, str] | None = None) -> Run:
+        log = self.workdir / f"h2load-{secrets.token_hex(4)}.log"
+        command = ["h2load", f"-t{plan.threads}", f"-c{plan.connections}", f"-m{plan.streams}",
+                   f"-D{plan.seconds:g}", "--log-file", str(log)]
+        for key, value in (headers or {}).items():
+            command += ["-H", f"{key}: {value}"]
+        result = subprocess.run([*command, url], capture_output=True, text=True, timeout=plan.seconds + 60)
+        finished = re.search(r"^finished in ([\d.]+)(m?s),", result.stdout, re.M)
+        done = re.search(r"^requests: \d+ total, \d+ started, (\d+) done, \d+ succeeded, \d+ failed, "
+                         r"(\d+) errored, (\d+) timeout", result.stdout, re.M)
+        codes = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", result.stdout, re.M)
+        if result.returncode != 0 or not (finished and done and codes):
+            raise RuntimeError(f"h2load failed: {result.stdout.strip()} {result.stderr.strip()}")
+        latencies = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.count("\t") >= 2)
+        log.unlink()
+        seconds = float(finished[1]) / (1000 if finished[2] == "ms" else 1)
+        errors = int(done[2]) + int(done[3])
+        answered = int(done[1]) - errors
+        # the status counts may include answers that came after the end (h2load stops its clients then)
+        return Run(answered, seconds, sum(int(code) for code in codes.groups()[1:]), errors,
+                   _percentile(latencies, 50) / 1000, _percentile(latencies, 99) / 1000)
 
 
-def _all_ok(run: Run, what: str, may_starve: bool = False) -> Run:
-    """A row of a legitimate client must be all 2xx, or it measured something
-    else; and, unless it may starve, have answers at all."""
-    if run.non_2xx or run.socket_errors or not (run.requests or may_starve):
+def _percentile(values: list[float], percent: float) -> float:
+    """The nearest-rank percentile of sorted `values` (0 when there are none)."""
+    if not values:
+        return 0
+    return values[max(math.ceil(len(values) * percent / 100) - 1, 0)]
+
+
+def _all_ok(run: Run, what: str, tolerated_errors: int = 0) -> Run:
+    """A row of a legitimate client must be all 2xx, or it measured something else."""
+    if run.non_2xx or run.socket_errors > tolerated_errors or not run.requests:
         raise RuntimeError(f"{what}: {run.non_2xx} non-2xx answers and {run.socket_errors} socket errors "
                            f"in {run.requests} requests")
     return run
@@ -163,11 +211,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _insecure() -> ssl.SSLContext:
+    """TLS without checking the certificate: the benchmark's own self-signed one, on an address it created."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 def _wait_for(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            urllib.request.urlopen(url, timeout=2)
+            urllib.request.urlopen(url, timeout=2, context=_insecure())
             return
         except urllib.error.HTTPError:
             return  # it answers (a 401 is an answer)
@@ -178,8 +234,9 @@ def _wait_for(url: str, timeout: float = 30) -> None:
 
 
 def _status(url: str, authorization: str) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": authorization})
     try:
-        return urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": authorization}), timeout=60).status
+        return urllib.request.urlopen(request, timeout=60, context=_insecure()).status
     except urllib.error.HTTPError as exc:
         return exc.code
 
@@ -200,6 +257,10 @@ def _ip(container, network: str) -> str:
     return container.attrs["NetworkSettings"]["Networks"][network]["IPAddress"]
 
 
+def _sleep_until(moment: float) -> None:
+    time.sleep(max(moment - time.time(), 0))
+
+
 class Setups:
     """Everything the rows load, started once; `close` removes it all."""
 
@@ -214,32 +275,44 @@ class Setups:
             # the static upstream needs no database: no MongoDB in the stack
             "RUMISTACK_MONGO_URI": "mongodb://unused.invalid:27017/RumiTalk",
             "RUMISTACK_HTTP_PORT": str(_free_port()),
+            "RUMISTACK_HTTPS_PORT": str(_free_port()),
             "RUMISTACK_BIND_ADDRESS": "127.0.0.1",
-            # plain HTTP: the rows compare auth, not TLS
-            "RUMISTACK_TLS": "off",
+            # RUMISTACK_TLS stays at its default, self-signed: HTTPS as every user runs it
             "RUMISTACK_STATE_DIR": str(workdir / "state"),
             # /api/ takes a bearer token the upstream confirms (it answers 200 to every path)
             "RUMISTACK_STRICT_API": "true",
         })
         self.labels = {**labels(self.config.project), **extra_labels}
         self.users = UserFile(self.config.users_file)
+        self.clients_network = None
 
-    def start(self, log: Callable[[str], None]) -> None:
+    def start(self, plan: Plan, log: Callable[[str], None]) -> None:
         self.users.add(USER, PASSWORD)  # bcrypt, cost 12
-        log("starting rumistack's stack (nginx, the static upstream in RumiTalk's place)")
+        self.refused_users = REFUSED_USERS[:max(min(plan.refusals, len(REFUSED_USERS)), 1)]
+        for user in self.refused_users:
+            self.users.add(user, secrets.token_urlsafe(16))
+        log("starting rumistack's stack (HTTPS, the static upstream in RumiTalk's place)")
         stack.up(self.config, self.users)
         network = network_name(self.config)
         self.nginx = self.client.containers.get(container_name(self.config, "nginx"))
         self.nginx_version = self.nginx.exec_run(["nginx", "-v"]).output.decode().strip().split("/")[-1]
-        upstream = self.client.containers.get(container_name(self.config, "rumitalk"))
-        self.nginx_cpu, self.upstream_cpu = _container_cpu(self.nginx), _container_cpu(upstream)
+        upstream = self.client.containers.get(container_name(self.config, UPSTREAM_SERVICE))
+        # the server's CPU: every service of the stack but the upstream (so a
+        # verifier of its own counts, whatever the stack's services are)
+        served = [c for c in self.client.containers.list(
+            filters={"label": [f"{LABEL_PROJECT}={self.config.project}", LABEL_SERVICE]})
+            if c.labels[LABEL_SERVICE] != UPSTREAM_SERVICE]
+        self.services = sorted(c.labels[LABEL_SERVICE] for c in served)
+        counters = [_container_cpu(c) for c in served]
+        self.stack_cpu = lambda: sum(counter() for counter in counters)
+        self.upstream_cpu = _container_cpu(upstream)
         self.upstream_url = f"http://{_ip(upstream, network)}:3080{ASSET}"
-        self.rumistack_url = f"http://{_ip(self.nginx, network)}"
+        self.rumistack_url = f"https://{_ip(self.nginx, network)}"
 
-        # the flood comes from another address: the nginx container on a second network
-        flood_network = self.client.networks.create(f"{network}-flood", driver="bridge", labels=self.labels)
-        flood_network.connect(self.nginx)
-        self.flood_url = f"http://{_ip(self.nginx, flood_network.name)}/"
+        # the refusals' and the flood's containers are on a network of their own, each its own address
+        self.clients_network = self.client.networks.create(f"{network}-clients", driver="bridge", labels=self.labels)
+        self.clients_network.connect(self.nginx)
+        self.flood_host = _ip(self.nginx, self.clients_network.name)
 
         log("starting nginx with plain auth_basic")
         plain = self.client.containers.create(
@@ -254,28 +327,325 @@ class Setups:
         self.plain_url = f"http://{_ip(plain, network)}/"
         self.plain_cpu = _container_cpu(plain)
 
-        log("starting Caddy")
+        log("starting Caddy (with the stack's certificate)")
         noauth_port, auth_port = _free_port(), _free_port()
-        hash_ = self.users.content().decode().strip().split(":", 1)[1]
+        hash_ = next(line for line in self.users.content().decode().splitlines()
+                     if line.startswith(f"{USER}:")).split(":", 1)[1]
         home = self.workdir / "caddy"
         home.mkdir()
         env = {**os.environ, "HOME": str(home), "XDG_DATA_HOME": str(home), "XDG_CONFIG_HOME": str(home),
                "NOAUTH_PORT": str(noauth_port), "AUTH_PORT": str(auth_port), "UPSTREAM": self.upstream_url.split("/")[2],
+               "CERT_FILE": str(self.config.self_signed_dir / SELF_SIGNED_CERT),
+               "KEY_FILE": str(self.config.self_signed_dir / SELF_SIGNED_KEY),
                "BENCH_USER": USER, "HASH_BASE64": base64.b64encode(hash_.encode()).decode()}
         self.caddy = subprocess.Popen(["caddy", "run", "--config", str(BENCH / "Caddyfile"), "--adapter", "caddyfile"],
                                       env=env, stdout=(home / "log").open("w"), stderr=subprocess.STDOUT)
         self.caddy_cpu = _process_cpu(self.caddy.pid)
-        self.caddy_noauth_url = f"http://127.0.0.1:{noauth_port}/"
-        self.caddy_auth_url = f"http://127.0.0.1:{auth_port}/"
+        self.caddy_noauth_url = f"https://127.0.0.1:{noauth_port}/"
+        self.caddy_auth_url = f"https://127.0.0.1:{auth_port}/"
 
         for url in (self.upstream_url, self.rumistack_url + "/health", self.plain_url, self.caddy_noauth_url, self.caddy_auth_url):
             _wait_for(url)
+
+    def diagnosis(self) -> str:
+        """What the stack's nginx logged last, but its successes: why a row failed."""
+        lines = [line for line in self.nginx.logs(tail=2000).decode(errors="replace").splitlines()
+                 if '" 200 ' not in line and '" 204 ' not in line]
+        return "the stack's nginx logged: " + (" | ".join(lines[-8:]) or "nothing but successes")
 
     def close(self) -> None:
         if self.caddy is not None:
             self.caddy.terminate()
             self.caddy.wait(timeout=10)
+        for container in self.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.config.project}"}):
+            if LABEL_SERVICE not in container.labels:  # the benchmark's own: plain auth_basic, the flood
+                container.remove(force=True)
+        if self.clients_network is not None:
+            self.clients_network.disconnect(self.nginx, force=True)
+            self.clients_network.remove()
         stack.down(self.config, remove_volumes=True)
+
+
+@dataclass
+class Refusals:
+    wrong_password: list[float]  # seconds
+    unknown_user: list[float]
+    other: Counter  # answers other than 401 (throttled), by status
+
+    def verdict(self) -> str:
+        if len(self.wrong_password) < 2 or len(self.unknown_user) < 2:
+            return (f"NOT MEASURED: equal refusals: too few 401 answers ({len(self.wrong_password)} and "
+                    f"{len(self.unknown_user)}; other answers: {dict(self.other)})")
+        wrong, unknown = statistics.median(self.wrong_password), statistics.median(self.unknown_user)
+        apart = max(wrong, unknown) / min(wrong, unknown) - 1
+        return (f"{'PASS' if apart <= GOAL_REFUSALS else 'FAIL'}: equal refusals: a wrong password for an existing "
+                f"user is refused in {wrong * 1000:.1f} ms, an unknown user in {unknown * 1000:.1f} ms (medians), "
+                f"{apart:.0%} apart (goal: within {GOAL_REFUSALS:.0%})")
+
+    def table(self) -> str:
+        lines = ["| a refusal (401), one at a time | median | p90 | samples |", "|---|---:|---:|---:|"]
+        for name, times in (("an existing user, a wrong password", self.wrong_password),
+                            ("an unknown user", self.unknown_user)):
+            ordered = sorted(times)
+            lines.append(f"| {name} | {statistics.median(ordered) * 1000 if ordered else 0:.1f} ms "
+                         f"| {_percentile(ordered, 90) * 1000:.1f} ms | {len(ordered)} |")
+        if self.other:
+            lines += ["", "not timed, answered otherwise: " + ", ".join(f"{count} {status}" for status, count in
+                                                                      sorted(self.other.items()))]
+        return "\n".join(lines)
+
+
+# each refusal container runs this: once the file `after` appears in
+# /control, the given credentials one at a time, `spacing` seconds from the
+# start of one to the next, each timed from the request to the end of the
+# answer on a connection whose TLS handshake is done; then the times go into
+# /control/<its name>.json, which the next container waits for
+REFUSAL_CLIENT = r"""
+import base64, http.client, json, os, ssl, sys, time
+host, spacing, samples, after = sys.argv[1], float(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
+give_up = time.time() + 600
+while not os.path.exists(f"/control/{after}"):
+    if time.time() > give_up:
+        sys.exit(f"/control/{after} never appeared")
+    time.sleep(0.05)
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+timed = []
+for user, password in samples:
+    started = time.time()
+    connection = http.client.HTTPSConnection(host, 443, timeout=30, context=context)
+    connection.connect()
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    before = time.perf_counter()
+    connection.request("GET", "/", headers={"Authorization": "Basic " + token})
+    response = connection.getresponse()
+    response.read()
+    timed.append([response.status, time.perf_counter() - before])
+    connection.close()
+    time.sleep(max(started + spacing - time.time(), 0))
+me = os.uname().nodename
+with open(f"/control/.{me}", "w") as file:
+    json.dump(timed, file)
+os.replace(f"/control/.{me}", f"/control/{me}.json")
+"""
+
+
+def _client(s: Setups, image: str, name: str, script: str, *args: str, **options):
+    """A container of this run on the clients network (an address of its own) running a Python script."""
+    return s.client.containers.run(image, ["python3", "-c", script, *args], detach=True, name=f"{s.config.project}-{name}",
+                                   hostname=name, labels=s.labels, network=s.clients_network.name, **options)
+
+
+def _output(container) -> str:
+    """What the finished container wrote to stdout; it is removed."""
+    if container.wait(timeout=120)["StatusCode"] != 0:
+        raise RuntimeError(f"the container {container.name} failed: {container.logs().decode()[-500:]}")
+    output = container.logs(stderr=False).decode().strip()
+    container.remove()
+    return output
+
+
+def refusals(s: Setups, plan: Plan, image: str, log: Callable[[str], None]) -> Refusals:
+    """Wrong passwords for existing users and any password for unknown users, in turn, one at a time,
+    `refusal_spacing` apart, from `refusal_addresses` containers one after the other: under the limits
+    per address, per user name and in total, so each sample is a verification."""
+    log(f"{2 * plan.refusals} refusals, one at a time, {plan.refusal_spacing:g} s apart, "
+        f"from {plan.refusal_addresses} addresses")
+    kinds, samples = [], []
+    for n in range(2 * plan.refusals):
+        existing = (n % 2 == 0) == (n // 2 % 2 == 0)  # ABBA order: neither kind always goes first
+        kinds.append(existing)
+        samples.append((s.refused_users[n // 2 % len(s.refused_users)] if existing else f"nobody{n}",
+                        f"wrong password {n}"))
+    # all the containers run at once, so each keeps an address of its own (a stopped container's
+    # address goes to the next one started), and each starts when the one before it is done
+    control = s.workdir / "refusals"
+    control.mkdir()
+    share = math.ceil(len(samples) / plan.refusal_addresses)
+    containers = [_client(s, image, f"refusals{k}", REFUSAL_CLIENT, s.flood_host, str(plan.refusal_spacing),
+                          json.dumps(samples[k * share:(k + 1) * share]), f"refusals{k - 1}.json" if k else "go",
+                          volumes={str(control): {"bind": "/control", "mode": "rw"}})
+                  for k in range(plan.refusal_addresses)]
+    if len({_ip(container, s.clients_network.name) for container in containers}) < len(containers):
+        raise RuntimeError("the refusals' containers share an address")
+    (control / "go").touch()
+    timed = []
+    for k, container in enumerate(containers):
+        _output(container)
+        timed += json.loads((control / f"refusals{k}.json").read_text())
+    result = Refusals([], [], Counter())
+    for existing, (status, seconds) in zip(kinds, timed):
+        if status == 401:
+            (result.wrong_password if existing else result.unknown_user).append(seconds)
+        else:
+            result.other[status] += 1
+    return result
+
+
+# each flood container runs this: a bounded loop of wrong passwords for one
+# user, paced, in the time windows that the benchmark writes into
+# /control/plan.json as it goes. after each answer it writes what it got
+# into /control/<its name>.json, and whether a request of its is in flight
+FLOOD_CLIENT = r"""
+import base64, http.client, json, math, os, ssl, sys, time
+host, user, me, most = sys.argv[1], sys.argv[2], os.uname().nodename, int(sys.argv[3])
+give_up = time.time() + 600
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+answers, sent, connection, last = {}, 0, None, None
+
+def report(busy):
+    with open(f"/control/.{me}", "w") as file:
+        json.dump({"answers": answers, "busy": busy}, file)
+    os.replace(f"/control/.{me}", f"/control/{me}.json")
+
+def plan():
+    try:
+        with open("/control/plan.json") as file:
+            return json.load(file)
+    except (OSError, ValueError):
+        return {"windows": [], "rate": 1, "done": False}
+
+report(False)
+while time.time() < give_up and sent < most:
+    now, current = time.time(), plan()
+    window = next(((start, end) for start, end in current["windows"] if start <= now < end), None)
+    if window is None:
+        if connection is not None:
+            connection.close()
+            connection = None
+        if current["done"]:
+            break
+        time.sleep(0.05)
+        continue
+    start, end = window
+    # paced: the first free slot of the window from now on, never a burst to catch up
+    slot = math.ceil((now - start) * current["rate"])
+    if (start, slot) == last:
+        slot += 1
+    at = start + slot / current["rate"]
+    if at >= end:
+        time.sleep(min(end - now, 0.05))
+        continue
+    time.sleep(max(at - time.time(), 0))
+    last = (start, slot)
+    report(True)
+    try:
+        if connection is None:
+            connection = http.client.HTTPSConnection(host, 443, timeout=10, context=context)
+        token = base64.b64encode(f"{user}:guess {me} {sent}".encode()).decode()
+        connection.request("GET", "/", headers={"Authorization": "Basic " + token})
+        response = connection.getresponse()
+        response.read()
+        answer = str(response.status)
+        if response.will_close:
+            connection.close()
+            connection = None
+    except (OSError, http.client.HTTPException) as exc:
+        answer = type(exc).__name__
+        connection = None
+    answers[answer] = answers.get(answer, 0) + 1
+    sent += 1
+    report(False)
+print(json.dumps(answers))
+"""
+
+
+@dataclass
+class Flood:
+    alone: Row
+    during: Row
+
+    def verdicts(self, plan: Plan) -> list[str]:
+        kept = statistics.median(d.rate / a.rate if a.rate else 0 for a, d in zip(self.alone.runs, self.during.runs))
+        # a round in which no request was answered at all has no p99: longer than any
+        p99 = statistics.median(d.p99_ms / a.p99_ms if d.requests and a.requests else math.inf
+                                for a, d in zip(self.alone.runs, self.during.runs))
+        refused = sum(run.non_2xx + run.socket_errors for run in (*self.alone.runs, *self.during.runs))
+        silent = sum(not run.requests for run in self.during.runs)
+        ok = kept >= GOAL_FLOOD_KEPT and p99 <= GOAL_FLOOD_P99 and not refused
+        return [f"{'PASS' if ok else 'FAIL'}: during a wrong-password flood from {plan.flood_addresses} addresses, "
+                f"the cached user keeps {kept:.0%} of its throughput alone (goal: at least {GOAL_FLOOD_KEPT:.0%}), "
+                f"and its p99 is {f'{p99:.1f}x' if math.isfinite(p99) else 'more than a round long, against'} "
+                f"its p99 alone (goal: at most {GOAL_FLOOD_P99:g}x); median of "
+                f"{len(self.during.runs)} round(s); {refused} of its requests refused or failed"
+                + (f"; in {silent} round(s) not one of its requests was answered" if silent else "")]
+
+
+def flood(s: Setups, wrk: Wrk, plan: Plan, image: str, log: Callable[[str], None]) -> Flood:
+    """The cached user alone and during a flood of wrong passwords for its own user name from
+    `flood_addresses` containers, alternately, after a first flood window for the burst the limits allow.
+    "Alone" starts once no request of the flood is in flight any more (at most `FLOOD_QUIET` s after a
+    window's end): verifications queued in the server are the flood's too."""
+    good = {"Authorization": basic(USER, PASSWORD)}
+    control = s.workdir / "flood"
+    control.mkdir()
+    control_plan = {"windows": [], "rate": plan.flood_rate, "done": False}
+
+    def publish() -> None:
+        (control / ".plan").write_text(json.dumps(control_plan))
+        (control / ".plan").replace(control / "plan.json")
+
+    def window(seconds: float) -> tuple[float, float]:
+        start = time.time() + 0.2
+        control_plan["windows"].append((start, start + seconds))
+        publish()
+        return start, start + seconds
+
+    def states() -> list[dict]:
+        return [json.loads((control / f"flood{n}.json").read_text()) for n in range(plan.flood_addresses)
+                if (control / f"flood{n}.json").exists()]
+
+    waits = []
+
+    def quiet() -> None:
+        began = time.time()
+        while time.time() < began + FLOOD_QUIET and any(state["busy"] for state in states()):
+            time.sleep(0.1)
+        waits.append(time.time() - began)
+
+    publish()
+    most = math.ceil(plan.flood_rate * (plan.flood_warmup + plan.flood_rounds * (plan.seconds + 2))) + 1
+    log(f"starting {plan.flood_addresses} flood containers")
+    mounts = {str(control): {"bind": "/control", "mode": "rw"}}
+    containers = [_client(s, image, f"flood{n}", FLOOD_CLIENT, s.flood_host, USER, str(most), volumes=mounts)
+                  for n in range(plan.flood_addresses)]
+    deadline = time.time() + 60
+    while len(states()) < len(containers):
+        if time.time() > deadline:
+            raise RuntimeError("the flood's containers did not start within a minute")
+        time.sleep(0.2)
+    log(f"the flood: {plan.flood_warmup:g} s for its burst of verifications, then {plan.flood_rounds} round(s) "
+        "of the cached user alone and during the flood")
+    _sleep_until(window(plan.flood_warmup)[1])
+    alone = Row("rumistack auth (cached), alone, between the flood's rounds")
+    during = Row(f"rumistack auth (cached), during a wrong-password flood from {plan.flood_addresses} addresses",
+                 baseline=alone)
+    flood_seconds = plan.flood_warmup
+    for number in range(plan.flood_rounds):
+        log(f"flood round {number + 1} of {plan.flood_rounds}")
+        # a refused request of the cached user is part of the result (the verdict counts it), not a
+        # failure of the benchmark: a limit per user name could lock the cached user out
+        quiet()
+        alone.runs.append(wrk.run(s.rumistack_url + "/", plan, headers=good))
+        # the cached user is measured from a second into the window to a second before its end
+        start, end = window(plan.seconds + 2)
+        flood_seconds += plan.seconds + 2
+        _sleep_until(start + 1)
+        during.runs.append(wrk.run(s.rumistack_url + "/", plan, headers=good))
+        _sleep_until(end)
+    control_plan["done"] = True
+    publish()
+    answers: Counter = Counter()
+    for container in containers:
+        answers.update(json.loads(_output(container).splitlines()[-1]))
+    sent = sum(answers.values())
+    alone.note = (f"each round once the flood's last request was answered: {statistics.median(waits):.1f} s "
+                  "after its window's end (median)")
+    during.note = (f"{sent:,} wrong passwords for its own user name, {sent / flood_seconds:,.0f} a second in all, "
+                   f"at most {plan.flood_rate:g} a second from each address; the answers: "
+                   + ", ".join(f"{count:,} {answer}" for answer, count in sorted(answers.items())))
+    return Flood(alone, during)
 
 
 @dataclass
@@ -283,99 +653,99 @@ class Results:
     rows: list[Row]  # in the table's order
     no_auth: Row
     verdicts: list[str]
+    refusals: Refusals
 
 
-def measure(s: Setups, wrk: Wrk, plan: Plan, log: Callable[[str], None]) -> Results:
+def measure(s: Setups, wrk: Wrk, h2: H2load, plan: Plan, client_image: str, log: Callable[[str], None]) -> Results:
     good = {"Authorization": basic(USER, PASSWORD)}
     for url in (s.rumistack_url + "/", s.caddy_auth_url):  # each verifies the credential once, then has it cached
         assert _status(url, good["Authorization"]) == 200, url
     bearer = {"Authorization": "Bearer bench-token"}
     assert _status(s.rumistack_url + "/api" + ASSET, bearer["Authorization"]) == 200  # confirmed once, then cached
 
-    def load(url: str, cpu: Callable[[], float], headers: dict[str, str] | None = None,
+    refused = refusals(s, plan, client_image, log)
+
+    def load(tool: Wrk | H2load, url: str, cpu: Callable[[], float], headers: dict[str, str] | None = None,
              connections: int | None = None) -> Callable[[Plan], Run]:
         def measured(plan: Plan) -> Run:
             if connections:
                 plan = dataclasses.replace(plan, threads=1, connections=connections)
             before = cpu()
-            run = _all_ok(wrk.run(url, plan, headers=headers), url)
-            run.cpu_us = (cpu() - before) / run.requests * 1e6
+            run = tool.run(url, plan, headers=headers)
+            after = cpu()
+            try:
+                _all_ok(run, url, H2load.tolerated_errors(run, plan) if isinstance(tool, H2load) else 0)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}; {s.diagnosis()}") from None
+            run.cpu_us = (after - before) / run.requests * 1e6
             return run
         return measured
 
     def plain_auth_basic(plan: Plan) -> Run:
         # bcrypt is the bottleneck: more connections than workers only queue
-        # (and with 16, no request would finish within a round)
-        run = load(s.plain_url, s.plain_cpu, good, connections=2)(plan)
+        # (and with 16, no request would finish within a round); at least 3 s,
+        # so that some finish on a busy machine too
+        run = load(wrk, s.plain_url, s.plain_cpu, good, connections=2)(dataclasses.replace(plan, seconds=max(plan.seconds, 3)))
         # the requests wrk left queued still run bcrypt: a request on a new
         # connection to each worker is answered after them
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda _: _status(s.plain_url, good["Authorization"]), range(4)))
         return run
 
-    upstream = Row("upstream, direct")
+    upstream = Row("upstream, direct (HTTP)")
     no_auth = Row("nginx, no auth (the same nginx, an exempt path)")
-    plain = Row("nginx auth_basic, bcrypt cost 12", "bcrypt on every request; 2 connections, one per worker")
+    plain = Row("nginx auth_basic, bcrypt cost 12 (HTTP)", "bcrypt on every request; 2 connections, one per worker")
     cached = Row("rumistack auth (cached), bcrypt cost 12")
     strict = Row("rumistack strict API mode, cached Bearer token", "/api/ with a token the upstream confirmed once")
-    flooded = Row("rumistack auth during a wrong-password flood")
     caddy = Row("Caddy, no auth")
     caddy_auth = Row("Caddy basic_auth (cached), bcrypt cost 12")
-    loads = [(upstream, load(s.upstream_url, s.upstream_cpu)),
-             (no_auth, load(s.rumistack_url + "/manifest.webmanifest", s.nginx_cpu)),
-             (cached, load(s.rumistack_url + "/", s.nginx_cpu, good)),
-             (strict, load(s.rumistack_url + "/api" + ASSET, s.nginx_cpu, bearer)),
-             (caddy, load(s.caddy_noauth_url, s.caddy_cpu)), (caddy_auth, load(s.caddy_auth_url, s.caddy_cpu, good)),
+    h2_no_auth = Row("HTTP/2: nginx, no auth (an exempt path)")
+    h2_cached = Row("HTTP/2: rumistack auth (cached)", baseline=h2_no_auth)
+    h2_caddy = Row("HTTP/2: Caddy, no auth", baseline=h2_no_auth)
+    h2_caddy_auth = Row("HTTP/2: Caddy basic_auth (cached)", baseline=h2_no_auth)
+    exempt = s.rumistack_url + "/manifest.webmanifest"
+    loads = [(upstream, load(wrk, s.upstream_url, s.upstream_cpu)),
+             (no_auth, load(wrk, exempt, s.stack_cpu)),
+             (cached, load(wrk, s.rumistack_url + "/", s.stack_cpu, good)),
+             (strict, load(wrk, s.rumistack_url + "/api" + ASSET, s.stack_cpu, bearer)),
+             (caddy, load(wrk, s.caddy_noauth_url, s.caddy_cpu)),
+             (caddy_auth, load(wrk, s.caddy_auth_url, s.caddy_cpu, good)),
+             (h2_no_auth, load(h2, exempt, s.stack_cpu)),
+             (h2_cached, load(h2, s.rumistack_url + "/", s.stack_cpu, good)),
+             (h2_caddy, load(h2, s.caddy_noauth_url, s.caddy_cpu)),
+             (h2_caddy_auth, load(h2, s.caddy_auth_url, s.caddy_cpu, good)),
              (plain, plain_auth_basic)]
 
     # every row once a round, the order reversed every other round, so no
     # auth and cached auth always run next to each other
-    auth_ratios, strict_ratios = [], []
+    auth_ratios, strict_ratios, h2_ratios = [], [], []
     for number in range(plan.rounds):
         log(f"round {number + 1} of {plan.rounds}")
         for row, run in loads if number % 2 == 0 else loads[::-1]:
             row.runs.append(run(plan))
         auth_ratios.append(cached.runs[-1].rate / no_auth.runs[-1].rate)
         strict_ratios.append(strict.runs[-1].rate / no_auth.runs[-1].rate)
+        h2_ratios.append(h2_cached.runs[-1].rate / h2_no_auth.runs[-1].rate)
 
-    # a sustained flood from another address: after its first seconds (the
-    # burst of verifications the limits allow at once) it gets one a 6 s.
-    # the cached user is measured alone and during the flood, alternately
-    log(f"a flood of wrong passwords: {plan.flood_warmup:g} s for its burst of verifications, then rounds")
-    Wrk.result(wrk.start(s.flood_url, plan, plan.flood_warmup, script=_flood_script(), threads=1))
-    before = s.nginx_cpu()
-    attempts = Wrk.result(wrk.start(s.flood_url, plan, plan.seconds, script=_flood_script(), threads=1)).requests
-    refusal_us = (s.nginx_cpu() - before) / max(attempts, 1) * 1e6
-    alone, attacks = [], []
-    for number in range(plan.rounds):
-        log(f"flood round {number + 1} of {plan.rounds}")
-        alone.append(load(s.rumistack_url + "/", s.nginx_cpu, good)(plan))
-        flood = wrk.start(s.flood_url, plan, plan.seconds + 1, script=_flood_script(), threads=1)
-        time.sleep(0.5)
-        # while the limits let a verification through, bcrypt holds an nginx worker
-        during = _all_ok(wrk.run(s.rumistack_url + "/", plan, headers=good), "the cached user during the flood",
-                         may_starve=True)
-        flooded.runs.append(during)  # nginx's CPU then is mostly the flood's: not shown
-        attacks.append(Wrk.result(flood))
-    throttled = _status(s.flood_url, basic(USER, "one more guess"))
-    kept = statistics.median(during.rate / before.rate for before, during in zip(alone, flooded.runs))
-    flood_rate = statistics.median(attack.requests / attack.seconds for attack in attacks)
-    flooded.note = (f"one other address sends {flood_rate:,.0f} wrong passwords a second (all refused, at "
-                    f"{refusal_us:.0f} µs of nginx CPU each; the last answer: {throttled}); the cached user keeps "
-                    f"{kept:.0%} of its rate alone, measured alternately")
+    flooded = flood(s, wrk, plan, client_image, log)
 
+    ratio = statistics.median(auth_ratios)
     extra = statistics.median(c.cpu_us - n.cpu_us for c, n in zip(cached.runs, no_auth.runs))
     return Results(
-        rows=[upstream, no_auth, plain, cached, strict, flooded, caddy, caddy_auth],
+        rows=[upstream, no_auth, plain, cached, strict, caddy, caddy_auth,
+              h2_no_auth, h2_cached, h2_caddy, h2_caddy_auth, flooded.alone, flooded.during],
         no_auth=no_auth,
         verdicts=[
-            f"authenticated at {statistics.median(auth_ratios):.0%} of no auth through the same nginx, "
-            "the median of the rounds (goal: at least 80%)",
+            f"{'PASS' if ratio >= GOAL_CACHED else 'FAIL'}: over HTTPS, authenticated at {ratio:.0%} of no auth "
+            f"through the same nginx, the median of the rounds (goal: at least {GOAL_CACHED:.0%})",
+            *flooded.verdicts(plan),
+            refused.verdict(),
+            f"over HTTP/2, authenticated at {statistics.median(h2_ratios):.0%} of no auth",
             f"strict API mode, cached Bearer tokens at {statistics.median(strict_ratios):.0%} of no auth",
-            f"the cached check costs nginx {extra:.1f} µs of CPU a request (median of the rounds' "
+            f"the cached check costs the stack {extra:.1f} µs of CPU a request (median of the rounds' "
             f"differences), on {no_auth.median().cpu_us:.1f} µs without auth",
-            f"the cached user keeps {kept:.0%} of its throughput during the flood (goal: at least 50%)",
         ],
+        refusals=refused,
     )
 
 
@@ -390,13 +760,15 @@ def _cpu(us: float | None) -> str:
 
 
 def table(results: Results) -> str:
-    base = results.no_auth.median().rate
     lines = ["| setup | req/s | p50 | p99 | vs no auth | server CPU a request | note |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for row in results.rows:
         run = row.median()
-        lines.append(f"| {row.name} | {_rate(run.rate)} | {run.p50_ms:.2f} ms | {run.p99_ms:.2f} ms "
-                     f"| {run.rate / base:.0%} | {_cpu(run.cpu_us)} | {row.note} |")
+        base = (row.baseline or results.no_auth).median().rate
+        # no answer at all in the round: no latency to show
+        p50, p99 = (f"{run.p50_ms:.2f} ms", f"{run.p99_ms:.2f} ms") if run.requests else ("-", "-")
+        lines.append(f"| {row.name} | {_rate(run.rate)} | {p50} | {p99} "
+                     f"| {f'{run.rate / base:.0%}' if base else '-'} | {_cpu(run.cpu_us)} | {row.note} |")
     return "\n".join(lines)
 
 
@@ -408,24 +780,32 @@ def chart(results: Results, path: Path, title: str) -> None:
 
     names = [row.name for row in results.rows][::-1]
     rates = [row.median().rate for row in results.rows][::-1]
-    base = results.no_auth.median().rate
-    colours = ["#c0392b" if name.startswith("rumistack") else "#7f8c8d" for name in names]
-    figure, axes = pyplot.subplots(figsize=(10, 4.2))
+    bases = [(row.baseline or results.no_auth).median().rate for row in results.rows][::-1]
+    colours = ["#c0392b" if "rumistack" in name else "#7f8c8d" for name in names]
+    figure, axes = pyplot.subplots(figsize=(11, 6))
     bars = axes.barh(names, rates, color=colours)
     axes.set_xscale("log")
     axes.set_xlabel("requests per second (log scale; higher is better)")
     axes.set_title(title, fontsize=10)
-    for bar, rate in zip(bars, rates):
-        axes.text(bar.get_width() * 1.08, bar.get_y() + bar.get_height() / 2, f"{_rate(rate)}  ({rate / base:.0%})",
-                  va="center", fontsize=8)
-    axes.set_xlim(right=max(rates) * 8)
+    axes.tick_params(axis="y", labelsize=7)
+    for bar, rate, base in zip(bars, rates, bases):
+        # a row with no answer at all has no bar on a log scale: its label says so
+        label = f"{_rate(rate)}  ({f'{rate / base:.0%}' if base else '-'})" if rate else "no answer"
+        axes.text(max(bar.get_width(), 0.5) * 1.08, bar.get_y() + bar.get_height() / 2, label, va="center", fontsize=8)
+    axes.set_xlim(left=0.5, right=max(rates) * 8)
     figure.tight_layout()
+    # the longest names need more room than tight_layout leaves them
+    figure.subplots_adjust(left=0.42)
     figure.savefig(path, dpi=110)
     pyplot.close(figure)
 
 
 def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def _version(command: list[str], word: int = -1) -> str:
+    return subprocess.run(command, capture_output=True, text=True).stdout.split()[word]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -440,23 +820,28 @@ def main(argv: list[str] | None = None) -> int:
     plan = SMOKE if args.smoke else FULL
     extra_labels = dict(item.split("=", 1) for item in args.label)
 
+    began = time.monotonic()
+
     def log(message: str) -> None:
-        print(f"- {message}", file=sys.stderr, flush=True)
+        elapsed = int(time.monotonic() - began)
+        print(f"- [{elapsed // 60}:{elapsed % 60:02}] {message}", file=sys.stderr, flush=True)
 
     client = docker.from_env()
     pinned = images.ensure_images(client, log=log)  # the images of this checkout's recipes
+    nginx_image = args.nginx_image or pinned[images.NGINX]
     load_before = _load()
     with tempfile.TemporaryDirectory(prefix="rumibench-") as tmp:
-        setups = Setups(client, Path(tmp), args.nginx_image or pinned[images.NGINX],
-                        args.upstream_image or pinned[images.STATIC_UPSTREAM], extra_labels)
+        setups = Setups(client, Path(tmp), nginx_image, args.upstream_image or pinned[images.STATIC_UPSTREAM],
+                        extra_labels)
         try:
-            setups.start(log)
-            results = measure(setups, Wrk(Path(tmp)), plan, log)
+            setups.start(plan, log)
+            # the refusals' and the flood's clients: Python from the local Debian base, in the nginx image
+            results = measure(setups, Wrk(Path(tmp)), H2load(Path(tmp)), plan, nginx_image, log)
         finally:
             setups.close()
         # the browser rows after the others: Chromium would load the machine under their rounds
         flows = BrowserFlows(client, Path(tmp), {
-            "nginx": args.nginx_image or pinned[images.NGINX], "rumitalk": pinned[images.STUB],
+            "nginx": nginx_image, "rumitalk": pinned[images.STUB],
             "mongodb": pinned[images.MONGO], "ai": pinned[images.AI]}, _free_port, setups.labels, plan.rounds)
         try:
             flows.start(log)
@@ -464,12 +849,16 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             flows.close()
 
-    caddy_version = subprocess.run(["caddy", "version"], capture_output=True, text=True).stdout.split()[0]
-    how = (f"{'smoke run, measures nothing: ' if plan.smoke else ''}{os.cpu_count()} cores; nginx {setups.nginx_version}, "
-           f"Caddy {caddy_version}; wrk {plan.threads} threads, {plan.connections} connections, "
+    caddy_version = _version(["caddy", "version"], 0)
+    how = (f"{'smoke run, measures nothing: ' if plan.smoke else ''}{os.cpu_count()} cores, shared with other work; "
+           f"HTTPS with the stack's self-signed ECDSA certificate, for nginx and Caddy alike; the stack's services: "
+           f"{', '.join(setups.services)} (server CPU: all of them); nginx {setups.nginx_version}, "
+           f"Caddy {caddy_version}, {_version(['h2load', '--version'])}; wrk {plan.threads} threads, {plan.connections} connections; "
+           f"h2load {plan.threads} threads, {plan.connections} connections, {plan.streams} streams each (not "
+           "counted: the streams in flight when nginx ends a connection after its 1000 requests); "
            f"median of {plan.rounds} round(s) of {plan.seconds:g} s a row; load average {load_before} before")
     verdicts = [*results.verdicts, browserflow.verdict(browser_rows)]
-    text = "\n".join([table(results), "", browserflow.table(browser_rows), "", how, "",
+    text = "\n".join([table(results), "", results.refusals.table(), "", browserflow.table(browser_rows), "", how, "",
                       *(f"- {v}" for v in verdicts)]) + "\n"
     print(text)
 
