@@ -20,6 +20,7 @@ from docker.types import Healthcheck, LogConfig
 from docker.types import Mount as DockerMount
 
 from . import https, tls
+from .builds import built
 from .appsettings import AppSettings, load_app_settings
 from .config import Config
 from .errors import DockerUnavailable, StackError
@@ -90,7 +91,8 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     certificate = https.local(config, now)  # a bad certificate file too
     client = connect()
     stack = services(config, load_secrets(config.state_dir, app.secrets), app)
-    image_ids = {service.name: image_id(client, service.image, progress) for service in stack}
+    image_ids = {service.name: built(client, service.build, progress) if service.build
+                 else image_id(client, service.image, progress) for service in stack}
     engine = EngineVolumes(client, config, progress)
     running_nginx = _running(client, config, "nginx")
     published = publish(config, engine, certificate, progress.step, users,
@@ -229,6 +231,7 @@ def _ensure_container(client, config: Config, service: Service, image: str, netw
         cap_drop=list(service.cap_drop) or None,
         cap_add=list(service.cap_add) or None,
         read_only=service.read_only,
+        user=service.user,
         log_config=LogConfig(type=service.logging.driver, config=service.logging.options()) if service.logging else None,
         network=network.name,
         # reachable by its service name on the network, as in docker compose
