@@ -333,17 +333,18 @@ def health(args: argparse.Namespace) -> int:
             return 1
 
 
-def minutes(args: argparse.Namespace) -> int:
-    """The per-minute figures as JSON on stdout (`rumistack status` runs this in the container)."""
+def show(args: argparse.Namespace) -> int:
+    """The counters (`metrics`) or the per-minute figures as JSON (`minutes`, which `rumistack status`
+    runs in the container) on stdout."""
     port = args.metrics.rpartition(":")[2]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/minutes", timeout=5) as answer:
-        sys.stdout.write(answer.read().decode() + "\n")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{args.command}", timeout=5) as answer:
+        sys.stdout.write(answer.read().decode())
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("command", choices=("serve", "health", "minutes"))
+    parser.add_argument("command", choices=("serve", "health", "metrics", "minutes"))
     parser.add_argument("--dir", required=True, help="the directory of the sockets shared with nginx")
     parser.add_argument("--metrics", required=True, help="HOST:PORT of the metrics endpoint")
     parser.add_argument("--user-file", default="", help="the user file link: only the files it may name are read")
@@ -351,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         asyncio.run(serve(args))
         return 0
-    return health(args) if args.command == "health" else minutes(args)
+    return health(args) if args.command == "health" else show(args)
 
 
 if __name__ == "__main__":
