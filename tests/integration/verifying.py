@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import docker
+from docker.errors import APIError
 from docker.models.containers import Container
 from docker.types import Mount
 
@@ -44,8 +45,11 @@ def wait_answering(container: Container, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while True:
         container.reload()
-        if container.status == "running" and container.exec_run(list(health)).exit_code == 0:
-            return
+        try:
+            if container.status == "running" and container.exec_run(list(health)).exit_code == 0:
+                return
+        except APIError:  # restarting between the two looks
+            pass
         if time.monotonic() > deadline:
             raise AssertionError(f"the verifier does not answer: {container.logs().decode(errors='replace')}")
         time.sleep(0.2)
