@@ -7,6 +7,7 @@ act on exactly those objects.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -24,7 +25,7 @@ from .builds import built
 from .appsettings import AppSettings, load_app_settings
 from .config import Config
 from .errors import DockerUnavailable, StackError
-from .layout import HEALTH_PORT, NGINX_TEST
+from .layout import HEALTH_PORT, NGINX_TEST, VERIFIER_ARGS, VERIFIER_PROGRAM
 from .progress import Progress
 from .publish import publish, require_users
 from .pull import image_id, reason
@@ -327,6 +328,22 @@ def status(config: Config) -> list[ServiceStatus]:
             health=state.get("Health", {}).get("Status", "-"),
         ))
     return sorted(result, key=lambda s: s.service)
+
+
+AUTH_MINUTES = 5  # the minutes of auth figures `status` shows
+
+
+def auth_minutes(config: Config) -> list[dict[str, int]] | None:
+    """The verifier's figures of the last AUTH_MINUTES minutes, oldest first, each {"minute": its start (unix
+    time), counter: count} (see verifier.Counts.recent); None when the verifier is not running. Read inside
+    its container: its metrics are on the stack's network only."""
+    verifier = _running(connect(), config, "verifier")
+    if verifier is None:
+        return None
+    code, output = verifier.exec_run([*VERIFIER_PROGRAM, "minutes", *VERIFIER_ARGS], demux=True)
+    if code != 0:
+        return None
+    return json.loads(output[0])[-AUTH_MINUTES:]
 
 
 def logs(config: Config, service: str | None, follow: bool, tail: int) -> Iterator[tuple[str, str]]:

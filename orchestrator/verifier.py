@@ -85,9 +85,11 @@ class Counts:
         return "\n".join(lines) + "\n"
 
     def recent(self, now: float | None = None) -> list[dict]:
-        """The last MINUTES minutes, oldest first, each {"minute": its start (unix time), key: count}."""
+        """The last MINUTES minutes, oldest first, each {"minute": its start (unix time), counter: count}, a
+        labelled counter as name_value (failures_wrong_password)."""
         current = int((time.time() if now is None else now) // 60)
-        return [{"minute": m * 60, **self.minutes.get(m, {})} for m in range(current - MINUTES + 1, current + 1)]
+        return [{"minute": m * 60, **{k.replace(":", "_"): v for k, v in self.minutes.get(m, {}).items()}}
+                for m in range(current - MINUTES + 1, current + 1)]
 
 
 class UserFile:

@@ -26,7 +26,7 @@ def test_adduser_up_matrix_up_again_down(docker_client, project):
     assert send(port, "/healthz").status == 401
 
     before = project.container_ids()
-    assert set(before) == {"nginx", "rumitalk", "mongodb"}
+    assert set(before) == {"nginx", "rumitalk", "mongodb", "verifier"}
     again = rumistack("up")
     assert again.exit_code == 0, again.output
     assert project.container_ids() == before
@@ -34,12 +34,17 @@ def test_adduser_up_matrix_up_again_down(docker_client, project):
 
     status = rumistack("status")
     assert status.exit_code == 0
-    assert status.output.count("healthy") == 3
+    assert status.output.count("healthy") == 4
     assert "users: 1" in status.output
+    # alice verified once (a miss); refused without credentials and exempt paths are no auth events
+    assert "auth, last 5 minutes: 1 verified (1 ok, 0 wrong password, 0 unknown user), 0 throttled, " \
+           "cache 0 hits, 1 misses" in status.output
     as_json = json.loads(rumistack("status", "--json").output)
     assert as_json["users"] == 1 and as_json["url"] == f"http://127.0.0.1:{port}/"
     assert {(s["service"], s["health"]) for s in as_json["services"]} == {
-        ("nginx", "healthy"), ("rumitalk", "healthy"), ("mongodb", "healthy")}
+        ("nginx", "healthy"), ("rumitalk", "healthy"), ("mongodb", "healthy"), ("verifier", "healthy")}
+    minutes = as_json["auth_minutes"]
+    assert len(minutes) == 5 and sum(m.get("successes", 0) for m in minutes) == 1
 
     logs = rumistack("logs", "nginx", "--tail", "50")
     assert logs.exit_code == 0
@@ -56,7 +61,7 @@ def test_adduser_up_matrix_up_again_down(docker_client, project):
     assert docker_client.networks.list(filters={"label": f"rumistack.project={project.name}"}) == []
     assert project.volume_names() == {
         "nginx-config", "nginx-auth", "mongodb-data", "rumitalk-uploads", "rumitalk-images", "rumitalk-logs",
-        "rumitalk-config"}
+        "rumitalk-config", "auth-verifier"}
     assert rumistack("users").output.split() == ["alice", "bob"]
 
     # the next up brings back the same users
