@@ -211,6 +211,8 @@ class Setups:
             "RUMISTACK_PROJECT": f"rumibench-{uuid.uuid4().hex[:8]}",
             "RUMISTACK_NGINX_IMAGE": nginx_image,
             "RUMITALK_IMAGE": upstream_image,
+            # the base of the verifier's image, which `up` builds (no registry here)
+            "RUMISTACK_TOOLS_BASE_IMAGE": images.PYTHON,
             # the static upstream needs no database: no MongoDB in the stack
             "RUMISTACK_MONGO_URI": "mongodb://unused.invalid:27017/RumiTalk",
             "RUMISTACK_HTTP_PORT": str(_free_port()),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+from pathlib import Path
 
 from clirun import PASSWORD, rumistack
 from web import basic, send
@@ -45,6 +47,13 @@ def test_adduser_up_matrix_up_again_down(docker_client, project):
         ("nginx", "healthy"), ("rumitalk", "healthy"), ("mongodb", "healthy"), ("verifier", "healthy")}
     minutes = as_json["auth_minutes"]
     assert len(minutes) == 5 and sum(m.get("successes", 0) for m in minutes) == 1
+    # the counters, read from the host as docs/operations.md says (its container for the default project's)
+    (command,) = [line for line in (Path(__file__).parents[2] / "docs" / "operations.md").read_text().splitlines()
+                  if line.startswith("docker exec rumistack-verifier ")]
+    command = command.replace("rumistack-verifier", f"{project.name}-verifier", 1)
+    metrics = subprocess.run(command.split(), capture_output=True, text=True, timeout=30)
+    assert metrics.returncode == 0, metrics.stderr
+    assert "rumistack_auth_successes_total 1\n" in metrics.stdout
 
     logs = rumistack("logs", "nginx", "--tail", "50")
     assert logs.exit_code == 0
