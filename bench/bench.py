@@ -459,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         # the browser rows after the others: Chromium would load the machine under their rounds
         flows = BrowserFlows(client, Path(tmp), {
             "nginx": args.nginx_image or pinned[images.NGINX], "rumitalk": pinned[images.STUB],
-            "mongodb": pinned[images.MONGO], "ai": pinned[images.AI]}, _free_port, setups.labels, plan.rounds)
+            "mongodb": pinned[images.MONGO], "ai": pinned[images.AI],
+            "python": pinned[images.PYTHON]}, _free_port, setups.labels, plan.rounds)
         try:
             flows.start(log)
             browser_rows = flows.measure(log)
