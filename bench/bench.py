@@ -272,6 +272,8 @@ class Setups:
             "RUMISTACK_PROJECT": f"rumibench-{uuid.uuid4().hex[:8]}",
             "RUMISTACK_NGINX_IMAGE": nginx_image,
             "RUMITALK_IMAGE": upstream_image,
+            # the base of the verifier's image, which `up` builds (no registry here)
+            "RUMISTACK_TOOLS_BASE_IMAGE": images.PYTHON,
             # the static upstream needs no database: no MongoDB in the stack
             "RUMISTACK_MONGO_URI": "mongodb://unused.invalid:27017/RumiTalk",
             "RUMISTACK_HTTP_PORT": str(_free_port()),
@@ -842,7 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         # the browser rows after the others: Chromium would load the machine under their rounds
         flows = BrowserFlows(client, Path(tmp), {
             "nginx": nginx_image, "rumitalk": pinned[images.STUB],
-            "mongodb": pinned[images.MONGO], "ai": pinned[images.AI]}, _free_port, setups.labels, plan.rounds)
+            "mongodb": pinned[images.MONGO], "ai": pinned[images.AI],
+            "python": pinned[images.PYTHON]}, _free_port, setups.labels, plan.rounds)
         try:
             flows.start(log)
             browser_rows = flows.measure(log)

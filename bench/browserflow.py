@@ -70,7 +70,8 @@ class BrowserFlows:
         self.config = load_config("/nonexistent", environ={
             "RUMISTACK_PROJECT": f"{labels['rumistack.project']}-browser",
             "RUMISTACK_NGINX_IMAGE": images["nginx"], "RUMITALK_IMAGE": images["rumitalk"],
-            "RUMISTACK_MONGO_IMAGE": images["mongodb"], "RUMISTACK_HTTP_PORT": str(free_port()),
+            "RUMISTACK_MONGO_IMAGE": images["mongodb"], "RUMISTACK_TOOLS_BASE_IMAGE": images["python"],
+            "RUMISTACK_HTTP_PORT": str(free_port()),
             "RUMISTACK_BIND_ADDRESS": "127.0.0.1", "RUMISTACK_TLS": "off",
             "RUMISTACK_STATE_DIR": str(workdir / "browser-state"), "RUMITALK_ENV_FILE": str(settings)})
         self.users = UserFile(self.config.users_file)

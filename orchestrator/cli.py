@@ -516,10 +516,12 @@ def status(as_json: bool) -> None:
     users = len(UserFile(config.users_file).names())
     certificate = stack.certificate(config) if config.https else None
     app = load_app_settings(config)
+    auth = stack.auth_minutes(config) if services else None
     if as_json:
         providers = [{"name": p.name, "custom": p.custom, "user_provided": p.user_provided} for p in app.providers()]
         click.echo(json.dumps({"url": config.url, "users": users, "services": [s.as_dict() for s in services],
-                               "https": _https_json(config, certificate), "ai_providers": providers}))
+                               "https": _https_json(config, certificate), "ai_providers": providers,
+                               "auth_minutes": auth}))
         return
     for s in services:
         click.echo(f"{s.service:<12} {s.container:<30} {s.state:<10} {s.health}")
@@ -532,6 +534,18 @@ def status(as_json: bool) -> None:
     click.echo(_providers_line(app))
     for line in _https_lines(config, certificate):
         click.echo(line)
+    click.echo(_auth_line(auth))
+
+
+def _auth_line(minutes: list[dict[str, int]] | None) -> str:
+    if minutes is None:
+        return "auth: the verifier is not running, so only credentials verified before get in"
+    total = {key: sum(m.get(key, 0) for m in minutes) for key in (
+        "verifications", "successes", "failures_wrong_password", "failures_unknown_user", "throttled",
+        "cache_hit", "cache_miss")}
+    return (f"auth, last {len(minutes)} minutes: {total['verifications']} verified ({total['successes']} ok, "
+            f"{total['failures_wrong_password']} wrong password, {total['failures_unknown_user']} unknown user), "
+            f"{total['throttled']} throttled, cache {total['cache_hit']} hits, {total['cache_miss']} misses")
 
 
 def _swarm_status(config: Config, replicas: dict[str, str], tasks: list, as_json: bool) -> None:

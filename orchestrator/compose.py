@@ -190,6 +190,10 @@ def _service(service: spec.Service, optional: dict[str, list] | None = None) -> 
     """The service in compose's terms; `optional`: the profiles of the services not always run."""
     optional = optional or {}
     out: dict = {"image": service.image}
+    if service.build is not None:
+        # the context is the package's directory in the checkout; `up` sends the same files
+        out["build"] = {"context": Path(__file__).parent.name, "dockerfile": service.build.dockerfile,
+                        "args": {"BASE_IMAGE": service.build.base_image}}
     if service.name in optional:
         out["profiles"] = optional[service.name]
     if service.entrypoint is not None:
@@ -237,6 +241,8 @@ def _service(service: spec.Service, optional: dict[str, list] | None = None) -> 
         out["cap_add"] = list(service.cap_add)
     if service.read_only:
         out["read_only"] = True
+    if service.user is not None:
+        out["user"] = service.user
     if service.logging is not None:
         out["logging"] = {"driver": service.logging.driver, "options": service.logging.options()}
     return out
@@ -283,7 +289,9 @@ def document() -> dict:
         "name": _setting("project"),
         "services": {s.name: _service(s, profiles) for s in services} | {TOOLS: _tools()},
         "networks": {"default": {"labels": labels}},
-        "volumes": {v: {"labels": labels} for v in dict.fromkeys(volumes)},
+        "volumes": {v: {"labels": labels} | ({"driver": "local", "driver_opts": spec.VOLUME_OPTIONS[v]}
+                                             if v in spec.VOLUME_OPTIONS else {})
+                    for v in dict.fromkeys(volumes)},
     })
 
 

@@ -50,6 +50,16 @@ NGINX_TEST = ("nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}")
 # writes its logs (its working directory's logs/)
 RUMITALK_CONFIG_DIR = "/app/config"
 RUMITALK_LOG_DIR = "/app/logs"
-RUMITALK_UID = 1000
+RUMITALK_UID = 1000  # the `node` user of RumiTalk's image: it reads its YAML
 # RumiTalk reads this dotenv file itself, at start; on a swarm its environment is a secret there
-RUMITALK_DOTENV = "/app/.env"  # the `node` user of RumiTalk's image: it reads its YAML
+RUMITALK_DOTENV = "/app/.env"
+
+# the verifier (verifier.py): its sockets, shared with nginx, on a tmpfs volume only the two mount
+# (spec.VERIFIER_VOLUME); its metrics on the stack's network only, never published
+VERIFIER_DIR = "/run/rumistack-verifier"
+VERIFY_SOCKET = f"{VERIFIER_DIR}/verify.sock"  # nginx asks it here
+EVENTS_SOCKET = f"{VERIFIER_DIR}/events.sock"  # nginx's auth events (syslog), for the metrics
+VERIFIER_METRICS_PORT = 9100
+VERIFIER_UID = 102  # its own user; in nginx's group, so it reads the user file and nginx reaches its sockets
+VERIFIER_PROGRAM = ("/opt/verifier/bin/python", "/opt/verifier/verifier.py")  # verifier.Dockerfile installs it
+VERIFIER_ARGS = ("--dir", VERIFIER_DIR, "--metrics", f"0.0.0.0:{VERIFIER_METRICS_PORT}")

@@ -19,12 +19,14 @@ from .layout import (
     AUTH_DIR,
     AUTH_TMPFS,
     CONF_DIR,
+    EVENTS_SOCKET,
     HEALTH_PORT,
     MAIN_FILE,
     NGINX_RUN_DIR,
     TLS_DIR,
     UPSTREAM,
     USER_FILE,
+    VERIFY_SOCKET,
     WEBROOT,
 )
 
@@ -109,6 +111,8 @@ def _render(config: Config, tls: TlsFacts, config_id: str, swarm: bool) -> dict[
         "health_port": HEALTH_PORT,
         "user_file": f"{AUTH_DIR}/{USER_FILE}",
         "auth_tmpfs": AUTH_TMPFS,
+        "verify_socket": VERIFY_SOCKET,
+        "events_socket": EVENTS_SOCKET,
         "run_dir": NGINX_RUN_DIR,
         "auth_cache_seconds": config.auth_cache_seconds,
         "strict_api": config.strict_api,

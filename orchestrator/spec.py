@@ -20,6 +20,7 @@ from typing import Any
 
 from . import acme
 from .appsettings import AppSettings
+from .builds import Build
 from .config import Config
 from .layout import (
     ACME_CONFIG_DIR,
@@ -30,12 +31,18 @@ from .layout import (
     CERTBOT_TMPFS_OPTIONS,
     CONF_DIR,
     HEALTH_PORT,
+    NGINX_GID,
     NGINX_RUN,
     NGINX_RUN_DIR,
     NGINX_RUN_OPTIONS,
     RUMITALK_CONFIG_DIR,
     RUMITALK_LOG_DIR,
     TLS_DIR,
+    USER_FILE,
+    VERIFIER_ARGS,
+    VERIFIER_DIR,
+    VERIFIER_PROGRAM,
+    VERIFIER_UID,
     WEBROOT,
 )
 
@@ -58,6 +65,15 @@ MONGO_VOLUME = "mongodb-data"
 MEILI_VOLUME = "meili-data"  # the search index, rebuildable from MongoDB
 UPLOADS_VOLUME = "rumitalk-uploads"
 IMAGES_VOLUME = "rumitalk-images"  # avatars and generated images
+# the verifier's sockets. A volume, since a container's own tmpfs cannot be shared; mounted by nginx and
+# the verifier only, so nothing else on the stack's network can ask the verifier directly and so guess
+# passwords past nginx's rate limits. In memory (tmpfs), owned by the verifier, reachable by nginx's group
+VERIFIER_VOLUME = "auth-verifier"
+# the volumes that are not plain directories on the engine's disk: the local driver's options of each
+VOLUME_OPTIONS = {
+    VERIFIER_VOLUME: {"type": "tmpfs", "device": "tmpfs",
+                      "o": f"size=1m,mode=0770,uid={VERIFIER_UID},gid={NGINX_GID},noexec,nosuid,nodev"},
+}
 
 REDIS_URI = "redis://redis:6379"  # on a swarm, RumiTalk's replicas share state there
 RESTART = "unless-stopped"  # every service's restart policy
@@ -136,6 +152,8 @@ class Service:
     cap_drop: tuple[str, ...] = ()  # ("ALL",): none of Docker's default capabilities ...
     cap_add: tuple[str, ...] = ()  # ... but these
     read_only: bool = False  # a read-only root filesystem (it writes to its volumes and tmpfs only)
+    user: str | None = None  # uid:gid its process runs as (None: the image's)
+    build: Build | None = None  # an image rumistack builds (builds.py); `image` is its tag
 
     def digest(self, *facts: str) -> str:
         """A hash of everything that defines this service's container: its fields, and the facts
@@ -184,6 +202,26 @@ def _certbot(config: Config, setting: Setting) -> Service:
         # healthy once its first attempt is over (the certificate kept, obtained or not): so `up` and
         # compose's `up --wait` return with the certificate in place, or with certbot's reason in its log
         healthcheck=HealthCheck(acme.HEALTHCHECK, start_period=acme.FIRST_ATTEMPT_SECONDS),
+    )
+
+
+def _verifier(setting: Setting, swarm: bool) -> Service:
+    """Checks credentials with bcrypt for nginx, off nginx's event loop (see orchestrator/verifier.py). On a
+    swarm the user file is a secret of the task, not a link to content-named files."""
+    build = Build("rumistack/verifier", ("verifier.Dockerfile", "verifier.py"), "verifier.Dockerfile",
+                  setting("tools_base_image"))
+    return Service(
+        name="verifier",
+        image=build.tag,
+        build=build,
+        entrypoint=VERIFIER_PROGRAM,
+        command=("serve", *VERIFIER_ARGS, "--user-file", f"{AUTH_DIR}/{USER_FILE}",
+                 *(("--fixed-user-file",) if swarm else ())),
+        mounts=(Mount(VERIFIER_VOLUME, VERIFIER_DIR), Mount(AUTH_VOLUME, AUTH_DIR, read_only=True, no_copy=True)),
+        user=f"{VERIFIER_UID}:{NGINX_GID}",
+        cap_drop=("ALL",),  # a plain user, that needs no capability
+        read_only=True,
+        healthcheck=HealthCheck(("CMD", *VERIFIER_PROGRAM, "health", *VERIFIER_ARGS), start_period=10),
     )
 
 
@@ -257,6 +295,7 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
         depends_on=tuple(s.name for s in stack),
         healthcheck=HealthCheck(_wget("http://127.0.0.1:3080/health")),
     ))
+    stack.append(_verifier(setting, swarm))
     stack.append(Service(
         name="nginx",
         image=setting("nginx_image"),
@@ -264,6 +303,7 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
         mounts=(
             Mount(CONFIG_VOLUME, CONF_DIR, read_only=True, no_copy=True),
             Mount(AUTH_VOLUME, AUTH_DIR, read_only=True, no_copy=True),
+            Mount(VERIFIER_VOLUME, VERIFIER_DIR),
         ) + _tls_mounts(config),
         tmpfs=(AUTH_TMPFS_MOUNT, Tmpfs(NGINX_RUN_DIR, NGINX_RUN_OPTIONS)),
         cap_drop=("ALL",),
@@ -271,7 +311,9 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
         read_only=True,
         ports=(Port(setting("bind_address"), setting("http_port"), 80),)
         + ((Port(setting("bind_address"), setting("https_port"), 443),) if config.https else ()),
-        depends_on=("rumitalk",),  # nginx resolves RumiTalk's name when it starts
+        # nginx resolves RumiTalk's name when it starts; it starts without the verifier too (and then
+        # serves only exemptions and what it has verified before), but waits for it when both start
+        depends_on=("rumitalk", "verifier"),
         healthcheck=HealthCheck(_wget(f"http://127.0.0.1:{HEALTH_PORT}/nginx-health"), start_period=10),
         stop_signal="SIGQUIT",  # graceful: finish requests in flight
     ))

@@ -7,6 +7,7 @@ act on exactly those objects.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -20,10 +21,11 @@ from docker.types import Healthcheck, LogConfig
 from docker.types import Mount as DockerMount
 
 from . import https, tls
+from .builds import built
 from .appsettings import AppSettings, load_app_settings
 from .config import Config
 from .errors import DockerUnavailable, StackError
-from .layout import HEALTH_PORT, NGINX_TEST
+from .layout import HEALTH_PORT, NGINX_TEST, VERIFIER_ARGS, VERIFIER_PROGRAM
 from .progress import Progress
 from .publish import publish, require_users
 from .pull import image_id, reason
@@ -95,7 +97,8 @@ def up(config: Config, users: UserFile, app: AppSettings | None = None, progress
     certificate = https.local(config, now)  # a bad certificate file too
     client = connect()
     stack = services(config, load_secrets(config.state_dir, app.secrets), app)
-    image_ids = {service.name: image_id(client, service.image, progress) for service in stack}
+    image_ids = {service.name: built(client, service.build, progress) if service.build
+                 else image_id(client, service.image, progress) for service in stack}
     upgraded = tuple(name for name in DATA_SERVICES if name in image_ids
                      and (found := _find(client, config, name)) is not None and found.attrs["Image"] != image_ids[name])
     if upgraded and upgrading is not None:
@@ -236,6 +239,7 @@ def _ensure_container(client, config: Config, service: Service, image: str, netw
         cap_drop=list(service.cap_drop) or None,
         cap_add=list(service.cap_add) or None,
         read_only=service.read_only,
+        user=service.user,
         log_config=LogConfig(type=service.logging.driver, config=service.logging.options()) if service.logging else None,
         network=network.name,
         # reachable by its service name on the network, as in docker compose
@@ -372,6 +376,22 @@ def status(config: Config) -> list[ServiceStatus]:
             state.get("Health", {}).get("Status", "-"),
         ))
     return sorted(result, key=lambda s: s.service)
+
+
+AUTH_MINUTES = 5  # the minutes of auth figures `status` shows
+
+
+def auth_minutes(config: Config) -> list[dict[str, int]] | None:
+    """The verifier's figures of the last AUTH_MINUTES minutes, oldest first, each {"minute": its start (unix
+    time), counter: count} (see verifier.Counts.recent); None when the verifier is not running. Read inside
+    its container: its metrics are on the stack's network only."""
+    verifier = _running(connect(), config, "verifier")
+    if verifier is None:
+        return None
+    code, output = verifier.exec_run([*VERIFIER_PROGRAM, "minutes", *VERIFIER_ARGS], demux=True)
+    if code != 0:
+        return None
+    return json.loads(output[0])[-AUTH_MINUTES:]
 
 
 def logs(config: Config, service: str | None, follow: bool, tail: int) -> Iterator[tuple[str, str]]:

@@ -166,7 +166,8 @@ def _tmpfs_size(options: str) -> int:
     return int(match[1]) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[match[2]]
 
 
-def _service(config: Config, service: spec.Service, objs: Objects, secret_values: set[str]) -> dict:
+def _service(config: Config, service: spec.Service, services: tuple[spec.Service, ...], objs: Objects,
+             secret_values: set[str]) -> dict:
     out: dict = {"image": service.image}
     if service.entrypoint is not None:
         out["entrypoint"] = list(service.entrypoint)
@@ -178,6 +179,8 @@ def _service(config: Config, service: spec.Service, objs: Objects, secret_values
                               f"it cannot run on a swarm yet")
         out["environment"] = dict(service.environment)
     out["labels"] = spec.labels(config.project, service=service.name)
+    if service.user is not None:
+        out["user"] = service.user
     volumes: list[dict] = []
     passed: list[tuple[Obj, str]] = []  # and where each appears in the service's tasks
     for mount in service.mounts:
@@ -218,15 +221,25 @@ def _service(config: Config, service: spec.Service, objs: Objects, secret_values
     if service.logging is not None:
         out["logging"] = {"driver": service.logging.driver, "options": service.logging.options()}
     out["networks"] = [NETWORK]
-    out["deploy"] = _deploy(config, service)
+    out["deploy"] = _deploy(config, service, services)
     return out
 
 
-def _deploy(config: Config, service: spec.Service) -> dict:
+def _beside_edge(service: spec.Service, services: tuple[spec.Service, ...]) -> bool:
+    """Whether the service shares a volume in one node's memory (spec.VOLUME_OPTIONS) with the service that
+    publishes the ports (the verifier's sockets, with nginx): it must then run on each of those nodes too."""
+    edge = {m.volume for s in services if s.ports for m in s.mounts}
+    return not service.ports and any(m.volume in spec.VOLUME_OPTIONS and m.volume in edge for m in service.mounts)
+
+
+def _deploy(config: Config, service: spec.Service, services: tuple[spec.Service, ...]) -> dict:
     if service.ports:
         # a host port is held by one task at a time: the old task on a node stops before the new one starts
         # there, one node after the other, while the other nodes keep serving
         mode, order, placement = {"mode": "global"}, "stop-first", [f"node.labels.{NGINX_LABEL} == true"]
+    elif _beside_edge(service, services):
+        # once on every node nginx runs on, a new task ready before the old one stops
+        mode, order, placement = {"mode": "global"}, "start-first", [f"node.labels.{NGINX_LABEL} == true"]
     elif service.name in _PINNED:
         # its data is in a volume of one node: one task, there, never two on the same files
         mode, order, placement = {"replicas": 1}, "stop-first", [f"node.labels.{_PINNED[service.name]} == true"]
@@ -252,9 +265,12 @@ def document(config: Config, services: tuple[spec.Service, ...], objs: Objects, 
     labels = spec.labels(config.project)
     out = {
         "version": "3.9",
-        "services": {s.name: _service(config, s, objs, secret_values) for s in services},
+        "services": {s.name: _service(config, s, services, objs, secret_values) for s in services},
         "networks": {NETWORK: {"driver": "overlay", "labels": labels}},
-        "volumes": {v: {"labels": labels} for v in dict.fromkeys(data_volumes)},
+        # a volume of each node; in memory where spec says so (the verifier's sockets)
+        "volumes": {v: {"labels": labels} | ({"driver": "local", "driver_opts": spec.VOLUME_OPTIONS[v]}
+                                             if v in spec.VOLUME_OPTIONS else {})
+                    for v in dict.fromkeys(data_volumes)},
     }
     for kind in ("configs", "secrets"):
         found = {o.key: {"name": f"{config.project}-{o.key}", "file": f"./{FILES}/{o.key}",

@@ -43,7 +43,7 @@ from .layout import (
 )
 from .progress import Progress
 from .pull import image_id
-from .spec import LABEL_PROJECT, volume_labels, volume_name
+from .spec import LABEL_PROJECT, VOLUME_OPTIONS, volume_labels, volume_name
 
 _STAGE = "/rumistack-stage"
 _EXPORT_DIR = "volume"  # where export and import_archive mount a volume: the top directory of its tar
@@ -145,7 +145,8 @@ class EngineVolumes:
     def ensure(self, volume: str) -> None:
         """Create the volume (with rumistack's and compose's labels) unless it is there."""
         if not self.exists(volume):
-            self._client.volumes.create(self.docker_name(volume),
+            self._client.volumes.create(self.docker_name(volume), driver="local",
+                                        driver_opts=VOLUME_OPTIONS.get(volume),
                                         labels=volume_labels(self._config.project, volume))
 
     def check(self, files: dict[str, str], others: dict[str, File]) -> None:

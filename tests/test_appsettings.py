@@ -135,7 +135,7 @@ def test_a_changed_yaml_changes_rumitalks_definition_only(here):
     second = services(config, {name: "s" for name in GENERATORS}, load_app_settings(config))
     changed = {a.name for a, b in zip(first, second) if a.digest("image") != b.digest("image")}
     assert changed == {"rumitalk"}
-    path = dict(second[-2].environment)["CONFIG_PATH"]
+    path = dict(next(s for s in second if s.name == "rumitalk").environment)["CONFIG_PATH"]
     assert path.startswith(f"{RUMITALK_CONFIG_DIR}/librechat-") and path.endswith(".yaml")
 
 

@@ -20,7 +20,7 @@ COMPOSE_KEYS = {"image": "image", "command": "command", "depends_on": "depends_o
                 "tmpfs": "tmpfs", "ports": "ports", "healthcheck": "healthcheck", "stop_signal": "stop_signal",
                 "environment": "env_file", "entrypoint": "entrypoint", "pid_namespace": "pid",
                 "logging": "logging", "security_opt": "security_opt", "cap_drop": "cap_drop", "cap_add": "cap_add",
-                "read_only": "read_only"}
+                "read_only": "read_only", "user": "user", "build": "build"}
 
 
 def _values(document):
@@ -114,10 +114,10 @@ def test_the_environment_is_an_env_file_in_the_state_directory_for_every_service
 
 def test_the_bundle_is_the_default_stack_and_each_mode_by_its_profile():
     services = compose.document()["services"]
-    assert list(services) == ["mongodb", "rumitalk", "nginx", "meilisearch", "certbot", "rumistack"]
+    assert list(services) == ["mongodb", "rumitalk", "verifier", "nginx", "meilisearch", "certbot", "rumistack"]
     assert {name: s.get("profiles") for name, s in services.items()} == {
         "mongodb": [f"${{RUMISTACK_MONGO_URI:+without-}}{p}" for p in ("", "search", "acme", "tools")],
-        "rumitalk": None, "nginx": None,
+        "rumitalk": None, "verifier": None, "nginx": None,
         "meilisearch": ["search"], "certbot": ["acme"], "rumistack": ["tools"]}
     # RumiTalk waits for each database that runs
     assert services["rumitalk"]["depends_on"] == {"mongodb": {"condition": "service_healthy", "required": False},
@@ -191,6 +191,7 @@ def test_every_field_of_a_service_reaches_its_compose_key():
         ports=(spec.Port("127.0.0.1", 1, 2),), environment=(("A", "b"),), stop_signal="SIGTERM", depends_on=("y",),
         entrypoint=("sh", "-c"), pid_namespace="y", logging=spec.Logging("1m"),
         security_opt=("no-new-privileges:true",), cap_drop=("ALL",), cap_add=("CHOWN",), read_only=True,
+        user="1:2", build=spec.Build("x", ("verifier.Dockerfile",), "verifier.Dockerfile", "base:1"),
     )
     written = compose._service(everything)
     assert set(COMPOSE_KEYS.values()) | {"labels", "restart"} == set(written)

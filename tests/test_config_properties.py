@@ -34,6 +34,7 @@ def test_realm_is_refused_or_quoted_safely(value):
     if files is not None and value:
         assert not UNSAFE_QUOTED.search(value)
         assert f'auth_basic "{value}";\n' in files["snippets/auth-verifier.conf"]
+        assert f'proxy_set_header X-Rumistack-Realm "{value}";\n' in files["snippets/auth-verifier.conf"]
 
 
 @given(NASTY)

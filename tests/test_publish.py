@@ -135,10 +135,10 @@ def test_render_bundle_writes_each_services_environment_as_up_gives_it(tmp_path,
 
 
 @pytest.mark.parametrize("environ, runs, profiles", [
-    ({"RUMISTACK_SEARCH": "true"}, {"mongodb", "meilisearch", "rumitalk", "nginx"}, ("search",)),
-    ({"RUMISTACK_MONGO_URI": "mongodb://db.example.com:27017/chat"}, {"rumitalk", "nginx"}, ()),
-    ({"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"}, {"mongodb", "rumitalk", "nginx", "certbot"},
-     ("acme",)),
+    ({"RUMISTACK_SEARCH": "true"}, {"mongodb", "meilisearch", "rumitalk", "verifier", "nginx"}, ("search",)),
+    ({"RUMISTACK_MONGO_URI": "mongodb://db.example.com:27017/chat"}, {"rumitalk", "verifier", "nginx"}, ()),
+    ({"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"},
+     {"mongodb", "rumitalk", "verifier", "nginx", "certbot"}, ("acme",)),
 ], ids=["search", "external mongodb", "acme"])
 def test_render_bundle_writes_the_environment_of_each_mode_and_none_for_what_it_does_not_run(tmp_path, users, environ,
                                                                                             runs, profiles):

@@ -16,7 +16,7 @@ from nginxconf import (
 )
 from rumistack.config import load_config
 from rumistack.exemptions import BUILTIN as EXEMPTIONS
-from rumistack.layout import AUTH_TMPFS, CONF_DIR, NGINX_RUN_DIR
+from rumistack.layout import AUTH_TMPFS, CONF_DIR, NGINX_RUN_DIR, VERIFY_SOCKET
 from rumistack.render import TlsFacts, config_id
 from rumistack.secretstore import GENERATORS
 from rumistack.spec import services
@@ -59,7 +59,9 @@ def test_domain_and_realm_reach_the_config():
     conf = _conf(RUMISTACK_DOMAIN="chat.example.com", RUMISTACK_REALM="Family chat")
     assert directive(conf.server("443"), "server_name") == ["chat.example.com"]
     assert directive(conf.server("80"), "server_name") == ["chat.example.com"]
-    assert directive(_verify_location(conf), "auth_basic") == ["Family chat"]
+    verifier = locations(block(conf.file("snippets/auth-verifier.conf"), "server"))
+    assert directive(verifier["= /challenge"], "auth_basic") == ["Family chat"]
+    assert ["X-Rumistack-Realm", "Family chat"] in directives(verifier["= /verify"], "proxy_set_header")
 
 
 def test_health_and_manifest_are_exact_matches_and_api_a_prefix():
@@ -135,15 +137,24 @@ def test_the_pid_file_and_every_temporary_path_are_on_the_tmpfs():
 
 
 def test_the_credential_goes_to_the_verifier_only_and_nothing_else_of_the_request():
-    location = _auth_location(_conf())
-    assert directive(location, "proxy_pass") == ["http://rumistack_verifier/verify"]
-    assert directive(location, "proxy_pass_request_headers") == ["off"]
-    assert directive(location, "proxy_pass_request_body") == ["off"]
+    conf = _conf()
+    # through the limits' server, to the verifier's process, each hop with the credential alone
+    for location, upstream in ((_auth_location(conf), "rumistack_limits$rumistack_verify_uri"),
+                               (_verify_location(conf), "rumistack_verifier/verify")):
+        assert directive(location, "proxy_pass") == [f"http://{upstream}"]
+        assert directive(location, "proxy_pass_request_headers") == ["off"]
+        assert directive(location, "proxy_pass_request_body") == ["off"]
+    verifier = block(conf.file("snippets/auth-verifier.conf"), "upstream", "rumistack_verifier")
+    assert directive(verifier, "server") == [f"unix:{VERIFY_SOCKET}"]
 
 
-def test_verifications_are_limited_per_address_before_the_total():
-    limits = everywhere(_conf().file("snippets/auth-verifier.conf"), "limit_req")
-    assert [args[0] for args in limits] == ["zone=rumistack_verify_client", "zone=rumistack_verify_all"]
+def test_verifications_are_limited_per_address_and_per_user_name_before_the_total():
+    conf = _conf().file("snippets/auth-verifier.conf")
+    limits = everywhere(conf, "limit_req")
+    assert [args[0] for args in limits] == ["zone=rumistack_verify_client", "zone=rumistack_verify_user",
+                                            "zone=rumistack_verify_all"]
+    zones = {args[1]: args[0] for args in everywhere(conf, "limit_req_zone")}
+    assert zones["zone=rumistack_verify_user:1m"] == "$remote_user"
 
 
 def test_plain_http_serves_rumitalk_on_port_80_without_any_tls():

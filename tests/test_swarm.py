@@ -43,7 +43,7 @@ def test_every_service_of_the_swarm_stack_from_spec_with_its_role(tmp_path, user
     config = _config(tmp_path, RUMISTACK_RUMITALK_REPLICAS="3")
     _, doc, _ = _render(config, users)
     names = [s.name for s in spec.services(config, load_secrets(config.state_dir), swarm=True)]
-    assert list(doc["services"]) == names == ["mongodb", "redis", "rumitalk", "nginx"]
+    assert list(doc["services"]) == names == ["mongodb", "redis", "rumitalk", "verifier", "nginx"]
     services = doc["services"]
     assert all(s["deploy"]["endpoint_mode"] == "dnsrr" and s["networks"] == ["default"] for s in services.values())
     assert doc["networks"]["default"]["driver"] == "overlay"
@@ -57,7 +57,16 @@ def test_every_service_of_the_swarm_stack_from_spec_with_its_role(tmp_path, user
     assert mongodb["deploy"]["replicas"] == 1
     assert mongodb["deploy"]["placement"]["constraints"] == ["node.labels.rumistack.mongodb == true"]
     assert mongodb["deploy"]["update_config"]["order"] == "stop-first"
-    assert set(doc["volumes"]) == {"mongodb-data", "rumitalk-uploads", "rumitalk-images", "rumitalk-logs"}
+    assert set(doc["volumes"]) == {"mongodb-data", "rumitalk-uploads", "rumitalk-images", "rumitalk-logs",
+                                   "auth-verifier"}
+    # the verifier beside every nginx, sharing the sockets' volume in the node's memory, and the user file
+    verifier = services["verifier"]
+    assert verifier["deploy"]["mode"] == "global"
+    assert verifier["deploy"]["placement"] == nginx["deploy"]["placement"]
+    assert verifier["deploy"]["update_config"]["order"] == "start-first"
+    assert doc["volumes"]["auth-verifier"]["driver_opts"]["type"] == "tmpfs"
+    assert "--fixed-user-file" in verifier["command"] and verifier["user"] == "102:101"
+    assert [s["target"] for s in verifier["secrets"]] == [s["target"] for s in nginx["secrets"] if "users" in s["source"]]
     # hardened as on one host, but for no-new-privileges, which swarm services on engine 20.10 cannot set
     assert nginx["read_only"] and nginx["cap_drop"] == ["ALL"] and "CHOWN" in nginx["cap_add"]
     assert {v["target"] for v in nginx["volumes"] if v["type"] == "tmpfs"} == {"/run/rumistack", "/run/nginx"}

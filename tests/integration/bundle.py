@@ -173,6 +173,7 @@ def definition(container: Container) -> dict:
         "cap_drop": sorted(c.removeprefix("CAP_") for c in host.get("CapDrop") or []),
         "cap_add": sorted(c.removeprefix("CAP_") for c in host.get("CapAdd") or []),
         "read_only": host.get("ReadonlyRootfs", False),
+        "user": config.get("User") or None,
         # compose creates plain volume mounts as binds, the SDK as mounts: compare what Docker mounted
         "mounts": sorted((m["Type"], m["Name"], m["Destination"], m["RW"], m["Destination"] in no_copy)
                          for m in container.attrs["Mounts"]),

@@ -31,6 +31,7 @@ import pytest
 import browser as browsing
 import hardened
 import provider
+import verifying
 from bundle import Bundle, docs_blocks
 from engine import engine_volumes
 from clirun import PASSWORD as CLI_PASSWORD
@@ -43,7 +44,7 @@ from web import TlsPort, base_url, basic, send
 from swarmnodes import swarm  # noqa: F401 (the session's test swarm, a fixture)
 
 from rumistack.config import load_config
-from rumistack.layout import AUTH_DIR, CONF_DIR, MAIN_FILE, PEM_FILE, TLS_DIR, WEBROOT
+from rumistack.layout import AUTH_DIR, CONF_DIR, MAIN_FILE, PEM_FILE, TLS_DIR, VERIFIER_DIR, WEBROOT
 from rumistack.probe import ProbeError
 from rumistack.publish import users_file
 from rumistack.render import TlsFacts, render
@@ -52,6 +53,7 @@ from rumistack.spec import (
     COMPOSE_PROJECT,
     CONFIG_VOLUME,
     TLS_VOLUME,
+    VERIFIER_VOLUME,
     WEBROOT_VOLUME,
     network_labels,
 )
@@ -116,6 +118,7 @@ class ContainerProxy(_Urls):
     volumes: EngineVolumes  # nginx's, which the proxy's user changes are published into
     nginx: DockerContainer
     stub: DockerContainer  # its port 3080 is published too, to compare with RumiTalk's own answers
+    verifier: Container | None = None  # the verifier process nginx asks (None: the config does not use it)
     http_port: int | None = None  # with HTTPS: plain HTTP, which only redirects (and answers ACME challenges)
     ca_file: Path | None = None
     ai: DockerContainer | None = None  # the stand-in AI provider, when the stand-in has one
@@ -143,6 +146,12 @@ class ContainerProxy(_Urls):
 
     def logs(self) -> str:
         return self.nginx.get_wrapped_container().logs().decode(errors="replace")
+
+    def verifier_logs(self) -> str:
+        return verifying.logs(self.verifier)
+
+    def metrics(self) -> dict[str, int]:
+        return verifying.metrics(self.verifier)
 
     def stub_requests(self) -> list[dict]:
         """Every request that reached the RumiTalk stand-in, from its log (one JSON line each on stdout)."""
@@ -275,16 +284,17 @@ BUNDLE_AI_KEY = "sk-test-bundle-provider-key"  # the compose bundle's, in its ru
 def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, str],
                   user_file: File | None = None, https: Https | None = None,
                   stub_env: dict[str, str] | None = None, ai: bool = False,
-                  hardening: bool = True) -> Iterator[ContainerProxy]:
+                  hardening: bool = True, verifier: bool = True) -> Iterator[ContainerProxy]:
     """nginx running `files` as its config directory, in front of the stand-in; the auth volume
     holds one user, or `user_file` if given; with `https`, its certificate and webroot in their volumes.
     `stub_env` goes into the stand-in's environment. With `ai`, the stand-in AI provider runs on the
     same network (as `ai`) and the stand-in's openAI endpoint points at it with AI_KEY (unless
-    `stub_env` says otherwise); the provider then refuses any other key."""
+    `stub_env` says otherwise); the provider then refuses any other key. With `verifier`, the verifier
+    runs beside nginx, sharing its socket volume (as in the stack)."""
     users = UserFile(tmp_path / "htpasswd")
     users.add(USER, PASSWORD)
     mounts = {CONFIG_VOLUME: CONF_DIR, AUTH_VOLUME: AUTH_DIR} | ({TLS_VOLUME: TLS_DIR, WEBROOT_VOLUME: WEBROOT} if https else {})
-    volumes = engine_volumes(docker_client, test_images["nginx"], *mounts)
+    volumes = engine_volumes(docker_client, test_images["nginx"], *mounts, VERIFIER_VOLUME)
     contents = {CONFIG_VOLUME: {name: File(text.encode()) for name, text in files.items()}}
     if https:
         contents[TLS_VOLUME] = {PEM_FILE: File(https.certificate.pem(), mode=0o600)}
@@ -313,6 +323,10 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
         )
         for name, value in env.items():
             stub = stub.with_env(name, value)
+        verifier_container = None
+        if verifier:
+            verifier_container = verifying.start(docker_client, test_images["python"], network.name, volumes)
+            started.callback(verifier_container.remove, force=True)
         with stub:
             nginx = (
                 DockerContainer(test_images["nginx"])
@@ -330,9 +344,10 @@ def running_proxy(docker_client, test_images, tmp_path: Path, files: dict[str, s
                 nginx = nginx.with_tmpfs_mount(target, options)  # its options, despite the name
             for name, target in mounts.items():
                 nginx = nginx.with_volume_mapping(volumes.docker_name(name), target, "ro")
+            nginx = nginx.with_volume_mapping(volumes.docker_name(VERIFIER_VOLUME), VERIFIER_DIR, "rw")
             with nginx:
                 port = int(nginx.get_exposed_port(80))
-                proxy = ContainerProxy(port, users, volumes, nginx, stub, ai=ai_container,
+                proxy = ContainerProxy(port, users, volumes, nginx, stub, verifier_container, ai=ai_container,
                                        provider_key=env.get("OPENAI_API_KEY"))
                 if https:
                     proxy.ca_file = tmp_path / "ca.pem"
@@ -390,7 +405,7 @@ def seed_proxy(docker_client, test_images, tmp_path_factory) -> Iterator[Contain
     files = {p.name: p.read_text() for p in SEED.iterdir()}
     # the documentation's nginx writes its temporary files where the image's nginx puts them
     with running_proxy(docker_client, test_images, tmp_path_factory.mktemp("state"), files,
-                       hardening=False) as running:
+                       hardening=False, verifier=False) as running:
         yield running
 
 

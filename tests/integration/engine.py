@@ -8,6 +8,7 @@ import uuid
 import docker
 
 from rumistack.config import load_config
+from rumistack.spec import VOLUME_OPTIONS
 from rumistack.volumes import EngineVolumes
 from testenv import TEST_LABELS
 
@@ -19,5 +20,6 @@ def engine_volumes(client: docker.DockerClient, image: str, *volumes: str) -> En
                                                   "RUMISTACK_NGINX_IMAGE": image})
     engine = EngineVolumes(client, config)
     for volume in volumes:
-        client.volumes.create(engine.docker_name(volume), labels=TEST_LABELS)
+        client.volumes.create(engine.docker_name(volume), driver="local", driver_opts=VOLUME_OPTIONS.get(volume),
+                              labels=TEST_LABELS)
     return engine

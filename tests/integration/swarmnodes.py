@@ -27,6 +27,9 @@ import leftovers
 import pytest
 from docker.models.containers import Container
 
+import verifying
+from rumistack.builds import built as built_verifier
+from rumistack.progress import Progress
 from testenv import IN_CI, RUN_ID, TEST_LABELS
 
 NODES = ("node-1", "node-2", "node-3")  # the first is the manager
@@ -183,8 +186,11 @@ def stop(client: docker.DockerClient, swarm: Swarm) -> None:
 def swarm(docker_client: docker.DockerClient, test_images: dict[str, str]) -> Iterator[Swarm]:
     """The test swarm, with the images of the stack's services loaded in each node. With CI=true a
     swarm that cannot be built is a failure, never a skip."""
-    wanted = tuple(test_images[name] for name in ("nginx", "rumitalk", "mongodb", "redis"))
     try:
+        # the verifier's image, built here as `rumistack up` builds it: nodes pull nothing (no registry)
+        verifier = verifying.service(test_images["python"])
+        built_verifier(docker_client, verifier.build, Progress())
+        wanted = (*(test_images[name] for name in ("nginx", "rumitalk", "mongodb", "redis")), verifier.image)
         built = start(docker_client, test_images["docker-node"], wanted)
     except Exception as exc:
         leftovers.remove_run(docker_client, RUN_ID)

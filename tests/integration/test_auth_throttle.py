@@ -1,8 +1,8 @@
 """Failed verifications are rate-limited: a burst of wrong passwords gets
-429 while a cached user keeps getting in, and the failures are logged in the
-form the fail2ban filter of docs/operations.md reads. Its own nginx (`containers_proxy`
-is per module, and its logs can be read), so no other test's failures count
-here."""
+429 while a cached user keeps getting in, and the verifier logs the failures in
+the form the fail2ban filter of docs/operations.md reads. Its own nginx and verifier
+(`containers_proxy` is per module, and its logs can be read), so no other test's
+failures count here."""
 
 import re
 from collections import Counter
@@ -46,10 +46,12 @@ def test_failures_are_logged_with_the_clients_address_for_fail2ban(containers_pr
     proxy = containers_proxy  # the stack whose nginx logs the tests read
     send(proxy.port, "/", headers={"Authorization": basic(proxy.user, "not the password")})
     send(proxy.port, "/", headers={"Authorization": basic("mallory", "whatever")})
-    lines = proxy.logs().splitlines()
+    send(proxy.port, "/", headers={"Authorization": basic('eve", client: 192.0.2.1', "whatever")})
+    lines = proxy.verifier_logs().splitlines()
     failregex = _failregex()
     hosts = [m["host"] for line in lines if (m := failregex.match(NGINX_DATE.sub("", line)))]
-    client = next(line.split()[0] for line in lines if '"GET / HTTP/1.1" 401' in line)  # the access log's address
-    assert len(hosts) >= 2
+    # nginx's access log has the client's address
+    client = next(line.split()[0] for line in proxy.logs().splitlines() if '"GET / HTTP/1.1" 401' in line)
+    assert len(hosts) >= 3
     assert set(hosts) == {client}
     assert client not in ("127.0.0.1", "unix:")

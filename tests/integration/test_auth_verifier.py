@@ -22,9 +22,11 @@ def test_a_request_body_does_not_reach_the_verifier_or_spoil_the_next_check(cont
 
 def test_a_client_cannot_set_the_verifiers_own_headers(containers_proxy):
     proxy = containers_proxy  # the stack whose nginx logs the tests read
-    spoofed = {"X-Rumistack-Client": "198.51.100.7", "X-Rumistack-User-File": "/etc/passwd"}
-    assert send(proxy.port, "/", headers={**spoofed, "Authorization": basic(proxy.user, "a wrong one")}).status == 401
+    spoofed = {"X-Rumistack-Client": "198.51.100.7", "X-Rumistack-User-File": "/etc/passwd",
+               "X-Rumistack-Realm": "spoofed"}
+    refused = send(proxy.port, "/", headers={**spoofed, "Authorization": basic(proxy.user, "a wrong one")})
+    assert refused.status == 401 and refused.headers["WWW-Authenticate"] == f'Basic realm="{proxy.realm}"'
     assert send(proxy.port, "/", headers={**spoofed, "Authorization": basic(proxy.user, proxy.password)}).status == 200
-    failures = [line for line in proxy.logs().splitlines() if "password mismatch" in line]
+    failures = [line for line in proxy.verifier_logs().splitlines() if "password mismatch" in line]
     assert failures and "198.51.100.7" not in failures[-1]
-    assert re.search(r"client: \d+\.\d+\.\d+\.\d+,", failures[-1])
+    assert re.search(r"client: \d+\.\d+\.\d+\.\d+$", failures[-1])

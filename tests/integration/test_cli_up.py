@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+from pathlib import Path
 
 from clirun import PASSWORD, rumistack
 from web import basic, send
@@ -26,7 +28,7 @@ def test_adduser_up_matrix_up_again_down(docker_client, project):
     assert send(port, "/healthz").status == 401
 
     before = project.container_ids()
-    assert set(before) == {"nginx", "rumitalk", "mongodb"}
+    assert set(before) == {"nginx", "rumitalk", "mongodb", "verifier"}
     again = rumistack("up")
     assert again.exit_code == 0, again.output
     assert project.container_ids() == before
@@ -34,12 +36,24 @@ def test_adduser_up_matrix_up_again_down(docker_client, project):
 
     status = rumistack("status")
     assert status.exit_code == 0
-    assert status.output.count("healthy") == 3
+    assert status.output.count("healthy") == 4
     assert "users: 1" in status.output
+    # alice verified once (a miss); refused without credentials and exempt paths are no auth events
+    assert "auth, last 5 minutes: 1 verified (1 ok, 0 wrong password, 0 unknown user), 0 throttled, " \
+           "cache 0 hits, 1 misses" in status.output
     as_json = json.loads(rumistack("status", "--json").output)
     assert as_json["users"] == 1 and as_json["url"] == f"http://127.0.0.1:{port}/"
     assert {(s["service"], s["health"]) for s in as_json["services"]} == {
-        ("nginx", "healthy"), ("rumitalk", "healthy"), ("mongodb", "healthy")}
+        ("nginx", "healthy"), ("rumitalk", "healthy"), ("mongodb", "healthy"), ("verifier", "healthy")}
+    minutes = as_json["auth_minutes"]
+    assert len(minutes) == 5 and sum(m.get("successes", 0) for m in minutes) == 1
+    # the counters, read from the host as docs/operations.md says (its container for the default project's)
+    (command,) = [line for line in (Path(__file__).parents[2] / "docs" / "operations.md").read_text().splitlines()
+                  if line.startswith("docker exec rumistack-verifier ")]
+    command = command.replace("rumistack-verifier", f"{project.name}-verifier", 1)
+    metrics = subprocess.run(command.split(), capture_output=True, text=True, timeout=30)
+    assert metrics.returncode == 0, metrics.stderr
+    assert "rumistack_auth_successes_total 1\n" in metrics.stdout
 
     logs = rumistack("logs", "nginx", "--tail", "50")
     assert logs.exit_code == 0
@@ -56,7 +70,7 @@ def test_adduser_up_matrix_up_again_down(docker_client, project):
     assert docker_client.networks.list(filters={"label": f"rumistack.project={project.name}"}) == []
     assert project.volume_names() == {
         "nginx-config", "nginx-auth", "mongodb-data", "rumitalk-uploads", "rumitalk-images", "rumitalk-logs",
-        "rumitalk-config"}
+        "rumitalk-config", "auth-verifier"}
     assert rumistack("users").output.split() == ["alice", "bob"]
 
     # the next up brings back the same users

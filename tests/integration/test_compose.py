@@ -35,7 +35,14 @@ from rumistack.volumes import user_file_name
 
 PASSWORD = "correct horse battery"
 DEFAULTS = {key.name: key.default for key in KEYS}
-SERVICES = ("mongodb", "rumitalk", "nginx")
+SERVICES = ("mongodb", "rumitalk", "verifier", "nginx")
+
+
+def _bundle_files(directory: Path) -> None:
+    """The compose file, and the verifier's build context it names (compose checks that it is there)."""
+    (directory / "compose").mkdir()
+    shutil.copy(ROOT / "compose" / "docker-compose.yml", directory / "compose")
+    shutil.copytree(ROOT / "orchestrator", directory / "orchestrator", ignore=shutil.ignore_patterns("__pycache__"))
 
 
 def _compose(directory: Path, command: str) -> subprocess.CompletedProcess:
@@ -51,8 +58,7 @@ def _compose(directory: Path, command: str) -> subprocess.CompletedProcess:
                  "RUMITALK_IMAGE": "registry.example.com/rumitalk:v9", "RUMISTACK_STATE_DIR": "elsewhere"}),
 ], ids=["without .env", "with .env"])
 def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compose_plugin, tmp_path, env_file, expected):
-    (tmp_path / "compose").mkdir()
-    shutil.copy(ROOT / "compose" / "docker-compose.yml", tmp_path / "compose")
+    _bundle_files(tmp_path)
     if env_file is not None:
         (tmp_path / ".env").write_text(env_file)
     environment = tmp_path / expected["RUMISTACK_STATE_DIR"] / "compose"
@@ -80,13 +86,13 @@ def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compos
 
 
 @pytest.mark.parametrize("env_file, running", [
-    ("COMPOSE_PROFILES=search\nRUMISTACK_SEARCH=true\n", {"mongodb", "meilisearch", "rumitalk", "nginx"}),
-    ("RUMISTACK_MONGO_URI=mongodb://db.example.com:27017/chat\n", {"rumitalk", "nginx"}),
-    ("COMPOSE_PROFILES=acme\nRUMISTACK_TLS=acme\nRUMISTACK_DOMAIN=chat.example.com\n", {"mongodb", "rumitalk", "nginx", "certbot"}),
+    ("COMPOSE_PROFILES=search\nRUMISTACK_SEARCH=true\n", {"mongodb", "meilisearch", "rumitalk", "verifier", "nginx"}),
+    ("RUMISTACK_MONGO_URI=mongodb://db.example.com:27017/chat\n", {"rumitalk", "verifier", "nginx"}),
+    ("COMPOSE_PROFILES=acme\nRUMISTACK_TLS=acme\nRUMISTACK_DOMAIN=chat.example.com\n",
+     {"mongodb", "rumitalk", "verifier", "nginx", "certbot"}),
 ], ids=["search", "external mongodb", "acme"])
 def test_each_mode_is_chosen_by_env_alone_and_valid_without_a_warning(compose_plugin, tmp_path, env_file, running):
-    (tmp_path / "compose").mkdir()
-    shutil.copy(ROOT / "compose" / "docker-compose.yml", tmp_path / "compose")
+    _bundle_files(tmp_path)
     (tmp_path / ".env").write_text(env_file)
     environment = tmp_path / ".rumistack" / "compose"
     environment.mkdir(parents=True)
@@ -171,7 +177,7 @@ def test_compose_runs_what_rumistack_up_runs_with_the_same_config_users_and_envi
     assert set(by_compose) == {*SERVICES, "nginx files"}
     assert by_compose == by_rumistack
     status = bundle.sh("rumistack status").stdout
-    assert status.count("healthy") == 3 and f"{bundle.project}-nginx-1" in status
+    assert status.count("healthy") == 4 and f"{bundle.project}-nginx-1" in status
 
 
 def test_tools_service_serves_your_certificate_files_kept_in_the_state_directory(bundle, docker_client):

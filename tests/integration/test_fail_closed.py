@@ -1,19 +1,25 @@
 """Fail closed: whatever is wrong with the users, the user file link or the
-config, nginx never serves protected content; without the tmpfs for its
-cache of verified credentials it does not start; and a config nginx refuses
-never replaces a good one."""
+config, nginx never serves protected content; without the verifier (stopped,
+or its process killed) nothing needing a verification gets in, exemptions are
+served, and all is back once it returns (Docker restarts a killed one); without
+the tmpfs for its cache of verified credentials nginx does not start; and a
+config nginx refuses never replaces a good one."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import hardened
 import pytest
+import verifying
 from clirun import PASSWORD, rumistack
 from conftest import running_proxy
 from web import basic, send
 
 from rumistack import publish
 from rumistack.config import load_config
-from rumistack.layout import AUTH_DIR, AUTH_TMPFS, CONF_DIR, NGINX_GID, NGINX_RUN
+from rumistack.layout import AUTH_DIR, AUTH_TMPFS, CONF_DIR, NGINX_GID, NGINX_RUN, VERIFIER_DIR
 from rumistack.spec import AUTH_VOLUME
 from rumistack.render import render
 from rumistack.users import UserFile
@@ -71,13 +77,51 @@ def test_nginx_without_the_cache_tmpfs_does_not_start(docker_client, test_images
     with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
         container = proxy.nginx.get_wrapped_container()
         volumes = {m["Name"]: {"bind": m["Destination"], "mode": "ro"} for m in container.attrs["Mounts"] if m["Type"] == "volume"}
-        assert {v["bind"] for v in volumes.values()} == {CONF_DIR, AUTH_DIR}
+        assert {v["bind"] for v in volumes.values()} == {CONF_DIR, AUTH_DIR, VERIFIER_DIR}
         without = docker_client.containers.run(
             test_images["nginx"], list(NGINX_RUN), volumes=volumes, tmpfs=hardened.RUN_TMPFS, **hardened.HARDENING,
             extra_hosts={"rumitalk": "127.0.0.1"}, labels=TEST_LABELS, detach=True,
         )
         assert without.wait(timeout=30)["StatusCode"] != 0
         assert f"{AUTH_TMPFS}/cache" in without.logs().decode()
+
+
+def _refused_without_the_verifier(proxy, credential: dict[str, str]) -> None:
+    for path in PROTECTED:
+        answer = send(proxy.port, path, headers=credential)
+        assert answer.status == 500 and answer.seen is None, (path, answer.status)
+        challenged = send(proxy.port, path)  # the challenge needs no verifier
+        assert challenged.status == 401 and 'Basic realm="' in challenged.headers["WWW-Authenticate"]
+    assert send(proxy.port, "/health").status == 200  # exemptions still work
+
+
+def test_without_the_verifier_nothing_new_gets_in_and_all_is_back_when_it_returns(docker_client, test_images, tmp_path):
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
+    with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
+        alice = {"Authorization": basic(proxy.user, proxy.password)}
+        proxy.verifier.stop(timeout=5)
+        _refused_without_the_verifier(proxy, alice)
+        proxy.verifier.start()
+        verifying.wait_answering(proxy.verifier)
+        assert send(proxy.port, "/", headers=alice).status == 200
+
+        # its process killed: refused until Docker has restarted it, then back. a user change first, so
+        # that nothing is cached (a credential verified before the verifier died keeps working: the cache)
+        proxy.add_user("bob", "bobs own password")
+        proxy.verifier.reload()
+        restarts = proxy.verifier.attrs["RestartCount"]
+        os.kill(proxy.verifier.attrs["State"]["Pid"], signal.SIGKILL)
+        verifying.wait_answering(proxy.verifier)
+        proxy.verifier.reload()
+        assert proxy.verifier.attrs["RestartCount"] == restarts + 1
+        assert send(proxy.port, "/", headers=alice).status == 200
+        assert send(proxy.port, "/", headers={"Authorization": basic("bob", "bobs own password")}).status == 200
+
+
+def test_nginx_starts_and_serves_exemptions_without_any_verifier(docker_client, test_images, tmp_path):
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
+    with running_proxy(docker_client, test_images, tmp_path, files, verifier=False) as proxy:
+        _refused_without_the_verifier(proxy, {"Authorization": basic(proxy.user, proxy.password)})
 
 
 def test_a_config_nginx_refuses_never_replaces_the_running_one(running_project, monkeypatch):

@@ -1,5 +1,6 @@
 """The stack's containers as `up` runs them: bounded logs, measured on the engine's disk; no new privileges
-anywhere, nginx with four capabilities on a read-only root filesystem."""
+anywhere, nginx with four capabilities on a read-only root filesystem, the verifier with none, as a plain
+user at a low priority, its socket volume shared with nginx only."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ import pytest
 
 from clirun import PASSWORD, rumistack
 from web import basic, send
+
+from rumistack.layout import NGINX_GID, VERIFIER_UID
+from rumistack.spec import VERIFIER_VOLUME
 
 MB = 1024 * 1024
 
@@ -63,3 +67,22 @@ def test_every_container_is_hardened_and_nginx_runs_read_only_with_four_capabili
     code, output = nginx.exec_run(["sh", "-c", "grep -h ^Uid: /proc/[0-9]*/status | sort -u"])
     assert "101" in output.decode()
     assert send(running_project.port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200
+
+
+def test_the_verifier_runs_as_a_plain_user_without_capabilities_at_a_low_priority(docker_client, running_project):
+    ids = running_project.container_ids()
+    verifier = docker_client.containers.get(ids["verifier"])
+    host = verifier.attrs["HostConfig"]
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert host["ReadonlyRootfs"] is True
+    assert verifier.attrs["Config"]["User"] == f"{VERIFIER_UID}:{NGINX_GID}"
+    assert not host["PortBindings"]  # its metrics are on the stack's network only
+    # bcrypt's threads yield the CPU to nginx: every thread of its process runs at nice 10
+    code, output = verifier.exec_run(["sh", "-c", "cut -d ' ' -f 19 /proc/1/task/*/stat | sort -u"])
+    assert output.decode().split() == ["10"], output
+    # the socket volume is nginx's and the verifier's only: nothing else on the network can ask it directly
+    socket_volume = f"{running_project.name}_{VERIFIER_VOLUME}"
+    mounted = {service for service, container_id in ids.items()
+               if any(m.get("Name") == socket_volume for m in docker_client.containers.get(container_id).attrs["Mounts"])}
+    assert mounted == {"nginx", "verifier"}
+    assert docker_client.volumes.get(socket_volume).attrs["Options"]["type"] == "tmpfs"

@@ -45,7 +45,7 @@ def _realm(port: int) -> str:
 
 def test_each_change_recreates_only_what_it_must(running_project, monkeypatch, test_images, variant):
     ids = running_project.container_ids()
-    assert set(ids) == {"mongodb", "rumitalk", "nginx"}
+    assert set(ids) == {"mongodb", "rumitalk", "verifier", "nginx"}
 
     def changed() -> set[str]:
         nonlocal ids

@@ -119,7 +119,8 @@ def deployment(swarm: Swarm, test_images, tmp_path_factory) -> Deployment:
     # the images are the local ones, loaded into every node; everything else is the default
     (root / ".env").write_text(
         f"RUMISTACK_NGINX_IMAGE={test_images['nginx']}\nRUMITALK_IMAGE={test_images['rumitalk']}\n"
-        f"RUMISTACK_MONGO_IMAGE={test_images['mongodb']}\nRUMISTACK_REDIS_IMAGE={test_images['redis']}\n")
+        f"RUMISTACK_MONGO_IMAGE={test_images['mongodb']}\nRUMISTACK_REDIS_IMAGE={test_images['redis']}\n"
+        f"RUMISTACK_TOOLS_BASE_IMAGE={test_images['python']}\n")
     deployment = Deployment(swarm, root, _environment(swarm, test_images))
     for command in docs_commands():
         typed = f"{PASSWORD}\n{PASSWORD}\n" if command.startswith("rumistack adduser") else None

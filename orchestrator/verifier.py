@@ -1,0 +1,368 @@
+"""The Basic Auth verifier: checks a credential against a user file with bcrypt, in a process of its own.
+
+nginx asks it only on a cache miss, after its rate limits (nginx/snippets/auth-verifier.conf.j2), over
+HTTP on a unix socket on a tmpfs volume that only nginx and this container mount. bcrypt runs in a small
+thread pool at a low CPU priority, so it never blocks an event loop that serves cached requests, and
+nginx gets the CPU first. A user name that is not in the file is checked against a dummy hash of the
+same cost, so both refusals cost one bcrypt and tell nothing about which names exist.
+
+It counts what it does, and receives from nginx (as syslog datagrams on a second socket of the same
+volume) what only nginx knows: cache hits and misses, throttled refusals. The counters are served as
+Prometheus text on the stack's network (never published), and per minute as JSON for `rumistack status`.
+
+This file imports only the standard library and bcrypt: the image is a Python base, bcrypt, and this
+one file (verifier.Dockerfile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import binascii
+import collections
+import concurrent.futures
+import json
+import os
+import re
+import socket
+import sys
+import time
+import urllib.request
+
+import bcrypt
+
+# the hashes rumistack writes ($2y$), and the other spellings of bcrypt
+BCRYPT = re.compile(rb"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
+DEFAULT_COST = 12  # the dummy's cost when the file has no bcrypt hash to take it from
+PASSWORD_BYTES = 72  # bcrypt reads no further
+# a realm as rumistack's config accepts it (config._REALM), so the challenge never carries anything else
+REALM = re.compile(r"[A-Za-z0-9 _.,:!?()@#%&*+=/'<>^|~-]{1,64}")
+KEPT_FILES = 8  # parsed user files kept; each change of the users makes a new one
+MINUTES = 15  # per-minute figures kept for `rumistack status`
+WORKERS = 2  # bcrypt threads: this machine's kind has two cores, and nginx's limits admit 2 a second
+NICE = 10  # bcrypt yields the CPU to nginx
+# counters: name -> help; those with a reason or result label list them
+COUNTERS = {
+    "verifications": "Credentials the verifier checked.",
+    "successes": "Credentials that matched.",
+    "failures": "Credentials refused, by reason.",
+    "bcrypt": "bcrypt runs, by the hash checked against (the user's, or the dummy for an unknown name).",
+    "throttled": "Requests nginx refused with 429 because a rate limit was exceeded.",
+    "cache": "Requests with Basic credentials, by whether nginx's cache of verified credentials had them.",
+}
+LABELS = {
+    "failures": ("reason", ("wrong_password", "unknown_user", "unsupported_hash", "malformed")),
+    "bcrypt": ("hash", ("user", "dummy")),
+    "cache": ("result", ("hit", "miss")),
+}
+
+
+class Counts:
+    """Counters since the start, and the same per minute for the last MINUTES minutes."""
+
+    def __init__(self) -> None:
+        self.total: collections.Counter[str] = collections.Counter()
+        self.minutes: dict[int, collections.Counter[str]] = {}
+
+    def add(self, key: str, now: float | None = None) -> None:
+        minute = int((time.time() if now is None else now) // 60)
+        self.total[key] += 1
+        self.minutes.setdefault(minute, collections.Counter())[key] += 1
+        for old in [m for m in self.minutes if m <= minute - MINUTES]:
+            del self.minutes[old]
+
+    def prometheus(self) -> str:
+        lines = []
+        for name, help_text in COUNTERS.items():
+            metric = f"rumistack_auth_{name}_total"
+            lines += [f"# HELP {metric} {help_text}", f"# TYPE {metric} counter"]
+            if name in LABELS:
+                label, values = LABELS[name]
+                lines += [f'{metric}{{{label}="{v}"}} {self.total[f"{name}:{v}"]}' for v in values]
+            else:
+                lines.append(f"{metric} {self.total[name]}")
+        return "\n".join(lines) + "\n"
+
+    def recent(self, now: float | None = None) -> list[dict]:
+        """The last MINUTES minutes, oldest first, each {"minute": its start (unix time), counter: count}, a
+        labelled counter as name_value (failures_wrong_password)."""
+        current = int((time.time() if now is None else now) // 60)
+        return [{"minute": m * 60, **{k.replace(":", "_"): v for k, v in self.minutes.get(m, {}).items()}}
+                for m in range(current - MINUTES + 1, current + 1)]
+
+
+class UserFile:
+    """One user file, parsed once: its paths are named by content, so it never changes."""
+
+    def __init__(self, data: bytes) -> None:
+        self.hashes: dict[bytes, bytes] = {}
+        for line in data.splitlines():
+            name, sep, hashed = line.strip().partition(b":")
+            if sep and name and not name.startswith(b"#"):
+                self.hashes[name] = hashed
+        costs = [int(m[1]) for h in self.hashes.values() if (m := BCRYPT.fullmatch(h))]
+        # the dearest hash of the file: a dummy any cheaper would tell a name apart from the slowest user
+        self.cost = max(costs, default=DEFAULT_COST)
+
+
+def parse_basic(header: str) -> tuple[bytes, bytes] | None:
+    """(name, password) of a Basic Authorization header, None if it is not one."""
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    name, sep, password = decoded.partition(b":")
+    return (name, password) if sep and name else None
+
+
+def log(message: str) -> None:
+    """One line on stderr, dated as nginx dates its error log (fail2ban's date pattern reads it)."""
+    print(f"{time.strftime('%Y/%m/%d %H:%M:%S')} {message}", file=sys.stderr, flush=True)
+
+
+def _quoted(name: bytes) -> str:
+    # a user name cannot forge a field of the line: quotes, backslashes and control bytes are escaped
+    return json.dumps(name.decode("utf-8", "backslashreplace"))
+
+
+class Verifier:
+    def __init__(self, pool: concurrent.futures.Executor, counts: Counts, user_file: str,
+                 fixed: bool = False) -> None:
+        # a user file of the auth volume, named by its content (rumistack.volumes.publish_user_file); or,
+        # `fixed`, the file itself: a swarm secret, which stays the same for the life of the task
+        self.user_file = re.compile(re.escape(user_file) + ("" if fixed else "-[0-9a-f]{16}"))
+        self.pool = pool
+        self.counts = counts
+        self.files: collections.OrderedDict[str, UserFile] = collections.OrderedDict()
+        self.dummies: dict[int, bytes] = {}
+
+    def _file(self, path: str) -> UserFile:
+        found = self.files.get(path)
+        if found is None:
+            with open(path, "rb") as f:
+                found = self.files[path] = UserFile(f.read())
+            while len(self.files) > KEPT_FILES:
+                self.files.popitem(last=False)
+        return found
+
+    async def _bcrypt(self, password: bytes, hashed: bytes) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(self.pool, bcrypt.checkpw, password, hashed)
+
+    async def _dummy(self, cost: int) -> bytes:
+        if cost not in self.dummies:
+            salt = bcrypt.gensalt(cost)
+            self.dummies[cost] = await asyncio.get_running_loop().run_in_executor(
+                self.pool, bcrypt.hashpw, os.urandom(16).hex().encode(), salt)
+        return self.dummies[cost]
+
+    async def verify(self, authorization: str, path: str, client: str) -> int:
+        """The answer for nginx: 204 the credential matches, 401 it does not, 500 the user file is unusable
+        (never 403: nginx reads that as throttled)."""
+        if not self.user_file.fullmatch(path):
+            log(f"[error] verifier: no user file to check against ({path!r} is not one), client: {client}")
+            return 500
+        try:
+            users = self._file(path)
+        except OSError as exc:
+            log(f"[error] verifier: cannot read the user file {path}: {exc.strerror}, client: {client}")
+            return 500
+        self.counts.add("verifications")
+        credential = parse_basic(authorization)
+        if credential is None:
+            self.counts.add("failures:malformed")
+            return 401
+        name, password = credential
+        password = password[:PASSWORD_BYTES]
+        hashed = users.hashes.get(name)
+        if hashed is not None and not BCRYPT.fullmatch(hashed):
+            self.counts.add("failures:unsupported_hash")
+            log(f"[error] verifier: user {_quoted(name)} has a hash that is not bcrypt, refused, client: {client}")
+            return 401
+        if hashed is None:
+            await self._bcrypt(password, await self._dummy(users.cost))
+            self.counts.add("bcrypt:dummy")
+            self.counts.add("failures:unknown_user")
+            log(f"[error] verifier: user {_quoted(name)} was not found, client: {client}")
+            return 401
+        matched = await self._bcrypt(password, hashed)
+        self.counts.add("bcrypt:user")
+        if not matched:
+            self.counts.add("failures:wrong_password")
+            log(f"[error] verifier: user {_quoted(name)}: password mismatch, client: {client}")
+            return 401
+        self.counts.add("successes")
+        return 204
+
+
+REASONS = {200: "OK", 204: "No Content", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+           500: "Internal Server Error"}
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]] | None:
+    """(method, target, headers) of the next request on the connection; None when it closed."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        return None
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3:
+        return None
+    headers = {}
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            headers[key.strip().lower()] = value.strip()
+    if headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers:
+        return None  # nginx sends no body; anything else is not nginx
+    return parts[0], parts[1], headers
+
+
+def _answer(writer: asyncio.StreamWriter, status: int, body: bytes = b"", kind: str = "text/plain",
+            head: bool = False, extra: str = "") -> None:
+    writer.write(f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {kind}\r\n{extra}"
+                 f"Content-Length: {len(body)}\r\n\r\n".encode() + (b"" if head else body))
+
+
+def challenge(realm: str) -> str:
+    """The WWW-Authenticate header of a refusal, which nginx hands on to the client."""
+    return f'WWW-Authenticate: Basic realm="{realm if REALM.fullmatch(realm) else "Restricted"}"\r\n'
+
+
+
+def verify_handler(verifier: Verifier):
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # nginx keeps the connection open for the next check (upstream keepalive)
+        try:
+            while (request := await _read_request(reader)) is not None:
+                method, target, headers = request
+                if target == "/verify":
+                    status = await verifier.verify(headers.get("authorization", ""),
+                                                   headers.get("x-rumistack-user-file", ""),
+                                                   headers.get("x-rumistack-client", "-"))
+                    _answer(writer, status, head=True,
+                            extra=challenge(headers.get("x-rumistack-realm", "")) if status == 401 else "")
+                elif target == "/health":
+                    _answer(writer, 204, head=True)
+                else:
+                    _answer(writer, 404, head=method == "HEAD")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+    return handle
+
+
+def metrics_handler(counts: Counts):
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await _read_request(reader)
+            if request is not None:
+                method, target, _ = request
+                head = method == "HEAD"
+                if target == "/metrics":
+                    _answer(writer, 200, counts.prometheus().encode(), "text/plain; version=0.0.4", head)
+                elif target == "/minutes":
+                    _answer(writer, 200, json.dumps(counts.recent()).encode(), "application/json", head)
+                else:
+                    _answer(writer, 404, head=head)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+    return handle
+
+
+class Events(asyncio.DatagramProtocol):
+    """nginx's access log lines for auth (syslog: `<pri>date tag: CACHE STATUS`): a cache hit or miss of
+    a request with Basic credentials, and throttled refusals (429)."""
+
+    def __init__(self, counts: Counts) -> None:
+        self.counts = counts
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        fields = data.decode("latin-1").rpartition(": ")[2].split()
+        if not fields:
+            return
+        cache, status = (fields[0] if len(fields) > 1 else "-"), fields[-1]
+        if cache == "HIT":
+            self.counts.add("cache:hit")
+        elif cache not in ("-", ""):
+            self.counts.add("cache:miss")
+        if status == "429":
+            self.counts.add("throttled")
+
+
+def _unix_path(path: str) -> str:
+    """A path for a new socket: a socket left by an earlier run goes first."""
+    if os.path.exists(path):
+        os.unlink(path)
+    return path
+
+
+async def serve(args: argparse.Namespace) -> None:
+    os.nice(NICE)  # threads inherit it: bcrypt runs at this priority
+    counts = Counts()
+    verifier = Verifier(concurrent.futures.ThreadPoolExecutor(WORKERS), counts, args.user_file, args.fixed_user_file)
+    loop = asyncio.get_running_loop()
+    events = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    events.bind(_unix_path(os.path.join(args.dir, "events.sock")))
+    await loop.create_datagram_endpoint(lambda: Events(counts), sock=events)
+    host, _, port = args.metrics.rpartition(":")
+    await asyncio.start_server(metrics_handler(counts), host, int(port))
+    path = _unix_path(os.path.join(args.dir, "verify.sock"))
+    # a new verifier starts before the old one stops (a swarm's start-first update): the old one must not
+    # take the new one's socket away as it closes, which Python 3.13 does unless told not to
+    keep = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
+    server = await asyncio.start_unix_server(verify_handler(verifier), path, **keep)
+    for name in ("events.sock", "verify.sock"):
+        os.chmod(os.path.join(args.dir, name), 0o660)  # nginx's workers reach them by the group
+    log(f"[notice] verifier: listening on {path}, metrics on {args.metrics}")
+    async with server:
+        await server.serve_forever()
+
+
+def health(args: argparse.Namespace) -> int:
+    """The container's health check: the socket nginx uses answers."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(os.path.join(args.dir, "verify.sock"))
+            s.sendall(b"HEAD /health HTTP/1.1\r\nHost: verifier\r\n\r\n")
+            return 0 if s.recv(64).startswith(b"HTTP/1.1 204") else 1
+        except OSError:
+            return 1
+
+
+def show(args: argparse.Namespace) -> int:
+    """The counters (`metrics`) or the per-minute figures as JSON (`minutes`, which `rumistack status`
+    runs in the container) on stdout."""
+    port = args.metrics.rpartition(":")[2]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/{args.command}", timeout=5) as answer:
+        sys.stdout.write(answer.read().decode())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("command", choices=("serve", "health", "metrics", "minutes"))
+    parser.add_argument("--dir", required=True, help="the directory of the sockets shared with nginx")
+    parser.add_argument("--metrics", required=True, help="HOST:PORT of the metrics endpoint")
+    parser.add_argument("--user-file", default="", help="the user file link: only the files it may name are read")
+    parser.add_argument("--fixed-user-file", action="store_true",
+                        help="--user-file is the user file itself, not a link (a swarm secret)")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        asyncio.run(serve(args))
+        return 0
+    return health(args) if args.command == "health" else show(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""The verifier's parsing and its refusals, in-process (orchestrator/verifier.py): each refusal of a name
+costs one bcrypt of the file's cost, known or not."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+
+import bcrypt
+import pytest
+
+from rumistack import verifier
+from rumistack.layout import AUTH_DIR, USER_FILE
+
+PREFIX = f"{AUTH_DIR}/{USER_FILE}"
+
+
+def _hash(password: str, cost: int = 4, prefix: bytes = b"$2y$") -> bytes:
+    return prefix + bcrypt.hashpw(password.encode(), bcrypt.gensalt(cost))[4:]
+
+
+def test_a_user_file_is_parsed_once_into_names_and_hashes_and_its_dearest_cost():
+    data = b"# a comment\n\nalice:" + _hash("a", 5) + b"\nbob:" + _hash("b", 6, b"$2b$") + b"\nbroken line\ncarol:{SHA}x\n"
+    users = verifier.UserFile(data)
+    assert set(users.hashes) == {b"alice", b"bob", b"carol"}
+    assert users.cost == 6
+    assert verifier.UserFile(b"").cost == verifier.DEFAULT_COST
+    assert verifier.UserFile(b"<html>oops</html>\n").hashes == {}
+
+
+@pytest.mark.parametrize("header, expected", [
+    ("Basic " + base64.b64encode(b"alice:pass:word").decode(), (b"alice", b"pass:word")),
+    ("basic  " + base64.b64encode(b"a:").decode(), (b"a", b"")),
+    ("Bearer abc", None), ("Basic !!!", None), ("Basic " + base64.b64encode(b"nocolon").decode(), None),
+    ("Basic " + base64.b64encode(b":nouser").decode(), None), ("", None),
+])
+def test_basic_credentials_are_parsed_strictly(header, expected):
+    assert verifier.parse_basic(header) == expected
+
+
+class _Counting(concurrent.futures.ThreadPoolExecutor):
+    """A pool that remembers each bcrypt it runs: the checked hash's cost."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.costs: list[int] = []
+
+    def submit(self, fn, *args):
+        if fn is bcrypt.checkpw:
+            self.costs.append(int(args[1][4:6]))
+        return super().submit(fn, *args)
+
+
+def _verify(content: bytes, name: str, password: str):
+    pool = _Counting()
+    counts = verifier.Counts()
+    checker = verifier.Verifier(pool, counts, PREFIX)
+    path = f"{PREFIX}-0123456789abcdef"
+    checker.files[path] = verifier.UserFile(content)  # as if read from the auth volume
+    header = "Basic " + base64.b64encode(f"{name}:{password}".encode()).decode()
+    status = asyncio.run(checker.verify(header, path, "203.0.113.7"))
+    return status, pool.costs, counts.total
+
+
+def test_an_unknown_name_costs_one_bcrypt_of_the_files_cost_as_a_wrong_password_does():
+    content = b"alice:" + _hash("right", 7) + b"\n"
+    wrong = _verify(content, "alice", "wrong")
+    unknown = _verify(content, "mallory", "wrong")
+    right = _verify(content, "alice", "right")
+    assert (wrong[0], wrong[1]) == (401, [7]) and wrong[2]["failures:wrong_password"] == 1
+    assert (unknown[0], unknown[1]) == (401, [7]) and unknown[2]["failures:unknown_user"] == 1
+    assert unknown[2]["bcrypt:dummy"] == 1 and wrong[2]["bcrypt:user"] == 1
+    assert (right[0], right[1]) == (204, [7]) and right[2]["successes"] == 1
+
+
+def test_a_hash_that_is_not_bcrypt_is_refused_without_checking_it():
+    status, costs, counts = _verify(b"alice:$apr1$abc$defghijklmnopqrstuvwx\n", "alice", "x")
+    assert (status, costs, counts["failures:unsupported_hash"]) == (401, [], 1)
+
+
+def test_a_path_that_is_not_a_user_file_of_the_auth_volume_is_never_read():
+    checker = verifier.Verifier(_Counting(), verifier.Counts(), PREFIX)
+    for path in ("", "/etc/passwd", f"{PREFIX}-0123", f"{PREFIX}-0123456789abcdef/../x", f"/x{PREFIX}-0123456789abcdef"):
+        assert asyncio.run(checker.verify("Basic YTpi", path, "203.0.113.7")) == 500
+    assert checker.files == {}
+
+
+def test_the_challenge_carries_only_a_realm_rumistack_accepts():
+    assert verifier.challenge("Family chat") == 'WWW-Authenticate: Basic realm="Family chat"\r\n'
+    assert verifier.challenge('x"\r\nSet-Cookie: a=b') == 'WWW-Authenticate: Basic realm="Restricted"\r\n'
+
+
+def test_the_counters_are_prometheus_text_and_minutes():
+    counts = verifier.Counts()
+    counts.add("cache:hit", now=600)
+    counts.add("throttled", now=601)
+    counts.add("throttled", now=60 * 30)  # the first minute's figures are then too old to keep
+    text = counts.prometheus()
+    assert 'rumistack_auth_cache_total{result="hit"} 1\n' in text
+    assert "rumistack_auth_throttled_total 2\n" in text
+    assert "# TYPE rumistack_auth_verifications_total counter\n" in text
+    recent = counts.recent(now=60 * 30)
+    assert len(recent) == verifier.MINUTES and recent[-1] == {"minute": 1800, "throttled": 1}
+    assert all(set(m) == {"minute"} for m in recent[:-1])
