@@ -26,6 +26,7 @@ from .layout import (
     TLS_DIR,
     UPSTREAM,
     USER_FILE,
+    VERIFIER_ALIVE,
     VERIFY_SOCKET,
     WEBROOT,
 )
@@ -112,6 +113,7 @@ def _render(config: Config, tls: TlsFacts, config_id: str, swarm: bool) -> dict[
         "user_file": f"{AUTH_DIR}/{USER_FILE}",
         "auth_tmpfs": AUTH_TMPFS,
         "verify_socket": VERIFY_SOCKET,
+        "verifier_alive": VERIFIER_ALIVE,
         "events_socket": EVENTS_SOCKET,
         "run_dir": NGINX_RUN_DIR,
         "auth_cache_seconds": config.auth_cache_seconds,

@@ -25,6 +25,7 @@ import concurrent.futures
 import json
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -324,8 +325,25 @@ async def serve(args: argparse.Namespace) -> None:
     for name in ("events.sock", "verify.sock"):
         os.chmod(os.path.join(args.dir, name), 0o660)  # nginx's workers reach them by the group
     log(f"[notice] verifier: listening on {path}, metrics on {args.metrics}")
+    # the file "alive" says a verifier serves: nginx lets no credential in without it, cached ones neither
+    alive = os.path.join(args.dir, "alive")
+    with open(alive, "w"):
+        os.chmod(alive, 0o640)
+    own = os.stat(path).st_ino
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
     async with server:
-        await server.serve_forever()
+        await stopping.wait()
+    # stopped: away with the sockets and "alive", unless a newer verifier has bound the socket since
+    # (a swarm's start-first update), which then serves in its place
+    try:
+        if os.stat(path).st_ino == own:
+            for name in ("alive", "events.sock", "verify.sock"):
+                os.unlink(os.path.join(args.dir, name))
+            log("[notice] verifier: stopped, its sockets removed")
+    except FileNotFoundError:
+        pass
 
 
 def health(args: argparse.Namespace) -> int:

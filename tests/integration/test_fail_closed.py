@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import hardened
 import pytest
@@ -99,14 +100,17 @@ def test_without_the_verifier_nothing_new_gets_in_and_all_is_back_when_it_return
     files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off"}))
     with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
         alice = {"Authorization": basic(proxy.user, proxy.password)}
+        assert send(proxy.port, "/", headers=alice).status == 200  # verified, and so cached
         proxy.verifier.stop(timeout=5)
-        _refused_without_the_verifier(proxy, alice)
+        time.sleep(1.5)  # nginx looks for the verifier's socket once a second at most (open_file_cache_valid)
+        _refused_without_the_verifier(proxy, alice)  # the cached credential too: a stopped verifier took its socket
         proxy.verifier.start()
         verifying.wait_answering(proxy.verifier)
         assert send(proxy.port, "/", headers=alice).status == 200
 
         # its process killed: refused until Docker has restarted it, then back. a user change first, so
-        # that nothing is cached (a credential verified before the verifier died keeps working: the cache)
+        # that nothing is cached (a killed verifier cannot remove its socket, so a credential verified
+        # before it died keeps working from the cache until Docker has restarted it)
         proxy.add_user("bob", "bobs own password")
         proxy.verifier.reload()
         restarts = proxy.verifier.attrs["RestartCount"]

@@ -181,7 +181,8 @@ def test_the_stack_runs_where_the_labels_put_it(deployment):
     assert placed["nginx"] == set(NGINX_NODES)
     assert placed["mongodb"] == {"node-1"}
     assert len(placed["rumitalk"]) == 2  # two replicas, spread over two nodes
-    assert set(placed) == {"nginx", "rumitalk", "redis", "mongodb"}
+    assert placed["verifier"] == set(NGINX_NODES)  # beside every nginx: they share its sockets' volume
+    assert set(placed) == {"nginx", "verifier", "rumitalk", "redis", "mongodb"}
 
 
 def test_a_reply_streams_through_every_node(deployment):
