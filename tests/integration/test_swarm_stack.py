@@ -281,12 +281,14 @@ def test_user_changes_roll_out_to_every_node_one_after_the_other_and_a_removed_u
 def test_status_shows_each_services_tasks_their_nodes_and_health(deployment):
     deployment.converged()
     shown = json.loads(_cli(deployment, "status", "--json"))
-    assert shown["replicas"] == {"mongodb": "1/1", "nginx": "2/2 (global)", "redis": "1/1", "rumitalk": "2/2"}
+    assert shown["replicas"] == {"mongodb": "1/1", "nginx": "2/2 (global)", "redis": "1/1", "rumitalk": "2/2",
+                                 "verifier": "2/2 (global)"}
     nodes = {}
     for task in shown["tasks"]:
         assert (task["state"], task["health"]) == ("running", "healthy"), task
         nodes.setdefault(task["service"], set()).add(task["node"])
-    assert nodes["nginx"] == set(NGINX_NODES) and nodes["mongodb"] == {"node-1"} and len(nodes["rumitalk"]) == 2
+    assert nodes["nginx"] == nodes["verifier"] == set(NGINX_NODES)
+    assert nodes["mongodb"] == {"node-1"} and len(nodes["rumitalk"]) == 2
     text = _cli(deployment, "status")
     assert "rumitalk     2/2" in text and "  node-1" in text
 
