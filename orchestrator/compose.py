@@ -235,6 +235,14 @@ def _service(service: spec.Service, optional: dict[str, list] | None = None) -> 
     out["restart"] = spec.RESTART
     if service.security_opt:
         out["security_opt"] = list(service.security_opt)
+    out.update(container_options(service))
+    return out
+
+
+def container_options(service: spec.Service) -> dict:
+    """What a compose-format file says of a service's container, the same in the bundle and in a swarm
+    stack (rumistack.swarm): its capabilities, root filesystem, user and log driver."""
+    out: dict = {}
     if service.cap_drop:
         out["cap_drop"] = list(service.cap_drop)
     if service.cap_add:

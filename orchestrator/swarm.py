@@ -37,7 +37,7 @@ from docker.models.services import Service
 
 from . import https, spec, tls
 from .appsettings import AppSettings, load_app_settings
-from .compose import env_text
+from .compose import container_options, env_text
 from .config import Config
 from .errors import ConfigError, StackError, doing
 from .files import make_directory, replace_atomically
@@ -179,8 +179,6 @@ def _service(config: Config, service: spec.Service, services: tuple[spec.Service
                               f"it cannot run on a swarm yet")
         out["environment"] = dict(service.environment)
     out["labels"] = spec.labels(config.project, service=service.name)
-    if service.user is not None:
-        out["user"] = service.user
     volumes: list[dict] = []
     passed: list[tuple[Obj, str]] = []  # and where each appears in the service's tasks
     for mount in service.mounts:
@@ -212,14 +210,7 @@ def _service(config: Config, service: spec.Service, services: tuple[spec.Service
     if service.stop_signal is not None:
         out["stop_signal"] = service.stop_signal
     # no-new-privileges (spec.NO_NEW_PRIVILEGES) is not a setting of Swarm services on engine 20.10
-    if service.cap_drop:
-        out["cap_drop"] = list(service.cap_drop)
-    if service.cap_add:
-        out["cap_add"] = list(service.cap_add)
-    if service.read_only:
-        out["read_only"] = True
-    if service.logging is not None:
-        out["logging"] = {"driver": service.logging.driver, "options": service.logging.options()}
+    out.update(container_options(service))
     out["networks"] = [NETWORK]
     out["deploy"] = _deploy(config, service, services)
     return out
