@@ -3,8 +3,12 @@ alice sent from several containers (each its own address, none over its own limi
 bob still verifies and alice's credential, verified before, keeps working (so the limit is no lock-out).
 Its own nginx and verifier (`containers_proxy` is per module)."""
 
+import time
 from collections import Counter
 
+from conftest import running_proxy
+from rumistack.config import load_config
+from rumistack.render import render
 from web import basic, send
 from testenv import TEST_LABELS
 
@@ -56,3 +60,19 @@ def test_guesses_for_one_name_from_many_addresses_are_throttled_and_nobody_is_lo
     assert send(proxy.port, "/", headers=alice).status == 200  # the cached credential keeps working
     assert send(proxy.port, "/", headers={"Authorization": basic("bob", "bobs own password")}).status == 200
     assert send(proxy.port, "/", headers={"Authorization": basic("bob", "a wrong one")}).status == 401
+
+
+def test_a_cached_credential_keeps_working_past_its_entry_while_its_name_is_throttled(
+        docker_client, test_images, tmp_path):
+    files = render(load_config("/nonexistent", environ={"RUMISTACK_TLS": "off", "RUMISTACK_AUTH_CACHE_SECONDS": "3"}))
+    with running_proxy(docker_client, test_images, tmp_path, files) as proxy:
+        alice = {"Authorization": basic(proxy.user, proxy.password)}
+        assert send(proxy.port, "/", headers=alice).status == 200  # verified, cached for 3 s
+        time.sleep(4)  # past the entry's 3 s: the next request needs a verification
+        assert "429" in _guess_from_containers(docker_client, test_images["nginx"], proxy)  # the name throttled
+        assert send(proxy.port, "/", headers=alice).status == 200  # and its owner still gets in
+        wrong = {"Authorization": basic(proxy.user, "one more guess")}
+        assert send(proxy.port, "/", headers=wrong).status == 429  # while the name is still throttled
+        # a user change is a new cache key: no old entry to fall back on (a revoked credential gets none)
+        proxy.add_user("bob", "bobs own password")
+        assert send(proxy.port, "/", headers=alice).status == 429  # until the name's limit lets one through
