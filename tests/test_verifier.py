@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import socket
+import threading
+import time
 
 import bcrypt
 import pytest
@@ -103,3 +106,16 @@ def test_the_counters_are_prometheus_text_and_minutes():
     recent = counts.recent(now=60 * 30)
     assert len(recent) == verifier.MINUTES and recent[-1] == {"minute": 1800, "throttled": 1}
     assert all(set(m) == {"minute"} for m in recent[:-1])
+
+
+def test_nginx_auth_events_are_counted_in_batches_by_a_thread_of_their_own():
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    counts = verifier.Counts()
+    threading.Thread(target=verifier.count_events, args=(reader, counts), daemon=True).start()
+    lines = [b"HIT 200"] * 500 + [b"MISS 401", b"EXPIRED 200", b"- 429", b"MISS 429", b"nonsense"]
+    for line in lines:
+        writer.send(b"<190>Dec  1 13:25:39 rumistack: " + line)
+    deadline = time.monotonic() + 10
+    while sum(counts.total.values()) < 505 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert counts.total == {"cache:hit": 500, "cache:miss": 3, "throttled": 2}
