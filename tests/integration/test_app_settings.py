@@ -213,9 +213,9 @@ def _answers(port: int) -> bool:
 
 def _until_throttled(port: int, client: str, limit: int = 40) -> int:
     """Wrong passwords from `client`, paced under the total limit (2 a second), until the per-address limit
-    answers 429; how many it took."""
+    answers 429; how many it took. Each for a name of its own, so that no name's limit is reached first."""
     for attempt in range(1, limit + 1):
-        answer = send(port, "/", headers={"Authorization": basic("alice", "wrong"), "X-Test-Client": client})
+        answer = send(port, "/", headers={"Authorization": basic(f"guess{attempt}", "wrong"), "X-Test-Client": client})
         if answer.status == 429:
             return attempt
         assert answer.status == 401, answer.status
@@ -234,13 +234,13 @@ def test_behind_a_trusted_proxy_each_client_is_throttled_and_logged_as_itself(pr
     Path(".env").write_text(f"RUMISTACK_TRUSTED_PROXIES={outer_address}\n")
     _up()
     _until_throttled(port, "198.51.100.7")
-    alone = send(port, "/", headers={"Authorization": basic("alice", "wrong"), "X-Test-Client": "198.51.100.8"})
+    alone = send(port, "/", headers={"Authorization": basic("bob", "wrong"), "X-Test-Client": "198.51.100.8"})
     assert alone.status == 401  # the other client's own limit is untouched
     served = send(port, "/", headers={**ALICE, "X-Test-Client": "198.51.100.9"})
     assert served.status == 200
     assert served.seen_header("X-Real-IP") == "198.51.100.9"
     assert served.seen_header("X-Forwarded-For").split(",")[-1].strip() == "198.51.100.9"  # RumiTalk trusts one hop
-    logs = rumistack("logs", "nginx", "--tail", "400").output
+    logs = rumistack("logs", "verifier", "--tail", "400").output  # the verifier logs the failures
     assert 'client: 198.51.100.7' in logs and 'client: 198.51.100.8' in logs
 
 
@@ -294,7 +294,7 @@ def test_moving_an_existing_install_in_as_the_docs_say(project, docker_client, t
             done = subprocess.run(["bash", "-euo", "pipefail", "-c", command], env=env, capture_output=True,
                                   text=True, timeout=600)
             assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
-        assert set(project.container_ids()) == {"rumitalk", "nginx"}  # the old MongoDB, no container of ours
+        assert set(project.container_ids()) == {"rumitalk", "verifier", "nginx"}  # the old MongoDB, no container of ours
         assert "JWT_SECRET=old-jwt-secret" in Path(".rumistack/secrets.env").read_text()
         (rumitalk,) = docker_client.containers.list(filters={"label": [f"{LABEL_PROJECT}={project.name}",
                                                                        "rumistack.service=rumitalk"]})
