@@ -174,8 +174,8 @@ def test_two_ups_at_once_both_succeed_with_one_stack(project):
     assert [code for code, _ in results] == [0, 0], results
     assert all("Traceback" not in output for _, output in results)
     assert any("waiting for `rumistack up`" in output for _, output in results), results
-    assert set(project.container_ids()) == {"nginx", "rumitalk", "mongodb"}
-    assert len(project.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project.name}"})) == 3
+    assert set(project.container_ids()) == {"nginx", "verifier", "rumitalk", "mongodb"}
+    assert len(project.client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={project.name}"})) == 4
     assert send(project.port, "/", headers={"Authorization": basic("alice", PASSWORD)}).status == 200
 
 

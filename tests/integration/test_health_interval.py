@@ -29,7 +29,7 @@ def test_health_checks_run_at_most_twice_in_an_idle_minute(running_project):
     time.sleep(62)
     containers = project.client.containers.list(filters={"label": [f"{LABEL_PROJECT}={project.name}",
                                                                    "rumistack.service"]})
-    assert {c.labels["rumistack.service"] for c in containers} == {"nginx", "rumitalk", "mongodb"}
+    assert {c.labels["rumistack.service"] for c in containers} == {"nginx", "verifier", "rumitalk", "mongodb"}
     for container in containers:
         health = container.attrs["State"]["Health"]
         checks = [entry for entry in health["Log"] if returned <= _when(entry["Start"]) < returned + 60]
