@@ -100,7 +100,7 @@ def test_compose_and_rumistack_up_run_the_same_stack_in_these_modes(modes_bundle
     """The same definitions, nginx config, user file and certificate; the last test of the module (it
     leaves the stack to `rumistack up`)."""
     by_compose = snapshot(docker_client, modes_bundle.project)
-    assert set(by_compose) == {"meilisearch", "rumitalk", "nginx", "nginx files"}
+    assert set(by_compose) == {"meilisearch", "rumitalk", "verifier", "nginx", "nginx files"}
     modes_bundle.compose("rm", "--stop", "--force")  # keeps the network, where the outside MongoDB is
     modes_bundle.sh("rumistack up")
     assert snapshot(docker_client, modes_bundle.project) == by_compose
