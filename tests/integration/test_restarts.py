@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import docker
+import verifying
 from clirun import PASSWORD, Project, rumistack
 from docker.models.containers import Container
 from testenv import TEST_LABELS
 from test_backup import DOCUMENTS, UPLOAD, _documents, _read, _seed
 from web import basic, send
 
+from rumistack.builds import built
 from rumistack.probe import ProbeError, request
+from rumistack.progress import Progress
 
 
 def _matrix(port: int) -> list[int]:
@@ -119,7 +122,10 @@ def _node_matrix(address: str, port: int) -> list[int]:
 def test_the_stack_comes_back_by_itself_after_the_engine_restarts(project, docker_client, test_images, monkeypatch):
     """Never the host's engine (others use it): an engine of the test's own, restarted with its node."""
     with _engine_node(docker_client, test_images["docker-node"]) as (node, address):
-        wanted = [test_images["nginx"], test_images["rumitalk"], test_images["mongodb"]]
+        # the verifier's image, built here as `up` builds it: the node has no Python image to build it on
+        verifier = verifying.service(test_images["python"])
+        built(docker_client, verifier.build, Progress())
+        wanted = [test_images["nginx"], test_images["rumitalk"], test_images["mongodb"], verifier.image]
         saved = subprocess.Popen(["docker", "save", *wanted], stdout=subprocess.PIPE)
         loaded = subprocess.run(["docker", "exec", "-i", node.id, "docker", "load"], stdin=saved.stdout,
                                 capture_output=True, timeout=600)
