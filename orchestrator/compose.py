@@ -241,7 +241,7 @@ def _service(service: spec.Service, optional: dict[str, list] | None = None) -> 
 
 def container_options(service: spec.Service) -> dict:
     """What a compose-format file says of a service's container, the same in the bundle and in a swarm
-    stack (rumistack.swarm): its capabilities, root filesystem, user and log driver."""
+    stack (rumistack.swarm): its capabilities, root filesystem, user, kernel settings and log driver."""
     out: dict = {}
     if service.cap_drop:
         out["cap_drop"] = list(service.cap_drop)
@@ -251,6 +251,8 @@ def container_options(service: spec.Service) -> dict:
         out["read_only"] = True
     if service.user is not None:
         out["user"] = service.user
+    if service.sysctls:
+        out["sysctls"] = dict(service.sysctls)
     if service.logging is not None:
         out["logging"] = {"driver": service.logging.driver, "options": service.logging.options()}
     return out

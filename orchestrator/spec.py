@@ -153,6 +153,7 @@ class Service:
     cap_add: tuple[str, ...] = ()  # ... but these
     read_only: bool = False  # a read-only root filesystem (it writes to its volumes and tmpfs only)
     user: str | None = None  # uid:gid its process runs as (None: the image's)
+    sysctls: tuple[tuple[str, str], ...] = ()  # kernel settings of its own network namespace
     build: Build | None = None  # an image rumistack builds (builds.py); `image` is its tag
 
     def digest(self, *facts: str) -> str:
@@ -222,6 +223,9 @@ def _verifier(setting: Setting, swarm: bool) -> Service:
         cap_drop=("ALL",),  # a plain user, that needs no capability
         read_only=True,
         healthcheck=HealthCheck(("CMD", *VERIFIER_PROGRAM, "health", *VERIFIER_ARGS), start_period=10),
+        # nginx's auth events queue on its socket: the kernel's default of 10 datagrams loses a burst's
+        # (nginx drops an event it cannot send, and the counters come out short)
+        sysctls=(("net.unix.max_dgram_qlen", "4096"),),
     )
 
 

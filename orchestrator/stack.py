@@ -239,6 +239,7 @@ def _ensure_container(client, config: Config, service: Service, image: str, netw
         cap_drop=list(service.cap_drop) or None,
         cap_add=list(service.cap_add) or None,
         read_only=service.read_only,
+        sysctls=dict(service.sysctls) or None,
         user=service.user,
         log_config=LogConfig(type=service.logging.driver, config=service.logging.options()) if service.logging else None,
         network=network.name,

@@ -20,7 +20,7 @@ COMPOSE_KEYS = {"image": "image", "command": "command", "depends_on": "depends_o
                 "tmpfs": "tmpfs", "ports": "ports", "healthcheck": "healthcheck", "stop_signal": "stop_signal",
                 "environment": "env_file", "entrypoint": "entrypoint", "pid_namespace": "pid",
                 "logging": "logging", "security_opt": "security_opt", "cap_drop": "cap_drop", "cap_add": "cap_add",
-                "read_only": "read_only", "user": "user", "build": "build"}
+                "read_only": "read_only", "user": "user", "build": "build", "sysctls": "sysctls"}
 
 
 def _values(document):
@@ -192,6 +192,7 @@ def test_every_field_of_a_service_reaches_its_compose_key():
         entrypoint=("sh", "-c"), pid_namespace="y", logging=spec.Logging("1m"),
         security_opt=("no-new-privileges:true",), cap_drop=("ALL",), cap_add=("CHOWN",), read_only=True,
         user="1:2", build=spec.Build("x", ("verifier.Dockerfile",), "verifier.Dockerfile", "base:1"),
+        sysctls=(("net.unix.max_dgram_qlen", "64"),),
     )
     written = compose._service(everything)
     assert set(COMPOSE_KEYS.values()) | {"labels", "restart"} == set(written)

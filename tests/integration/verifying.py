@@ -35,6 +35,7 @@ def start(client: docker.DockerClient, base_image: str, network: str, volumes: E
         mounts=[Mount(m.target, volumes.docker_name(m.volume), type="volume", read_only=m.read_only,
                       no_copy=m.no_copy) for m in verifier.mounts],
         security_opt=["no-new-privileges:true"], cap_drop=list(verifier.cap_drop), read_only=verifier.read_only,
+        sysctls=dict(verifier.sysctls),
         restart_policy={"Name": "unless-stopped"}, network=network, labels=TEST_LABELS, detach=True)
     wait_answering(container)
     return container
