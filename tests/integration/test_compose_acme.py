@@ -219,7 +219,7 @@ def test_compose_and_rumistack_up_take_over_from_each_other_without_asking_the_a
     acme_bundle.sh(docs_command(" run --rm rumistack render"))
     acme_bundle.sh(docs_command(" kill -s HUP nginx"))
     by_compose = snapshot(docker_client, acme_bundle.project)
-    assert set(by_compose) == {"mongodb", "rumitalk", "nginx", "certbot", "nginx files"}
+    assert set(by_compose) == {"mongodb", "rumitalk", "verifier", "nginx", "certbot", "nginx files"}
     serial, asked = served(acme_bundle.tls).serial_number, acme_bundle.pebble.requests()
     assert asked > 0  # the count sees requests: those of the first certificate and of the renewal
 
