@@ -113,24 +113,28 @@ def backup(config: Config, path: Path | None = None, search_index: bool = False,
            progress: Progress = Progress()) -> Written:
     """Write one archive of the deployment to `path` (default: `default_path`), while the stack serves."""
     path = Path(path) if path is not None else default_path(config)
-    with doing(f"creating the directory of the backup {path}"):
-        make_directory(path.parent, "the backup's directory", "the PATH argument")
     client = connect()
     engine = EngineVolumes(client, config, progress)
+    parts: dict[str, Path] = dict(_state_files(config))  # member name -> the file it is read from
+    volumes = DATA_VOLUMES + ((MEILI_VOLUME,) if search_index else ())
+    mongo_here = not config.mongo_uri and engine.exists(MONGO_VOLUME)
+    if not parts and not mongo_here and not any(engine.exists(v) for v in volumes):
+        # most likely run outside the deployment's directory: an empty archive would look like a backup
+        raise BackupError(f"nothing to back up: no state directory ({config.state_dir}), no RumiTalk settings "
+                          f"and no volumes of project {config.project}; nothing was written. Run it in the "
+                          "directory with the deployment's .env (or set RUMISTACK_STATE_DIR and RUMISTACK_PROJECT)")
+    with doing(f"creating the directory of the backup {path}"):
+        make_directory(path.parent, "the backup's directory", "the PATH argument")
     written = Written(path)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".rumistack-backup-") as work:
-        parts: dict[str, Path] = {}  # member name -> the file it is read from
-        for name, source in _state_files(config):
-            parts[name] = source
         if config.mongo_uri:
             written.notes.append("MongoDB is outside the stack (RUMISTACK_MONGO_URI), so its data is NOT in this "
                                  "backup: back it up where it runs (mongodump --archive)")
-        elif engine.exists(MONGO_VOLUME):
+        elif mongo_here:
             parts[MONGO_MEMBER] = Path(work) / MONGO_MEMBER
             with open(parts[MONGO_MEMBER], "wb") as out, _mongo(client, config, engine, progress) as mongo:
                 _dump(client, mongo, out, _reporter(progress, MONGO_MEMBER))
             _saved(progress, MONGO_MEMBER, parts[MONGO_MEMBER])
-        volumes = DATA_VOLUMES + ((MEILI_VOLUME,) if search_index else ())
         if not search_index:
             written.notes.append("Meilisearch's index is left out (RumiTalk rebuilds it from MongoDB); "
                                  "--search-index includes it")
@@ -162,7 +166,14 @@ def restore(config: Config, path: Path, force: bool = False, progress: Progress 
     """Bring back what `backup` wrote into this project: checks the whole archive first and changes nothing
     when anything is wrong; refuses to replace existing data unless `force`. The stack must be down."""
     path = Path(path)
-    manifest = verify(path, progress)
+    with _opened(path) as archive:
+        return _restore(config, path, archive, force, progress)
+
+
+def _restore(config: Config, path: Path, archive: IO[bytes], force: bool, progress: Progress) -> Restored:
+    # one open file throughout: what was checked is what is applied, and each member is checked again as
+    # it is applied, so an archive changed in between is caught (before its member is written, for files)
+    manifest = _checked(archive, path, progress)
     members = manifest["members"]
     client = connect()
     running = [c.labels.get(LABEL_SERVICE, c.name) for c in client.containers.list(
@@ -193,26 +204,33 @@ def restore(config: Config, path: Path, force: bool = False, progress: Progress 
                           "new directory or project, run `rumistack down --volumes` first, or pass --force to "
                           "replace them")
     result.replaced = conflicts
-    with tarfile.open(path, "r:") as tar:
+    archive.seek(0)
+    with tarfile.open(fileobj=archive, mode="r:") as tar:
         for member in tar:
             name = member.name
+            expected = members.get(name, {}).get("sha256")
             if name in files:
                 target = files[name]
+                data = _read(tar, member)
+                _unchanged(path, name, hashlib.sha256(data).hexdigest(), expected)
                 with doing(f"writing {target}"):
                     make_directory(target.parent, "a directory of the state directory")
-                    replace_atomically(target, _read(tar, member), mode=member.mode & 0o777)
+                    replace_atomically(target, data, mode=member.mode & 0o777)
             elif name in volumes:
                 volume = volumes[name]
                 progress.step(f"restoring volume {engine.docker_name(volume)} ({_size(member.size)})")
                 if engine.exists(volume):
                     engine.empty(volume)
-                engine.import_archive(volume, tar.extractfile(member))
+                stream = _Digesting(tar.extractfile(member))
+                engine.import_archive(volume, stream)
+                _unchanged(path, name, stream.hexdigest(), expected, f"volume {engine.docker_name(volume)}")
             elif name == MONGO_MEMBER and mongo_wanted:
                 progress.step(f"restoring MongoDB ({_size(member.size)})")
                 if engine.exists(MONGO_VOLUME):
                     engine.empty(MONGO_VOLUME)
                 with _mongo(client, config, engine, progress) as mongo:
-                    _mongorestore(client, mongo, member, tar.extractfile(member))
+                    _mongorestore(client, mongo, member, tar.extractfile(member),
+                                  lambda digest: _unchanged(path, name, digest, expected))
             else:
                 continue
             result.members.append(name)
@@ -223,12 +241,25 @@ def restore(config: Config, path: Path, force: bool = False, progress: Progress 
 def verify(path: Path, progress: Progress = Progress()) -> dict:
     """The archive's manifest, once every member's checksum matched; a BackupError (nothing read further)
     when the archive is damaged, truncated or not a rumistack backup."""
+    with _opened(path) as archive:
+        return _checked(archive, path, progress)
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[IO[bytes]]:
+    with doing(f"reading the backup {path}"):
+        archive = open(path, "rb")
+    with archive:
+        yield archive
+
+
+def _checked(archive: IO[bytes], path: Path, progress: Progress) -> dict:
     def damaged(why: str) -> BackupError:
         return BackupError(f"{path} is damaged ({why}): nothing was changed; use another copy of the backup")
 
     with doing(f"reading the backup {path}"):
         try:
-            with tarfile.open(path, "r:") as tar:
+            with tarfile.open(fileobj=archive, mode="r:") as tar:
                 first = tar.next()
                 if first is None or first.name != MANIFEST or not first.isfile():
                     raise BackupError(f"{path} is not a rumistack backup (it does not start with {MANIFEST}): "
@@ -370,17 +401,55 @@ def _dump(client: docker.DockerClient, mongo: Container, out: IO[bytes], report:
                           f"{errors.decode(errors='replace').strip()[-500:]}; nothing was written")
 
 
-def _mongorestore(client: docker.DockerClient, mongo: Container, member: tarfile.TarInfo, data: IO[bytes]) -> None:
-    """`mongorestore --archive=FILE` in `mongo`, the dump put in as FILE first."""
+def _mongorestore(client: docker.DockerClient, mongo: Container, member: tarfile.TarInfo, data: IO[bytes],
+                  check: Callable[[str], None]) -> None:
+    """`mongorestore --archive=FILE` in `mongo`, the dump put in as FILE first and `check`ed (its sha256)
+    before MongoDB reads it."""
     info = tarfile.TarInfo(_MONGO_RESTORE_FILE.lstrip("/"))
     info.size, info.mode = member.size, 0o600
-    if not mongo.put_archive("/", _tar_stream(info, data)):
-        raise BackupError(f"the Docker engine refused the MongoDB dump for {mongo.name}")
-    code, output = mongo.exec_run(["mongorestore", f"--archive={_MONGO_RESTORE_FILE}"])
-    mongo.exec_run(["rm", "-f", _MONGO_RESTORE_FILE])
+    stream = _Digesting(data)
+    try:
+        if not mongo.put_archive("/", _tar_stream(info, stream)):
+            raise BackupError(f"the Docker engine refused the MongoDB dump for {mongo.name}")
+        check(stream.hexdigest())
+        code, output = mongo.exec_run(["mongorestore", f"--archive={_MONGO_RESTORE_FILE}"])
+    finally:
+        mongo.exec_run(["rm", "-f", _MONGO_RESTORE_FILE])
     if code != 0:
         raise BackupError(f"mongorestore failed in {mongo.name} (exit code {code}): "
                           f"{output.decode(errors='replace').strip()[-500:]}")
+
+
+def _unchanged(path: Path, name: str, digest: str, expected: str | None, written: str | None = None) -> None:
+    """A BackupError when a member applied no longer has the checksum it had when the archive was checked."""
+    if digest != expected:
+        partly = f"; {written} may be incomplete" if written else ""
+        raise BackupError(f"{path} changed while it was restored ({name} no longer matches its checksum){partly}: "
+                          "restore again from a copy nothing writes to, with --force")
+
+
+class _Digesting:
+    """A member's data as it is read, keeping its sha256: the engine reads volumes straight from the archive."""
+
+    def __init__(self, data: IO[bytes] | None) -> None:
+        if data is None:
+            raise BackupError("a member of the backup is not a file")
+        self.data, self.digest = data, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self.data.read(size)
+        self.digest.update(chunk)
+        return chunk
+
+    # for the HTTP client, which measures the body's length without reading it
+    def tell(self) -> int:
+        return self.data.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self.data.seek(offset, whence)
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 def _tar_stream(info: tarfile.TarInfo, data: IO[bytes]) -> Iterator[bytes]:

@@ -20,6 +20,7 @@ from clirun import PASSWORD, Project, free_port, new_project_name, rumistack
 from testenv import TEST_LABELS
 from web import basic, send
 
+from rumistack import backup
 from rumistack.spec import LABEL_PROJECT
 
 ROOT = Path(__file__).parents[2]
@@ -171,7 +172,8 @@ def test_backup_under_load_restored_into_a_second_project(running_project, monke
             _container(first, "rumitalk").exec_run(["printenv", "JWT_SECRET"]).output
 
 
-def test_damaged_archives_and_existing_data_are_refused_changing_nothing(running_project, test_images, tmp_path):
+def test_damaged_archives_and_existing_data_are_refused_changing_nothing(running_project, test_images, monkeypatch,
+                                                                        tmp_path):
     project = running_project
     _seed(project)
     assert rumistack("backup", "b.tar").exit_code == 0
@@ -209,6 +211,25 @@ def test_damaged_archives_and_existing_data_are_refused_changing_nothing(running
     assert _volume_sums(project, test_images["nginx"]) == volumes
     assert _state_sums(tmp_path / ".rumistack") == state
 
+    changing = bytearray(good)  # the archive, as it checked out, changed before its first file is applied
+    with tarfile.open(tmp_path / "b.tar") as tar:
+        first_file = next(m for m in tar if m.name.startswith("state/"))
+    (tmp_path / "changing.tar").write_bytes(good)
+    checked = backup._checked
+
+    def check_then_change(archive, path, progress):
+        manifest = checked(archive, path, progress)
+        with open(path, "r+b") as writer:
+            writer.seek(first_file.offset_data)
+            writer.write(bytes([good[first_file.offset_data] ^ 0x01]))
+        return manifest
+
+    with monkeypatch.context() as patched:
+        patched.setattr(backup, "_checked", check_then_change)
+        changed = rumistack("restore", "--force", "changing.tar")
+    assert changed.exit_code == 7 and "changed while it was restored" in changed.output, changed.output
+    assert _state_sums(tmp_path / ".rumistack") == state
+
     forced = rumistack("restore", "--force", "b.tar")
     assert forced.exit_code == 0, forced.output
     assert f"replaced volume {project.name}_rumitalk-uploads" in forced.output
@@ -222,6 +243,15 @@ def test_restore_refuses_a_running_stack(running_project, tmp_path):
     [written] = (tmp_path / ".rumistack" / "backups").iterdir()
     result = rumistack("restore", str(written))
     assert result.exit_code == 7 and "rumistack down" in result.output, result.output
+
+
+def test_a_backup_with_nothing_to_back_up_is_refused_and_writes_nothing(running_project, monkeypatch, tmp_path):
+    with _second_project(monkeypatch, tmp_path / "elsewhere", running_project):
+        result = rumistack("backup", "b/b.tar")
+        assert result.exit_code == 7 and "nothing to back up" in result.output, result.output
+        # the state directory holds the project's lock only; the archive's directory was never made
+        assert [p.name for p in (tmp_path / "elsewhere").iterdir()] == [".rumistack"]
+        assert not (tmp_path / "elsewhere" / "b").exists()
 
 
 def _docs_block(section: str) -> list[str]:
