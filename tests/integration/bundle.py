@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-from clirun import free_port
+from clirun import PASSWORD, free_port
 from docker.errors import NotFound
 from docker.models.containers import Container
-from testenv import project_name
+from testenv import TEST_LABELS, project_name
 from web import TlsPort
 
 from rumistack.layout import AUTH_DIR, CONF_DIR, TLS_DIR
-from rumistack.spec import COMPOSE_PROJECT, LABEL_PROJECT, LABEL_SERVICE
+from rumistack.spec import COMPOSE_PROJECT, LABEL_PROJECT, LABEL_SERVICE, network_labels
 from rumistack.tls import SELF_SIGNED_CERT
 
 ROOT = Path(__file__).parents[2]
@@ -71,6 +71,7 @@ class Bundle:
     http_port: int
     https_port: int
     ai: Container | None = None  # the stand-in AI provider on the bundle's network, when a test starts one
+    rendered: str = ""  # what `render` printed, once `follow_docs` ran
 
     @classmethod
     def create(cls, tmp: Path, image_env: dict[str, str], realm: str = "RumiTalk") -> Bundle:
@@ -116,6 +117,25 @@ class Bundle:
         """`docker compose` with the options docs/compose.md gives it, then `args`."""
         options = docs_command(" down").removesuffix(" down")
         return self.sh(" ".join([options, *args]), input=input)
+
+    def own_network(self, client: docker.DockerClient) -> str:
+        """The bundle's network (compose's default name), made here before compose runs, so that a test's
+        own containers (a stand-in provider, Pebble, an outside database) can be on it; `remove` takes it."""
+        network = f"{self.project}_default"
+        client.networks.create(network, driver="bridge", labels={**network_labels(self.project), **TEST_LABELS})
+        return network
+
+    def follow_docs(self, env_lines: str = "") -> None:
+        """docs/compose.md's commands for hosts without Python, as written, with `env_lines` appended to
+        .env right after it is made (a mode); `rendered` keeps what `render` printed."""
+        (block,) = [b for b in docs_blocks() if "cp .env.example .env" in b]
+        for command in block:
+            result = self.sh(command, input=f"{PASSWORD}\n{PASSWORD}\n" if " adduser " in command else None)
+            if command.startswith("cp .env.example .env") and env_lines:
+                with (self.root / ".env").open("a") as env:
+                    env.write(env_lines)
+            if command.endswith(" render"):
+                self.rendered = result.stdout
 
     def containers(self, client: docker.DockerClient) -> list[Container]:
         return client.containers.list(all=True, filters={"label": f"{LABEL_PROJECT}={self.project}"})

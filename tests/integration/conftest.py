@@ -32,7 +32,7 @@ import browser as browsing
 import hardened
 import provider
 import verifying
-from bundle import Bundle, docs_blocks
+from bundle import Bundle
 from engine import engine_volumes
 from clirun import PASSWORD as CLI_PASSWORD
 from clirun import Project, free_port, new_project_name, rumistack
@@ -55,7 +55,6 @@ from rumistack.spec import (
     TLS_VOLUME,
     VERIFIER_VOLUME,
     WEBROOT_VOLUME,
-    network_labels,
 )
 from rumistack.tls import Certificate, now, self_signed
 from rumistack.users import UserFile
@@ -251,16 +250,13 @@ def compose_plugin(docker_client) -> None:
 @pytest.fixture(scope="session")
 def compose_bundle(docker_client, test_images, image_env, compose_plugin, tmp_path_factory) -> Bundle:
     """The bundle up by docs/compose.md's commands for hosts without Python, as written."""
-    (block,) = [b for b in docs_blocks() if "cp .env.example .env" in b]
     bundle = Bundle.create(tmp_path_factory.mktemp("compose"), image_env, realm=REALM)
     # RumiTalk's settings point its openAI endpoint at the stand-in provider, on the bundle's network
     (bundle.root / "rumitalk.env").write_text(provider.settings(BUNDLE_AI_KEY))
-    network = f"{bundle.project}_default"
-    docker_client.networks.create(network, driver="bridge", labels={**network_labels(bundle.project), **TEST_LABELS})
+    network = bundle.own_network(docker_client)
     try:
         bundle.ai = provider.start(docker_client, test_images["ai"], network, BUNDLE_AI_KEY)
-        for command in block:
-            bundle.sh(command, input=f"{PASSWORD}\n{PASSWORD}\n" if " adduser " in command else None)
+        bundle.follow_docs()
         yield bundle
     finally:
         if bundle.ai is not None:

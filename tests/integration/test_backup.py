@@ -211,7 +211,7 @@ def test_damaged_archives_and_existing_data_are_refused_changing_nothing(running
     assert _volume_sums(project, test_images["nginx"]) == volumes
     assert _state_sums(tmp_path / ".rumistack") == state
 
-    changing = bytearray(good)  # the archive, as it checked out, changed before its first file is applied
+    # the archive as it checked out, changed before its first file is applied
     with tarfile.open(tmp_path / "b.tar") as tar:
         first_file = next(m for m in tar if m.name.startswith("state/"))
     (tmp_path / "changing.tar").write_bytes(good)

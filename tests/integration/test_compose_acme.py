@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from bundle import Bundle, docs_blocks, docs_command, snapshot
+from bundle import Bundle, docs_command, snapshot
 from click.testing import CliRunner
 from docker.errors import APIError, NotFound
 from pebble import DIRECTORY, DNS_ALIASES, DOMAIN, PEBBLE_ALIASES, SECOND_DIRECTORY, Pebble, ip, renew_under_load, \
@@ -84,23 +84,15 @@ def _wait_for_pebbles_certificate(port: TlsPort, seconds: float = 10) -> None:
 def acme_bundle(docker_client, test_images, image_env, compose_plugin, tmp_path_factory) -> Iterator[Bundle]:
     """The bundle up by docs/compose.md's commands in acme mode, serving the certificate its certbot got
     from Pebble (on the bundle's network, made here so Pebble can be on it)."""
-    (block,) = [b for b in docs_blocks() if "cp .env.example .env" in b]
     bundle = Bundle.create(tmp_path_factory.mktemp("compose-acme"), image_env)
-    network = f"{bundle.project}_default"
-    docker_client.networks.create(network, driver="bridge", labels={**network_labels(bundle.project), **TEST_LABELS})
+    network = bundle.own_network(docker_client)
     pebble = start_pebble(docker_client, test_images["pebble"], network, bundle.root)
     pointer = PointDnsAtNginx(docker_client, pebble, bundle.project, network)
     pointer.start()
     bundle.pebble, bundle.network = pebble, network
     bundle.tls = TlsPort(bundle.https_port, tls_context_for(pebble.root), DOMAIN)
     try:
-        for command in block:
-            result = bundle.sh(command, input=f"{PASSWORD}\n{PASSWORD}\n" if " adduser " in command else None)
-            if command.startswith("cp .env.example .env"):
-                with (bundle.root / ".env").open("a") as env:
-                    env.write(MODE)
-            if command.endswith(" render"):
-                bundle.rendered = result.stdout
+        bundle.follow_docs(MODE)
         _wait_for_pebbles_certificate(bundle.tls)
         yield bundle
     finally:

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from bundle import Bundle, docs_blocks, snapshot
+from bundle import Bundle, snapshot
 from click.testing import CliRunner
 from testenv import TEST_LABELS
 from web import basic, login, send
 
 from rumistack.check import audit
 from rumistack.cli import cli
-from rumistack.spec import LABEL_PROJECT, network_labels
+from rumistack.spec import LABEL_PROJECT
 
 PASSWORD = "correct horse battery"
 ALICE = {"Authorization": basic("alice", PASSWORD)}
@@ -34,22 +34,14 @@ def _service(client, bundle: Bundle, service: str):
 def modes_bundle(docker_client, test_images, image_env, compose_plugin, tmp_path_factory) -> Iterator[Bundle]:
     """The bundle up by docs/compose.md's commands, .env with search on and an outside MongoDB
     (a stand-in on the bundle's network, not one of the project's services)."""
-    (block,) = [b for b in docs_blocks() if "cp .env.example .env" in b]
     bundle = Bundle.create(tmp_path_factory.mktemp("compose-modes"), image_env)
-    network = f"{bundle.project}_default"
-    docker_client.networks.create(network, driver="bridge", labels={**network_labels(bundle.project), **TEST_LABELS})
+    network = bundle.own_network(docker_client)
     outside = docker_client.containers.run(
         test_images["mongodb"], detach=True, labels=TEST_LABELS, network=network,
         networking_config={network: docker_client.api.create_endpoint_config(aliases=["outside-mongo"])})
     bundle.outside = outside
     try:
-        for command in block:
-            result = bundle.sh(command, input=f"{PASSWORD}\n{PASSWORD}\n" if " adduser " in command else None)
-            if command.startswith("cp .env.example .env"):
-                with (bundle.root / ".env").open("a") as env:
-                    env.write(MODE)
-            if command.endswith(" render"):
-                bundle.rendered = result.stdout
+        bundle.follow_docs(MODE)
         yield bundle
     finally:
         outside.remove(force=True)  # before compose removes the network
