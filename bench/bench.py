@@ -67,6 +67,9 @@ REFUSED_USERS = tuple(f"refused{n}" for n in range(10))
 ASSET = "/asset.js"  # any path: the upstream answers every one with the same 1 KiB asset
 DOCS_PAGE = "docs/auth-cache.md"  # a full run rewrites its table and chart, between these markers
 DOCS_BLOCK = re.compile(r"(<!-- bench:start -->\n).*?(<!-- bench:end -->)", re.S)
+# and the README's summary between the same markers: these rows of the table, and the verdicts
+README_ROWS = ("nginx, no auth (", "rumistack auth (cached), bcrypt", "Caddy basic_auth (cached)",
+               "rumistack auth (cached), alone", "rumistack auth (cached), during")
 UPSTREAM_SERVICE = "rumitalk"  # the stack's service that the static upstream stands in for
 
 # the goals of issue 14
@@ -774,6 +777,15 @@ def table(results: Results) -> str:
     return "\n".join(lines)
 
 
+def summary(text: str) -> str:
+    """The README's part of a run's text: its table's header, the rows README_ROWS names, the verdicts."""
+    lines = text.splitlines()
+    header = [line for line in lines if line.startswith("|")][:2]
+    rows = [line for line in lines if line.startswith(tuple(f"| {name}" for name in README_ROWS))]
+    verdicts = [line for line in lines if line.startswith(("- PASS", "- FAIL"))]
+    return "\n".join([*header, *rows, "", *verdicts, "", "![the whole table as a chart](bench/latest.png)"]) + "\n"
+
+
 def chart(results: Results, path: Path, title: str) -> None:
     import matplotlib
 
@@ -873,7 +885,9 @@ def main(argv: list[str] | None = None) -> int:
         page = ROOT / DOCS_PAGE
         block = text + "\n![the table as a chart](../bench/latest.png)\n"
         page.write_text(DOCS_BLOCK.sub(lambda m: m[1] + block + m[2], page.read_text()))
-        log(f"updated the table in {DOCS_PAGE} and bench/latest.png")
+        readme = ROOT / "README.md"
+        readme.write_text(DOCS_BLOCK.sub(lambda m: m[1] + summary(text) + m[2], readme.read_text()))
+        log(f"updated the tables in {DOCS_PAGE} and README.md, and bench/latest.png")
     return 0
 
 

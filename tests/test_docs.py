@@ -2,6 +2,7 @@
 (and its anchor) leads somewhere, the README stays short, and what other
 tests and tools read out of the docs is where they look for it."""
 
+import importlib
 import re
 from pathlib import Path
 
@@ -78,9 +79,19 @@ def test_every_relative_link_leads_to_a_file_and_heading_that_exist(page):
     assert broken == []
 
 
-def test_the_readme_is_short():
-    lines = (ROOT / "README.md").read_text().count("\n")
-    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move detail into docs/"
+def test_the_readme_is_short_apart_from_the_benchmarks_summary():
+    # the summary between the bench markers is bench/run's output (the issue asks for it in the README)
+    text = re.sub(r"<!-- bench:start -->\n.*?<!-- bench:end -->", "", (ROOT / "README.md").read_text(), flags=re.S)
+    lines = text.count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines besides the benchmark; move detail into docs/"
+
+
+def test_the_readme_shows_the_benchmarks_summary_of_its_last_full_run(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))  # as bench/run runs it: bench/bench.py is `bench`
+    bench = importlib.import_module("bench")
+    written = bench.DOCS_BLOCK.search((ROOT / "README.md").read_text())[0]
+    run = bench.DOCS_BLOCK.search((ROOT / "docs" / "auth-cache.md").read_text())[0]
+    assert bench.summary(run) in written and "- PASS: equal refusals" in written
 
 
 def test_the_readme_starts_with_the_first_two_commands():
