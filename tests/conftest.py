@@ -116,5 +116,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             f"{kind} tests run: {ran} ({counts['passed']} passed, {counts['failed']} failed, "
             f"{counts['error']} errors, {counts['skipped']} skipped)"
         )
+    # where the time went, a line a module (setup, calls and teardown), so CI's time can be kept in view
+    seconds: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            if isinstance(report, pytest.TestReport):
+                module = report.nodeid.split("::", 1)[0]
+                seconds[module] = seconds.get(module, 0.0) + report.duration
+    slowest = sorted(seconds.items(), key=lambda item: -item[1])[:12]
+    if slowest and sum(seconds.values()) > 60:
+        terminalreporter.write_line("the slowest test modules: " + ", ".join(
+            f"{module.removeprefix('tests/')} {total:.0f} s" for module, total in slowest))
     if _SWEPT:
         terminalreporter.write_line(f"removed what {len(_SWEPT)} ended test runs left: {', '.join(_SWEPT)}")
