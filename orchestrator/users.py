@@ -77,6 +77,7 @@ class UserFile:
             users.set_password(name, password)
 
     def set_password(self, name: str, password: str) -> None:
+        check_name(name)
         check_password(password)
         with self._change() as users:
             if name not in users.users():
@@ -84,6 +85,7 @@ class UserFile:
             users.set_password(name, password)
 
     def delete(self, name: str) -> None:
+        check_name(name)  # no such user can exist, and libpass refuses to look for one with a ValueError
         with self._change() as users:
             if not users.delete(name):
                 raise UserError(f"there is no user {name!r}")

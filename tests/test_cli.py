@@ -55,6 +55,14 @@ def test_users_lists_names_and_deluser_removes_one(run):
     assert run("users").output.split() == ["alice"]
 
 
+@pytest.mark.parametrize("command", [["deluser"], ["passwd", "--password-stdin"]])
+def test_a_name_no_user_can_have_is_refused_in_one_line_by_deluser_and_passwd(run, command):
+    run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
+    result = run(*command[:1], "a:b", *command[1:], input=GOOD + "\n")
+    assert result.exit_code == 2 and result.output == ("error: user name 'a:b' contains ':', which the htpasswd "
+                                                       "format uses as separator\n"), result.output
+
+
 def test_passwd_changes_the_password(run, tmp_path):
     run("adduser", "alice", "--password-stdin", input=GOOD + "\n")
     result = run("passwd", "alice", "--password-stdin", input="a new long passphrase\n")
