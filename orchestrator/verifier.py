@@ -30,6 +30,7 @@ import socket
 import sys
 import threading
 import time
+import typing
 import urllib.request
 
 import bcrypt
@@ -233,10 +234,17 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
     return parts[0], parts[1], headers
 
 
-def _answer(writer: asyncio.StreamWriter, status: int, body: bytes = b"", kind: str = "text/plain",
-            head: bool = False, extra: str = "") -> None:
-    writer.write(f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {kind}\r\n{extra}"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + (b"" if head else body))
+class Answer(typing.NamedTuple):
+    """An HTTP answer of the verifier's servers."""
+
+    status: int
+    body: bytes = b""
+    kind: str = "text/plain"
+    extra: str = ""  # more header lines, each ending in CRLF
+
+    def write(self, writer: asyncio.StreamWriter, head: bool) -> None:
+        writer.write(f"HTTP/1.1 {self.status} {REASONS[self.status]}\r\nContent-Type: {self.kind}\r\n{self.extra}"
+                     f"Content-Length: {len(self.body)}\r\n\r\n".encode() + (b"" if head else self.body))
 
 
 def challenge(realm: str) -> str:
@@ -244,24 +252,24 @@ def challenge(realm: str) -> str:
     return f'WWW-Authenticate: Basic realm="{realm if REALM.fullmatch(realm) else "Restricted"}"\r\n'
 
 
+Route = typing.Callable[[dict[str, str]], typing.Awaitable[Answer]]  # a request's headers to its answer
+Handler = typing.Callable[[asyncio.StreamReader, asyncio.StreamWriter], typing.Awaitable[None]]
 
-def verify_handler(verifier: Verifier):
+
+def _handler(routes: dict[str, Route], keep_alive: bool) -> Handler:
+    """A connection's requests, each answered by the route of its target (404 for any other); with
+    `keep_alive` the connection stays open for the next one (nginx's upstream keepalive), else it closes
+    after the first."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # nginx keeps the connection open for the next check (upstream keepalive)
         try:
             while (request := await _read_request(reader)) is not None:
                 method, target, headers = request
-                if target == "/verify":
-                    status = await verifier.verify(headers.get("authorization", ""),
-                                                   headers.get("x-rumistack-user-file", ""),
-                                                   headers.get("x-rumistack-client", "-"))
-                    _answer(writer, status, head=True,
-                            extra=challenge(headers.get("x-rumistack-realm", "")) if status == 401 else "")
-                elif target == "/health":
-                    _answer(writer, 204, head=True)
-                else:
-                    _answer(writer, 404, head=method == "HEAD")
+                route = routes.get(target)
+                answer = Answer(404) if route is None else await route(headers)
+                answer.write(writer, head=method == "HEAD")
                 await writer.drain()
+                if not keep_alive:
+                    break
         except ConnectionError:
             pass
         finally:
@@ -269,25 +277,26 @@ def verify_handler(verifier: Verifier):
     return handle
 
 
-def metrics_handler(counts: Counts):
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await _read_request(reader)
-            if request is not None:
-                method, target, _ = request
-                head = method == "HEAD"
-                if target == "/metrics":
-                    _answer(writer, 200, counts.prometheus().encode(), "text/plain; version=0.0.4", head)
-                elif target == "/minutes":
-                    _answer(writer, 200, json.dumps(counts.recent()).encode(), "application/json", head)
-                else:
-                    _answer(writer, 404, head=head)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-    return handle
+def verify_handler(verifier: Verifier) -> Handler:
+    async def verify(headers: dict[str, str]) -> Answer:
+        status = await verifier.verify(headers.get("authorization", ""), headers.get("x-rumistack-user-file", ""),
+                                       headers.get("x-rumistack-client", "-"))
+        return Answer(status, extra=challenge(headers.get("x-rumistack-realm", "")) if status == 401 else "")
+
+    async def healthy(_: dict[str, str]) -> Answer:
+        return Answer(204)
+
+    return _handler({"/verify": verify, "/health": healthy}, keep_alive=True)
+
+
+def metrics_handler(counts: Counts) -> Handler:
+    async def metrics(_: dict[str, str]) -> Answer:
+        return Answer(200, counts.prometheus().encode(), "text/plain; version=0.0.4")
+
+    async def minutes(_: dict[str, str]) -> Answer:
+        return Answer(200, json.dumps(counts.recent()).encode(), "application/json")
+
+    return _handler({"/metrics": metrics, "/minutes": minutes}, keep_alive=False)
 
 
 def tally(data: bytes, counted: collections.Counter[str]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import re
 import socket
 import threading
 import time
@@ -127,3 +128,38 @@ def test_nginx_auth_events_are_counted_in_batches_by_a_thread_of_their_own():
     while sum(counts.total.values()) < 505 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert counts.total == {"cache:hit": 500, "cache:miss": 3, "throttled": 2}
+
+
+def test_the_checks_keep_nginxs_connection_open_and_the_metrics_answer_once_a_connection():
+    checker = verifier.Verifier(_Counting(), verifier.Counts(), PREFIX)
+    path = f"{PREFIX}-0123456789abcdef"
+    checker.files[path] = verifier.UserFile(b"alice:" + _hash("right") + b"\n")
+    wrong = base64.b64encode(b"alice:wrong").decode()
+
+    async def exchange(handler, requests: list[str]) -> bytes:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            writer.write("".join(f"{r}\r\nHost: verifier\r\n\r\n" for r in requests).encode())
+            writer.write_eof()  # a connection the server keeps open ends when the client's side does
+            answers = await reader.read()
+            writer.close()
+            return answers
+
+    checks = _run(exchange(verifier.verify_handler(checker), [
+        "HEAD /health HTTP/1.1",
+        f"HEAD /verify HTTP/1.1\r\nAuthorization: Basic {wrong}\r\nX-Rumistack-User-File: {path}\r\n"
+        "X-Rumistack-Realm: Family",
+        "HEAD /verify HTTP/1.1\r\nX-Rumistack-User-File: /etc/passwd",
+        "GET /elsewhere HTTP/1.1",
+    ]))
+    assert re.findall(rb"HTTP/1.1 (\d+)", checks) == [b"204", b"401", b"500", b"404"]
+    assert checks.count(b'WWW-Authenticate: Basic realm="Family"\r\n') == 1
+
+    metrics = _run(exchange(verifier.metrics_handler(checker.counts), ["GET /metrics HTTP/1.1", "GET /minutes HTTP/1.1"]))
+    head, _, body = metrics.partition(b"\r\n\r\n")
+    assert re.findall(rb"HTTP/1.1 (\d+)", metrics) == [b"200"]  # one answer, then the connection closed
+    assert b"Content-Type: text/plain; version=0.0.4" in head
+    assert b'rumistack_auth_failures_total{reason="wrong_password"} 1\n' in body
+    minutes = _run(exchange(verifier.metrics_handler(checker.counts), ["HEAD /minutes HTTP/1.1"]))
+    assert minutes.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n") and minutes.endswith(b"\r\n\r\n")
