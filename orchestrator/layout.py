@@ -59,9 +59,12 @@ RUMITALK_DOTENV = "/app/.env"
 VERIFIER_DIR = "/run/rumistack-verifier"
 VERIFY_SOCKET = f"{VERIFIER_DIR}/verify.sock"  # nginx asks it here
 EVENTS_SOCKET = f"{VERIFIER_DIR}/events.sock"  # nginx's auth events (syslog), for the metrics
-# there while a verifier serves: nginx lets no credential in without it, cached ones neither (a plain
-# file, since nginx's open_file_cache opens what it looks for, and a socket cannot be opened)
-VERIFIER_ALIVE = f"{VERIFIER_DIR}/alive"
+# the verifier's heartbeat: files in VERIFIER_DIR named by this prefix and the epoch second in decimal,
+# which its event loop keeps for the previous, current and next second. nginx lets no credential in,
+# cached ones neither, unless the file of its current second is there, so the door closes within two
+# seconds of the verifier's death or hang (plain files, since nginx's open_file_cache opens what it
+# looks for, and a socket cannot be opened)
+VERIFIER_HEARTBEAT = "alive-"
 VERIFIER_METRICS_PORT = 9100
 VERIFIER_UID = 102  # its own user; in nginx's group, so it reads the user file and nginx reaches its sockets
 VERIFIER_PROGRAM = ("/opt/verifier/bin/python", "/opt/verifier/verifier.py")  # verifier.Dockerfile installs it

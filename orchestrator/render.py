@@ -26,7 +26,8 @@ from .layout import (
     TLS_DIR,
     UPSTREAM,
     USER_FILE,
-    VERIFIER_ALIVE,
+    VERIFIER_DIR,
+    VERIFIER_HEARTBEAT,
     VERIFY_SOCKET,
     WEBROOT,
 )
@@ -113,7 +114,8 @@ def _render(config: Config, tls: TlsFacts, config_id: str, swarm: bool) -> dict[
         "user_file": f"{AUTH_DIR}/{USER_FILE}",
         "auth_tmpfs": AUTH_TMPFS,
         "verify_socket": VERIFY_SOCKET,
-        "verifier_alive": VERIFIER_ALIVE,
+        # the verifier's heartbeat files, but for the second nginx appends (auth-verifier.conf)
+        "verifier_heartbeat": f"{VERIFIER_DIR}/{VERIFIER_HEARTBEAT}",
         "events_socket": EVENTS_SOCKET,
         "run_dir": NGINX_RUN_DIR,
         "auth_cache_seconds": config.auth_cache_seconds,

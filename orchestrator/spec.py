@@ -41,6 +41,7 @@ from .layout import (
     USER_FILE,
     VERIFIER_ARGS,
     VERIFIER_DIR,
+    VERIFIER_HEARTBEAT,
     VERIFIER_PROGRAM,
     VERIFIER_UID,
     WEBROOT,
@@ -217,7 +218,7 @@ def _verifier(setting: Setting, swarm: bool) -> Service:
         build=build,
         entrypoint=VERIFIER_PROGRAM,
         command=("serve", *VERIFIER_ARGS, "--user-file", f"{AUTH_DIR}/{USER_FILE}",
-                 *(("--fixed-user-file",) if swarm else ())),
+                 *(("--fixed-user-file",) if swarm else ()), "--heartbeat", VERIFIER_HEARTBEAT),
         mounts=(Mount(VERIFIER_VOLUME, VERIFIER_DIR), Mount(AUTH_VOLUME, AUTH_DIR, read_only=True, no_copy=True)),
         user=f"{VERIFIER_UID}:{NGINX_GID}",
         cap_drop=("ALL",),  # a plain user, that needs no capability

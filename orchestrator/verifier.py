@@ -4,7 +4,8 @@ nginx asks it only on a cache miss, after its rate limits (nginx/snippets/auth-v
 HTTP on a unix socket on a tmpfs volume that only nginx and this container mount. bcrypt runs in a small
 thread pool at a low CPU priority, so it never blocks an event loop that serves cached requests, and
 nginx gets the CPU first. A user name that is not in the file is checked against a dummy hash of the
-same cost, so both refusals cost one bcrypt and tell nothing about which names exist.
+same cost, so both refusals cost one bcrypt and tell nothing about which names exist. Its event loop keeps
+a heartbeat on the same volume (Heartbeat): nginx lets no credential in without it, cached ones neither.
 
 It counts what it does, and receives from nginx (as syslog datagrams on a second socket of the same
 volume) what only nginx knows: cache hits and misses, throttled refusals. The counters are served as
@@ -30,6 +31,7 @@ import socket
 import sys
 import threading
 import time
+import typing
 import urllib.request
 
 import bcrypt
@@ -45,6 +47,7 @@ KEPT_FILES = 8  # parsed user files kept; each change of the users makes a new o
 MINUTES = 15  # per-minute figures kept for `rumistack status`
 WORKERS = 2  # bcrypt threads: this machine's kind has two cores, and nginx's limits admit 2 a second
 NICE = 10  # bcrypt yields the CPU to nginx
+BEAT_SECONDS = 0.25  # between two refreshes of the heartbeat: the next second's file is there well before it begins
 # counters: name -> help; those with a reason or result label list them
 COUNTERS = {
     "verifications": "Credentials the verifier checked.",
@@ -233,10 +236,17 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[st
     return parts[0], parts[1], headers
 
 
-def _answer(writer: asyncio.StreamWriter, status: int, body: bytes = b"", kind: str = "text/plain",
-            head: bool = False, extra: str = "") -> None:
-    writer.write(f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {kind}\r\n{extra}"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + (b"" if head else body))
+class Answer(typing.NamedTuple):
+    """An HTTP answer of the verifier's servers."""
+
+    status: int
+    body: bytes = b""
+    kind: str = "text/plain"
+    extra: str = ""  # more header lines, each ending in CRLF
+
+    def write(self, writer: asyncio.StreamWriter, head: bool) -> None:
+        writer.write(f"HTTP/1.1 {self.status} {REASONS[self.status]}\r\nContent-Type: {self.kind}\r\n{self.extra}"
+                     f"Content-Length: {len(self.body)}\r\n\r\n".encode() + (b"" if head else self.body))
 
 
 def challenge(realm: str) -> str:
@@ -244,24 +254,24 @@ def challenge(realm: str) -> str:
     return f'WWW-Authenticate: Basic realm="{realm if REALM.fullmatch(realm) else "Restricted"}"\r\n'
 
 
+Route = typing.Callable[[dict[str, str]], typing.Awaitable[Answer]]  # a request's headers to its answer
+Handler = typing.Callable[[asyncio.StreamReader, asyncio.StreamWriter], typing.Awaitable[None]]
 
-def verify_handler(verifier: Verifier):
+
+def _handler(routes: dict[str, Route], keep_alive: bool) -> Handler:
+    """A connection's requests, each answered by the route of its target (404 for any other); with
+    `keep_alive` the connection stays open for the next one (nginx's upstream keepalive), else it closes
+    after the first."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        # nginx keeps the connection open for the next check (upstream keepalive)
         try:
             while (request := await _read_request(reader)) is not None:
                 method, target, headers = request
-                if target == "/verify":
-                    status = await verifier.verify(headers.get("authorization", ""),
-                                                   headers.get("x-rumistack-user-file", ""),
-                                                   headers.get("x-rumistack-client", "-"))
-                    _answer(writer, status, head=True,
-                            extra=challenge(headers.get("x-rumistack-realm", "")) if status == 401 else "")
-                elif target == "/health":
-                    _answer(writer, 204, head=True)
-                else:
-                    _answer(writer, 404, head=method == "HEAD")
+                route = routes.get(target)
+                answer = Answer(404) if route is None else await route(headers)
+                answer.write(writer, head=method == "HEAD")
                 await writer.drain()
+                if not keep_alive:
+                    break
         except ConnectionError:
             pass
         finally:
@@ -269,25 +279,26 @@ def verify_handler(verifier: Verifier):
     return handle
 
 
-def metrics_handler(counts: Counts):
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = await _read_request(reader)
-            if request is not None:
-                method, target, _ = request
-                head = method == "HEAD"
-                if target == "/metrics":
-                    _answer(writer, 200, counts.prometheus().encode(), "text/plain; version=0.0.4", head)
-                elif target == "/minutes":
-                    _answer(writer, 200, json.dumps(counts.recent()).encode(), "application/json", head)
-                else:
-                    _answer(writer, 404, head=head)
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-    return handle
+def verify_handler(verifier: Verifier) -> Handler:
+    async def verify(headers: dict[str, str]) -> Answer:
+        status = await verifier.verify(headers.get("authorization", ""), headers.get("x-rumistack-user-file", ""),
+                                       headers.get("x-rumistack-client", "-"))
+        return Answer(status, extra=challenge(headers.get("x-rumistack-realm", "")) if status == 401 else "")
+
+    async def healthy(_: dict[str, str]) -> Answer:
+        return Answer(204)
+
+    return _handler({"/verify": verify, "/health": healthy}, keep_alive=True)
+
+
+def metrics_handler(counts: Counts) -> Handler:
+    async def metrics(_: dict[str, str]) -> Answer:
+        return Answer(200, counts.prometheus().encode(), "text/plain; version=0.0.4")
+
+    async def minutes(_: dict[str, str]) -> Answer:
+        return Answer(200, json.dumps(counts.recent()).encode(), "application/json")
+
+    return _handler({"/metrics": metrics, "/minutes": minutes}, keep_alive=False)
 
 
 def tally(data: bytes, counted: collections.Counter[str]) -> None:
@@ -321,6 +332,47 @@ def count_events(events: socket.socket, counts: Counts) -> None:
         counts.add_all(counted)
 
 
+class Heartbeat:
+    """Empty files named by a prefix and the epoch second, for the previous, current and next second, which
+    the event loop keeps (keep). nginx lets a credential in only while the file of its current second exists,
+    so a verifier that dies or hangs closes the door within two seconds, where a file that only said
+    "started" would stay behind. The previous second's file is for nginx's clock, which it reads once a
+    turn of its own event loop and so may lag; the next one is there before its second begins."""
+
+    def __init__(self, directory: str, prefix: str) -> None:
+        self.directory = directory
+        self.prefix = prefix
+        self.name = re.compile(re.escape(prefix) + r"[0-9]+")
+
+    def files(self) -> set[str]:
+        """The heartbeat's files in the directory: this verifier's, and any a killed one left."""
+        return {name for name in os.listdir(self.directory) if self.name.fullmatch(name)}
+
+    def beat(self, now: float | None = None) -> None:
+        """The files of the second before `now`, its own and the next made; any other removed."""
+        second = int(time.time() if now is None else now)
+        wanted = {f"{self.prefix}{s}" for s in (second - 1, second, second + 1)}
+        there = self.files()
+        for name in wanted - there:
+            descriptor = os.open(os.path.join(self.directory, name), os.O_WRONLY | os.O_CREAT, 0o640)
+            os.fchmod(descriptor, 0o640)  # nginx's workers read it by the group, whatever the umask
+            os.close(descriptor)
+        self.remove(there - wanted)
+
+    def remove(self, names: set[str]) -> None:
+        for name in names:
+            try:
+                os.unlink(os.path.join(self.directory, name))
+            except FileNotFoundError:
+                pass  # a second verifier (a swarm's start-first update) removed it first
+
+    async def keep(self) -> None:
+        """Beats until cancelled; an error ends it, and with it the verifier."""
+        while True:
+            self.beat()
+            await asyncio.sleep(BEAT_SECONDS)
+
+
 def _unix_path(path: str) -> str:
     """A path for a new socket: a socket left by an earlier run goes first."""
     if os.path.exists(path):
@@ -346,23 +398,32 @@ async def serve(args: argparse.Namespace) -> None:
     for name in ("events.sock", "verify.sock"):
         os.chmod(os.path.join(args.dir, name), 0o660)  # nginx's workers reach them by the group
     log(f"[notice] verifier: listening on {path}, metrics on {args.metrics}")
-    # the file "alive" says a verifier serves: nginx lets no credential in without it, cached ones neither
-    alive = os.path.join(args.dir, "alive")
-    with open(alive, "w"):
-        os.chmod(alive, 0o640)
+    # the heartbeat says a verifier serves: nginx lets no credential in without it, cached ones neither
+    heartbeat = Heartbeat(args.dir, args.heartbeat)
     own = os.stat(path).st_ino
     stopping = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
+    beating = asyncio.create_task(heartbeat.keep())
     async with server:
-        await stopping.wait()
-    # stopped: away with the sockets and "alive", unless a newer verifier has bound the socket since
-    # (a swarm's start-first update), which then serves in its place
+        await asyncio.wait((beating, asyncio.create_task(stopping.wait())), return_when=asyncio.FIRST_COMPLETED)
+        beating.cancel()
+        # away with the heartbeat and the sockets at once, before the server closes: from Python 3.12 on,
+        # closing waits for nginx's idle connections, up to a minute
+        _withdraw(args.dir, heartbeat, own)
+    if not stopping.is_set():
+        beating.result()  # the heartbeat failed: its error ends the process, and Docker starts a new one
+
+
+def _withdraw(directory: str, heartbeat: Heartbeat, own: int) -> None:
+    """The heartbeat and the sockets removed, unless a newer verifier has bound the socket since (a swarm's
+    start-first update), which then serves in this one's place. `own`: the inode of this one's socket."""
     try:
-        if os.stat(path).st_ino == own:
-            for name in ("alive", "events.sock", "verify.sock"):
-                os.unlink(os.path.join(args.dir, name))
-            log("[notice] verifier: stopped, its sockets removed")
+        if os.stat(os.path.join(directory, "verify.sock")).st_ino == own:
+            heartbeat.remove(heartbeat.files())
+            for name in ("events.sock", "verify.sock"):
+                os.unlink(os.path.join(directory, name))
+            log("[notice] verifier: stopped, its heartbeat and sockets removed")
     except FileNotFoundError:
         pass
 
@@ -394,10 +455,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", required=True, help="the directory of the sockets shared with nginx")
     parser.add_argument("--metrics", required=True, help="HOST:PORT of the metrics endpoint")
     parser.add_argument("--user-file", default="", help="the user file link: only the files it may name are read")
+    parser.add_argument("--heartbeat", default="",
+                        help="serve: the prefix of the heartbeat's file names in --dir (the epoch second follows)")
     parser.add_argument("--fixed-user-file", action="store_true",
                         help="--user-file is the user file itself, not a link (a swarm secret)")
     args = parser.parse_args(argv)
     if args.command == "serve":
+        if not args.heartbeat:
+            parser.error("serve needs --heartbeat: without it nginx lets nobody in")
         asyncio.run(serve(args))
         return 0
     return health(args) if args.command == "health" else show(args)

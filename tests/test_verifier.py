@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import re
+import shutil
 import socket
 import threading
 import time
@@ -127,3 +129,78 @@ def test_nginx_auth_events_are_counted_in_batches_by_a_thread_of_their_own():
     while sum(counts.total.values()) < 505 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert counts.total == {"cache:hit": 500, "cache:miss": 3, "throttled": 2}
+
+
+def test_the_heartbeat_keeps_the_files_of_the_previous_current_and_next_second_and_no_older_one(tmp_path):
+    for left in ("alive-5", "alive-998", "verify.sock", "alive", "alive-x", "other-1000"):
+        (tmp_path / left).touch()  # a killed verifier's heartbeat, and files that are not the heartbeat's
+    heartbeat = verifier.Heartbeat(str(tmp_path), "alive-")
+    heartbeat.beat(now=1000.99)
+    assert heartbeat.files() == {"alive-999", "alive-1000", "alive-1001"}
+    for name in heartbeat.files():
+        status = (tmp_path / name).stat()
+        assert (status.st_mode & 0o777, status.st_size) == (0o640, 0)  # nginx's workers read it by the group
+    heartbeat.beat(now=1001.0)
+    assert heartbeat.files() == {"alive-1000", "alive-1001", "alive-1002"}
+    heartbeat.remove(heartbeat.files())  # as a stopping verifier does
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alive", "alive-x", "other-1000", "verify.sock"]
+
+
+def test_the_heartbeat_is_kept_by_the_event_loop_and_an_error_ends_it(tmp_path):
+    beats = tmp_path / "beats"
+    beats.mkdir()
+    heartbeat = verifier.Heartbeat(str(beats), "alive-")
+
+    async def beat_for(seconds: float) -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(heartbeat.keep(), seconds)
+
+    _run(beat_for(1 + 4 * verifier.BEAT_SECONDS))  # across a second's boundary
+    end = int(time.time())
+    seconds = sorted(int(name.removeprefix("alive-")) for name in heartbeat.files())
+    assert seconds[0] + 1 == seconds[1] == seconds[2] - 1  # the last beat's, nothing older
+    assert end - 1 <= seconds[1] <= end
+    shutil.rmtree(beats)  # the tmpfs gone: the heartbeat ends with its error, never silently
+    with pytest.raises(FileNotFoundError):
+        _run(heartbeat.keep())
+
+
+def test_serve_needs_the_heartbeat(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        verifier.main(["serve", "--dir", "/nonexistent", "--metrics", "127.0.0.1:0"])
+    assert stopped.value.code == 2 and "--heartbeat" in capsys.readouterr().err
+
+
+def test_the_checks_keep_nginxs_connection_open_and_the_metrics_answer_once_a_connection():
+    checker = verifier.Verifier(_Counting(), verifier.Counts(), PREFIX)
+    path = f"{PREFIX}-0123456789abcdef"
+    checker.files[path] = verifier.UserFile(b"alice:" + _hash("right") + b"\n")
+    wrong = base64.b64encode(b"alice:wrong").decode()
+
+    async def exchange(handler, requests: list[str]) -> bytes:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+        async with server:
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname())
+            writer.write("".join(f"{r}\r\nHost: verifier\r\n\r\n" for r in requests).encode())
+            writer.write_eof()  # a connection the server keeps open ends when the client's side does
+            answers = await reader.read()
+            writer.close()
+            return answers
+
+    checks = _run(exchange(verifier.verify_handler(checker), [
+        "HEAD /health HTTP/1.1",
+        f"HEAD /verify HTTP/1.1\r\nAuthorization: Basic {wrong}\r\nX-Rumistack-User-File: {path}\r\n"
+        "X-Rumistack-Realm: Family",
+        "HEAD /verify HTTP/1.1\r\nX-Rumistack-User-File: /etc/passwd",
+        "GET /elsewhere HTTP/1.1",
+    ]))
+    assert re.findall(rb"HTTP/1.1 (\d+)", checks) == [b"204", b"401", b"500", b"404"]
+    assert checks.count(b'WWW-Authenticate: Basic realm="Family"\r\n') == 1
+
+    metrics = _run(exchange(verifier.metrics_handler(checker.counts), ["GET /metrics HTTP/1.1", "GET /minutes HTTP/1.1"]))
+    head, _, body = metrics.partition(b"\r\n\r\n")
+    assert re.findall(rb"HTTP/1.1 (\d+)", metrics) == [b"200"]  # one answer, then the connection closed
+    assert b"Content-Type: text/plain; version=0.0.4" in head
+    assert b'rumistack_auth_failures_total{reason="wrong_password"} 1\n' in body
+    minutes = _run(exchange(verifier.metrics_handler(checker.counts), ["HEAD /minutes HTTP/1.1"]))
+    assert minutes.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n") and minutes.endswith(b"\r\n\r\n")
