@@ -258,19 +258,44 @@ Route = typing.Callable[[dict[str, str]], typing.Awaitable[Answer]]  # a request
 Handler = typing.Callable[[asyncio.StreamReader, asyncio.StreamWriter], typing.Awaitable[None]]
 
 
-def _handler(routes: dict[str, Route], keep_alive: bool) -> Handler:
+class Connections:
+    """The connections kept open between requests (nginx's upstream keepalive), so that a stop ends them:
+    from Python 3.12 on, a server's close waits for every connection, and nginx keeps an idle one for up
+    to a minute, longer than Docker waits before it kills a stopping container."""
+
+    def __init__(self) -> None:
+        self.idle: set[asyncio.StreamWriter] = set()
+        self.stopping = False
+
+    def stop(self) -> None:
+        """Close the idle connections now; a busy one closes once its answer is written."""
+        self.stopping = True
+        for writer in self.idle:
+            writer.close()
+
+
+def _handler(routes: dict[str, Route], connections: Connections | None = None) -> Handler:
     """A connection's requests, each answered by the route of its target (404 for any other); with
-    `keep_alive` the connection stays open for the next one (nginx's upstream keepalive), else it closes
-    after the first."""
+    `connections` the connection stays open for the next one until the stop, else it closes after the
+    first."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while (request := await _read_request(reader)) is not None:
+            while connections is None or not connections.stopping:
+                if connections is not None:
+                    connections.idle.add(writer)
+                try:
+                    request = await _read_request(reader)
+                finally:
+                    if connections is not None:
+                        connections.idle.discard(writer)
+                if request is None:
+                    break
                 method, target, headers = request
                 route = routes.get(target)
                 answer = Answer(404) if route is None else await route(headers)
                 answer.write(writer, head=method == "HEAD")
                 await writer.drain()
-                if not keep_alive:
+                if connections is None:
                     break
         except ConnectionError:
             pass
@@ -279,7 +304,7 @@ def _handler(routes: dict[str, Route], keep_alive: bool) -> Handler:
     return handle
 
 
-def verify_handler(verifier: Verifier) -> Handler:
+def verify_handler(verifier: Verifier, connections: Connections) -> Handler:
     async def verify(headers: dict[str, str]) -> Answer:
         status = await verifier.verify(headers.get("authorization", ""), headers.get("x-rumistack-user-file", ""),
                                        headers.get("x-rumistack-client", "-"))
@@ -288,7 +313,7 @@ def verify_handler(verifier: Verifier) -> Handler:
     async def healthy(_: dict[str, str]) -> Answer:
         return Answer(204)
 
-    return _handler({"/verify": verify, "/health": healthy}, keep_alive=True)
+    return _handler({"/verify": verify, "/health": healthy}, connections)
 
 
 def metrics_handler(counts: Counts) -> Handler:
@@ -298,7 +323,7 @@ def metrics_handler(counts: Counts) -> Handler:
     async def minutes(_: dict[str, str]) -> Answer:
         return Answer(200, json.dumps(counts.recent()).encode(), "application/json")
 
-    return _handler({"/metrics": metrics, "/minutes": minutes}, keep_alive=False)
+    return _handler({"/metrics": metrics, "/minutes": minutes})
 
 
 def tally(data: bytes, counted: collections.Counter[str]) -> None:
@@ -394,7 +419,8 @@ async def serve(args: argparse.Namespace) -> None:
     # a new verifier starts before the old one stops (a swarm's start-first update): the old one must not
     # take the new one's socket away as it closes, which Python 3.13 does unless told not to
     keep = {"cleanup_socket": False} if sys.version_info >= (3, 13) else {}
-    server = await asyncio.start_unix_server(verify_handler(verifier), path, **keep)
+    connections = Connections()
+    server = await asyncio.start_unix_server(verify_handler(verifier, connections), path, **keep)
     for name in ("events.sock", "verify.sock"):
         os.chmod(os.path.join(args.dir, name), 0o660)  # nginx's workers reach them by the group
     log(f"[notice] verifier: listening on {path}, metrics on {args.metrics}")
@@ -408,9 +434,10 @@ async def serve(args: argparse.Namespace) -> None:
     async with server:
         await asyncio.wait((beating, asyncio.create_task(stopping.wait())), return_when=asyncio.FIRST_COMPLETED)
         beating.cancel()
-        # away with the heartbeat and the sockets at once, before the server closes: from Python 3.12 on,
-        # closing waits for nginx's idle connections, up to a minute
+        # away with the heartbeat and the sockets at once, then nginx's idle connections, before the
+        # server's close waits for them (from Python 3.12 on)
         _withdraw(args.dir, heartbeat, own)
+        connections.stop()
     if not stopping.is_set():
         beating.result()  # the heartbeat failed: its error ends the process, and Docker starts a new one
 

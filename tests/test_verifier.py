@@ -187,7 +187,7 @@ def test_the_checks_keep_nginxs_connection_open_and_the_metrics_answer_once_a_co
             writer.close()
             return answers
 
-    checks = _run(exchange(verifier.verify_handler(checker), [
+    checks = _run(exchange(verifier.verify_handler(checker, verifier.Connections()), [
         "HEAD /health HTTP/1.1",
         f"HEAD /verify HTTP/1.1\r\nAuthorization: Basic {wrong}\r\nX-Rumistack-User-File: {path}\r\n"
         "X-Rumistack-Realm: Family",
@@ -204,3 +204,24 @@ def test_the_checks_keep_nginxs_connection_open_and_the_metrics_answer_once_a_co
     assert b'rumistack_auth_failures_total{reason="wrong_password"} 1\n' in body
     minutes = _run(exchange(verifier.metrics_handler(checker.counts), ["HEAD /minutes HTTP/1.1"]))
     assert minutes.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n") and minutes.endswith(b"\r\n\r\n")
+
+
+def test_a_stop_closes_nginxs_idle_connections_at_once():
+    checker = verifier.Verifier(_Counting(), verifier.Counts(), PREFIX)
+    connections = verifier.Connections()
+
+    async def stop_with_one_idle_connection() -> tuple[bytes, bytes]:
+        server = await asyncio.start_server(verifier.verify_handler(checker, connections), "127.0.0.1", 0)
+        async with server:
+            address = server.sockets[0].getsockname()
+            idle_reader, idle = await asyncio.open_connection(*address)
+            idle.write(b"HEAD /health HTTP/1.1\r\nHost: verifier\r\n\r\n")
+            first = await idle_reader.readuntil(b"\r\n\r\n")
+            connections.stop()
+            # the server closed it: the client reads the end, with no wait for a timeout
+            rest = await asyncio.wait_for(idle_reader.read(), timeout=5)
+            idle.close()
+            return first, rest
+
+    first, rest = _run(stop_with_one_idle_connection())
+    assert first.startswith(b"HTTP/1.1 204") and rest == b"" and connections.idle == set()
