@@ -164,9 +164,31 @@ class SwarmProxy:
         return self.port.context
 
 
+def _renew_nginx(deployment: Deployment, timeout: float = 300) -> None:
+    """New nginx tasks (`docker service update --force`), each with new limits, and the old ones gone."""
+    client = deployment.swarm.client()
+    (nginx,) = [s for s in client.services.list() if s.name.endswith("_nginx")]
+    old = {t["ID"] for t in nginx.tasks()}
+    nginx.force_update()
+    deadline = time.monotonic() + timeout
+    while True:
+        running = [t for t in nginx.tasks(filters={"desired-state": "running"})]
+        if len(running) == len(NGINX_NODES) and all(t["ID"] not in old and t["Status"]["State"] == "running"
+                                                    for t in running):
+            break
+        assert time.monotonic() < deadline, "nginx's tasks were not replaced"
+        time.sleep(1)
+    deployment.converged()
+
+
 @pytest.fixture(scope="module", params=NGINX_NODES)
 def proxy(request, deployment) -> SwarmProxy:
-    """The matrices against each node that takes traffic, through its own published port."""
+    """The matrices against each node that takes traffic, through its own published port. A node's edge
+    passes connections to every node's nginx, and each nginx counts this host's wrong passwords (one
+    client address) on its own: so before the second node, new nginx tasks with new limits, as the other
+    stacks get a new nginx for each test module."""
+    if request.param != NGINX_NODES[0]:
+        _renew_nginx(deployment)
     proxy = SwarmProxy(deployment, deployment.node(request.param))
     deadline = time.monotonic() + 60
     while send(proxy.port, "/", headers={"Authorization": basic(USER, PASSWORD)}).status != 200:
