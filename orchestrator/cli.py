@@ -43,6 +43,7 @@ from .pull import reason
 from .tls import SELF_SIGNED_CERT, Certificate
 from .swarm import deploy_command, render_swarm
 from .swarm import status as swarm_status
+from .swarm import summary as swarm_summary
 from .swarm import update as swarm_update
 from .users import UserFile, WeakPassword
 from .volumes import EngineVolumes, Volumes
@@ -474,6 +475,8 @@ def render(for_swarm: bool) -> None:
         with _changing(config, "render"):
             rendered = render_swarm(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
                                     load_app_settings(config))
+        for line in swarm_summary(rendered):
+            click.echo(line)
         click.echo(f"wrote {rendered.path}; deploy it with: {deploy_command(config)}")
         return
     with _changing(config, "render"):

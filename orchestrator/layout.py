@@ -46,6 +46,18 @@ NGINX_GID = 101  # the `nginx` group of the official images: its workers read th
 NGINX_RUN = ("nginx", "-c", f"{CONF_DIR}/{MAIN_FILE}", "-g", "daemon off;")
 NGINX_TEST = ("nginx", "-t", "-q", "-c", f"{CONF_DIR}/{MAIN_FILE}")
 
+# on a swarm: the edge, an nginx of its own on each node that takes traffic, holds the node's ports and
+# passes each connection on to an nginx task (TCP, with the PROXY protocol). Its one config file is in its
+# own container's CONF_DIR, checked like nginx's
+EDGE_FILE = "edge.conf"
+EDGE_RUN = ("nginx", "-c", f"{CONF_DIR}/{EDGE_FILE}", "-g", "daemon off;")
+EDGE_TEST = ("nginx", "-t", "-q", "-c", f"{CONF_DIR}/{EDGE_FILE}")
+EDGE_UPSTREAM = "nginx"  # nginx, by its service name on the stack's network: the edge passes connections to its tasks
+# the stack's overlay network on a swarm: nginx believes the PROXY protocol's client address from these
+# addresses only (the edge's tasks). Swarm hands out its default pool (10.0.0.0/8) in /24s from the bottom
+# up, so another network of the swarm is unlikely to hold this one already
+SWARM_SUBNET = "10.213.0.0/24"
+
 # RumiTalk: its config volume (the YAML, read-only), and where its image
 # writes its logs (its working directory's logs/)
 RUMITALK_CONFIG_DIR = "/app/config"

@@ -30,7 +30,7 @@ class MountedVolumes:
     def exists(self, volume: str) -> bool:
         return (self.root / volume).is_dir()
 
-    def check(self, files: dict[str, str], others: dict[str, File]) -> None:
+    def check(self, files: dict[str, str], others: dict[str, File], test: tuple[str, ...] = NGINX_TEST) -> None:
         """`nginx -t` on the files, placed where nginx.conf includes them from (CONF_DIR in this container),
         with `others` (absolute paths: the certificate) in place."""
         nginx = shutil.which("nginx")
@@ -44,7 +44,7 @@ class MountedVolumes:
         # nginx -t creates the cache and temporary directories inside the tmpfs the nginx container has
         Path(AUTH_TMPFS).mkdir(parents=True, exist_ok=True)
         Path(NGINX_RUN_DIR).mkdir(parents=True, exist_ok=True)
-        result = subprocess.run([nginx, *NGINX_TEST[1:]], capture_output=True, text=True)
+        result = subprocess.run([nginx, *test[1:]], capture_output=True, text=True)
         if result.returncode != 0:
             raise config_refused((result.stderr + result.stdout).strip())
 

@@ -19,10 +19,13 @@ from .layout import (
     AUTH_DIR,
     AUTH_TMPFS,
     CONF_DIR,
+    EDGE_FILE,
+    EDGE_UPSTREAM,
     EVENTS_SOCKET,
     HEALTH_PORT,
     MAIN_FILE,
     NGINX_RUN_DIR,
+    SWARM_SUBNET,
     TLS_DIR,
     UPSTREAM,
     USER_FILE,
@@ -137,6 +140,8 @@ def _render(config: Config, tls: TlsFacts, config_id: str, swarm: bool) -> dict[
         "http2_directive": tls.nginx_version is not None and tls.nginx_version >= HTTP2_DIRECTIVE_SINCE,
         "https_port_suffix": "" if config.https_port == 443 else f":{config.https_port}",
         "trusted_proxies": config.trusted_proxies,
+        # on a swarm the edge (render_edge) passes the connections on, with the PROXY protocol
+        "edge_subnet": SWARM_SUBNET,
     }
     templates = dict(_TEMPLATES)
     if config.https:
@@ -148,3 +153,12 @@ def _render(config: Config, tls: TlsFacts, config_id: str, swarm: bool) -> dict[
     if config.trusted_proxies:
         templates.update(_TRUSTED_PROXIES_TEMPLATES)
     return {name: env.get_template(template).render(context) for name, template in sorted(templates.items())}
+
+
+def render_edge(config: Config) -> dict[str, str]:
+    """The config of a swarm's edge (nginx/edge.conf.j2), by its path in the config directory: the ports
+    nginx serves, passed on to nginx's tasks. Nothing else of `config` reaches it, so no user or config
+    change restarts the edge."""
+    ports = (80, 443) if config.https else (80,)
+    context = {"ports": ports, "upstream": EDGE_UPSTREAM, "run_dir": NGINX_RUN_DIR, "health_port": HEALTH_PORT}
+    return {EDGE_FILE: _environment().get_template("edge.conf.j2").render(context)}

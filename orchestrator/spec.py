@@ -30,6 +30,7 @@ from .layout import (
     CERTBOT_TMPFS,
     CERTBOT_TMPFS_OPTIONS,
     CONF_DIR,
+    EDGE_RUN,
     HEALTH_PORT,
     NGINX_GID,
     NGINX_RUN,
@@ -60,6 +61,7 @@ TLS_VOLUME = "tls"  # the certificate nginx serves
 ACME_VOLUME = "acme"  # certbot's account, certificates and renewal settings
 WEBROOT_VOLUME = "acme-webroot"  # http-01 challenge files
 RUMITALK_CONFIG_VOLUME = "rumitalk-config"  # RumiTalk's YAML, named by its content
+EDGE_CONFIG_VOLUME = "edge-config"  # on a swarm: the edge's config (a Swarm config there, as nginx's are)
 # the services that hold data: `up` with a new image for one of them writes a backup first
 DATA_SERVICES = ("mongodb", "meilisearch")
 MONGO_VOLUME = "mongodb-data"
@@ -81,7 +83,8 @@ RESTART = "unless-stopped"  # every service's restart policy
 # every container: no process gains privileges it did not start with (setuid binaries, file capabilities)
 NO_NEW_PRIVILEGES = "no-new-privileges:true"
 # nginx's master runs as root with only these: bind ports 80 and 443, switch its workers to the `nginx`
-# user, and hand them the temporary and cache directories it creates on its tmpfs at each start (chown)
+# user, and hand them the temporary and cache directories it creates on its tmpfs at each start (chown).
+# The edge's (a swarm's) too
 NGINX_CAPABILITIES = ("CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID")
 LOG_FILES = 3  # rotated log files kept per container, each up to RUMISTACK_LOG_MAX_SIZE
 
@@ -230,6 +233,32 @@ def _verifier(setting: Setting, swarm: bool) -> Service:
     )
 
 
+def _ports(config: Config, setting: Setting) -> tuple[Port, ...]:
+    """The ports that take traffic: nginx's on one host, the edge's on a swarm."""
+    return ((Port(setting("bind_address"), setting("http_port"), 80),)
+            + ((Port(setting("bind_address"), setting("https_port"), 443),) if config.https else ()))
+
+
+def _edge(config: Config, setting: Setting) -> Service:
+    """On a swarm, on each node that takes traffic: holds the node's ports (one task at a time can) and
+    passes every connection on to an nginx task, with the PROXY protocol (render.render_edge), so nginx's
+    tasks hold no port and can be replaced start-first, without a refused connection."""
+    return Service(
+        name="edge",
+        image=setting("nginx_image"),
+        command=EDGE_RUN,
+        mounts=(Mount(EDGE_CONFIG_VOLUME, CONF_DIR, read_only=True, no_copy=True),),
+        tmpfs=(Tmpfs(NGINX_RUN_DIR, NGINX_RUN_OPTIONS),),
+        cap_drop=("ALL",),
+        cap_add=NGINX_CAPABILITIES,
+        read_only=True,
+        ports=_ports(config, setting),
+        depends_on=("nginx",),
+        healthcheck=HealthCheck(_wget(f"http://127.0.0.1:{HEALTH_PORT}/edge-health"), start_period=10),
+        stop_signal="SIGQUIT",  # graceful: connections in flight finish
+    )
+
+
 def _derived(config: Config, secrets: dict[str, str], app: AppSettings, swarm: bool) -> dict[str, str]:
     """RumiTalk's variables the stack sets, and its secrets; appsettings.DERIVED names each variable, so
     that the settings file cannot set it too (a test holds the two in step)."""
@@ -314,14 +343,16 @@ def services(config: Config, secrets: dict[str, str], app: AppSettings = AppSett
         cap_drop=("ALL",),
         cap_add=NGINX_CAPABILITIES,
         read_only=True,
-        ports=(Port(setting("bind_address"), setting("http_port"), 80),)
-        + ((Port(setting("bind_address"), setting("https_port"), 443),) if config.https else ()),
+        # on a swarm the edge holds the ports instead
+        ports=() if swarm else _ports(config, setting),
         # nginx resolves RumiTalk's name when it starts; it starts without the verifier too (and then
         # serves only exemptions and what it has verified before), but waits for it when both start
         depends_on=("rumitalk", "verifier"),
         healthcheck=HealthCheck(_wget(f"http://127.0.0.1:{HEALTH_PORT}/nginx-health"), start_period=10),
         stop_signal="SIGQUIT",  # graceful: finish requests in flight
     ))
+    if swarm:
+        stack.append(_edge(config, setting))
     if config.tls == "acme":
         stack.append(_certbot(config, setting))
     # every container's log is bounded: a busy or attacked instance cannot fill the disk

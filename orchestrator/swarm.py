@@ -3,13 +3,17 @@
 `rumistack render --swarm` writes <state dir>/swarm/stack.yml and the files
 it names, for `docker stack deploy -c <state dir>/swarm/stack.yml <project>`.
 The services are spec.services(swarm=True), every one converted the same
-way, none by name but for its role: the service that publishes ports (nginx)
-runs once on every node labelled `rumistack.nginx=true`, with host-mode
-ports; a service with a data volume of its own (MongoDB) runs once on the
-node labelled `rumistack.mongodb=true`, where its volume is; the others run
-in replicas (RumiTalk: RUMISTACK_RUMITALK_REPLICAS; Redis: one). Every
-service is found by DNS round robin (`endpoint_mode: dnsrr`) on one overlay
-network.
+way, none by name but for its role: the service that publishes ports (the
+edge, a swarm's only) runs once on every node labelled `rumistack.nginx=true`,
+with host-mode ports, and passes connections on to nginx's tasks; the services
+that share a volume in a node's memory (nginx and the verifier) run once on
+each of those nodes too, replaced start-first; a service with a data volume
+of its own (MongoDB) runs once on the node labelled `rumistack.mongodb=true`,
+where its volume is; the others run in replicas (RumiTalk:
+RUMISTACK_RUMITALK_REPLICAS; Redis: one). Every service is found by DNS round
+robin (`endpoint_mode: dnsrr`) on one overlay network, whose subnet is fixed
+(layout.SWARM_SUBNET) so that nginx knows whose PROXY protocol header to
+believe.
 
 What `up` writes into volumes on one host becomes Swarm configs and secrets,
 each named by a hash of its content (they are immutable), so a change is a
@@ -41,9 +45,9 @@ from .compose import container_options, env_text
 from .config import Config
 from .errors import ConfigError, StackError, doing
 from .files import make_directory, replace_atomically
-from .layout import NGINX_GID, PEM_FILE, RUMITALK_DOTENV, RUMITALK_UID, USER_FILE
+from .layout import EDGE_TEST, NGINX_GID, PEM_FILE, RUMITALK_DOTENV, RUMITALK_UID, SWARM_SUBNET, USER_FILE
 from .publish import require_users, users_file
-from .render import TlsFacts, render
+from .render import TlsFacts, render, render_edge
 from .secretstore import load_secrets
 from .users import UserFile
 from .volumes import Volumes
@@ -51,7 +55,7 @@ from .volumes import Volumes
 DIR = "swarm"  # <state dir>/swarm: the stack file, and the files of its configs and secrets under files/
 STACK_FILE = "stack.yml"
 FILES = "files"
-NGINX_LABEL = "rumistack.nginx"  # the nodes that take traffic: nginx runs on each, publishing its ports there
+NGINX_LABEL = "rumistack.nginx"  # the nodes that take traffic: the edge, nginx and the verifier run on each
 MONGODB_LABEL = "rumistack.mongodb"  # the one node that keeps MongoDB's data
 NETWORK = "default"
 
@@ -67,7 +71,8 @@ _PINNED = {"mongodb": MONGODB_LABEL}
 _DOTENV = {"rumitalk": RUMITALK_DOTENV}
 # what one host keeps in volumes (spec's mounts) and a swarm passes as configs and secrets instead;
 # the certbot's volumes do not come up, since acme is refused on a swarm
-_PASSED = (spec.CONFIG_VOLUME, spec.AUTH_VOLUME, spec.TLS_VOLUME, spec.RUMITALK_CONFIG_VOLUME, spec.WEBROOT_VOLUME)
+_PASSED = (spec.CONFIG_VOLUME, spec.AUTH_VOLUME, spec.TLS_VOLUME, spec.RUMITALK_CONFIG_VOLUME, spec.WEBROOT_VOLUME,
+           spec.EDGE_CONFIG_VOLUME)
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,10 @@ def _refuse(config: Config, services: tuple[spec.Service, ...]) -> None:
     if config.search:
         raise ConfigError("RUMISTACK_SEARCH=true is not for a swarm yet: Meilisearch takes its master key from "
                           "its environment, which a stack file would hold in the clear")
+    if config.trusted_proxies:
+        raise ConfigError("RUMISTACK_TRUSTED_PROXIES is not for a swarm yet: nginx there takes the client's "
+                          "address from the edge's PROXY protocol header, and X-Forwarded-For from a proxy in "
+                          "front would need the edge to pass on which proxy connected; leave it empty")
     if config.bind_address != "0.0.0.0":
         raise ConfigError(f"RUMISTACK_BIND_ADDRESS={config.bind_address} is not for a swarm: it publishes nginx's "
                           f"ports on every address of each node; leave it at 0.0.0.0 and use the nodes' firewall")
@@ -122,11 +131,13 @@ def _refuse(config: Config, services: tuple[spec.Service, ...]) -> None:
             raise ConfigError(f"{service.name} shares another service's processes, which a swarm cannot do")
 
 
-def objects(config: Config, services: tuple[spec.Service, ...], files: dict[str, str], users: UserFile,
-            app: AppSettings, certificate: tls.Certificate | None) -> Objects:
-    """The configs and secrets this configuration needs."""
+def objects(config: Config, services: tuple[spec.Service, ...], files: dict[str, str], edge_files: dict[str, str],
+            users: UserFile, app: AppSettings, certificate: tls.Certificate | None) -> Objects:
+    """The configs and secrets this configuration needs; `files`: nginx's config, `edge_files`: the edge's."""
     by_volume: dict[str, tuple[Obj, ...]] = {
         spec.CONFIG_VOLUME: tuple(_obj("configs", f"nginx-{_key_name(name)}", text.encode(), name) for name, text in sorted(files.items())),
+        spec.EDGE_CONFIG_VOLUME: tuple(_obj("configs", f"edge-{_key_name(name)}", text.encode(), name)
+                                       for name, text in sorted(edge_files.items())),
     }
     user_file = users_file(users)
     by_volume[spec.AUTH_VOLUME] = (_obj("secrets", "users", user_file.data, USER_FILE,
@@ -166,8 +177,7 @@ def _tmpfs_size(options: str) -> int:
     return int(match[1]) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[match[2]]
 
 
-def _service(config: Config, service: spec.Service, services: tuple[spec.Service, ...], objs: Objects,
-             secret_values: set[str]) -> dict:
+def _service(config: Config, service: spec.Service, objs: Objects, secret_values: set[str]) -> dict:
     out: dict = {"image": service.image}
     if service.entrypoint is not None:
         out["entrypoint"] = list(service.entrypoint)
@@ -209,27 +219,32 @@ def _service(config: Config, service: spec.Service, services: tuple[spec.Service
                           "retries": check.retries, "start_period": f"{check.start_period}s"}
     if service.stop_signal is not None:
         out["stop_signal"] = service.stop_signal
+        if not service.ports:
+            # a graceful stop (nginx's) lets a reply in flight finish; a stream may stay silent that long. Its
+            # new task already serves, and no new connection reaches the old one. The edge keeps Docker's
+            # 10 s: its ports stay held until it exits, and its new task waits for them
+            out["stop_grace_period"] = f"{config.stream_timeout}s"
     # no-new-privileges (spec.NO_NEW_PRIVILEGES) is not a setting of Swarm services on engine 20.10
     out.update(container_options(service))
     out["networks"] = [NETWORK]
-    out["deploy"] = _deploy(config, service, services)
+    out["deploy"] = _deploy(config, service)
     return out
 
 
-def _beside_edge(service: spec.Service, services: tuple[spec.Service, ...]) -> bool:
-    """Whether the service shares a volume in one node's memory (spec.VOLUME_OPTIONS) with the service that
-    publishes the ports (the verifier's sockets, with nginx): it must then run on each of those nodes too."""
-    edge = {m.volume for s in services if s.ports for m in s.mounts}
-    return not service.ports and any(m.volume in spec.VOLUME_OPTIONS and m.volume in edge for m in service.mounts)
+def _per_node(service: spec.Service) -> bool:
+    """Whether the service shares a volume in one node's memory (spec.VOLUME_OPTIONS) with another (nginx
+    and the verifier, its sockets): the two then run together on every node that takes traffic."""
+    return any(m.volume in spec.VOLUME_OPTIONS for m in service.mounts)
 
 
-def _deploy(config: Config, service: spec.Service, services: tuple[spec.Service, ...]) -> dict:
+def _deploy(config: Config, service: spec.Service) -> dict:
     if service.ports:
-        # a host port is held by one task at a time: the old task on a node stops before the new one starts
-        # there, one node after the other, while the other nodes keep serving
+        # the edge: a host port is held by one task at a time, so the old task on a node stops before the
+        # new one starts there. Its config depends on the ports only: user and config changes leave it be
         mode, order, placement = {"mode": "global"}, "stop-first", [f"node.labels.{NGINX_LABEL} == true"]
-    elif _beside_edge(service, services):
-        # once on every node nginx runs on, a new task ready before the old one stops
+    elif _per_node(service):
+        # nginx (behind the edge, which finds its tasks by DNS) and the verifier: once on every node that
+        # takes traffic, a new task ready before the old one stops, so no connection is refused meanwhile
         mode, order, placement = {"mode": "global"}, "start-first", [f"node.labels.{NGINX_LABEL} == true"]
     elif service.name in _PINNED:
         # its data is in a volume of one node: one task, there, never two on the same files
@@ -256,8 +271,9 @@ def document(config: Config, services: tuple[spec.Service, ...], objs: Objects, 
     labels = spec.labels(config.project)
     out = {
         "version": "3.9",
-        "services": {s.name: _service(config, s, services, objs, secret_values) for s in services},
-        "networks": {NETWORK: {"driver": "overlay", "labels": labels}},
+        "services": {s.name: _service(config, s, objs, secret_values) for s in services},
+        # the subnet nginx believes the edge's PROXY protocol header from (layout.SWARM_SUBNET)
+        "networks": {NETWORK: {"driver": "overlay", "labels": labels, "ipam": {"config": [{"subnet": SWARM_SUBNET}]}}},
         # a volume of each node; in memory where spec says so (the verifier's sockets)
         "volumes": {v: {"labels": labels} | ({"driver": "local", "driver_opts": spec.VOLUME_OPTIONS[v]}
                                              if v in spec.VOLUME_OPTIONS else {})
@@ -307,10 +323,12 @@ def render_swarm(config: Config, users: UserFile, volumes: Volumes, app: AppSett
         certificate, config.domain, tls.now()), nginx_version=volumes.nginx_version())
     facts = served.facts if certificate is not None else TlsFacts(nginx_version=served.nginx_version)
     files = render(config, facts, swarm=True)
-    step("checking the nginx configuration with nginx -t")
+    edge_files = render_edge(config)
+    step("checking the nginx configuration and the edge's with nginx -t")
     volumes.check(files, served.check_files())
+    volumes.check(edge_files, {}, EDGE_TEST)
     with users.locked():
-        objs = objects(config, services, files, users, app, certificate)
+        objs = objects(config, services, files, edge_files, users, app, certificate)
     secret_values = {v for v in secrets.values() if v} | {v for v in app.environment.values() if v}
     doc = document(config, services, objs, secret_values)
     stack = text(config, doc)
@@ -333,6 +351,24 @@ def render_swarm(config: Config, users: UserFile, volumes: Volumes, app: AppSett
     with doing(f"writing {stack_file(config)}"):
         replace_atomically(stack_file(config), stack.encode())
     return Rendered(stack_file(config), doc, objs)
+
+
+def summary(rendered: Rendered) -> list[str]:
+    """One line a service of the stack file: where its tasks run, the node's ports it holds, its update order."""
+    lines = []
+    for name, service in rendered.document["services"].items():
+        deploy = service["deploy"]
+        labels = [re.sub(r"^node\.labels\.(\S+) == (\S+)$", r"\1=\2", c)
+                  for c in deploy.get("placement", {}).get("constraints", [])]
+        if deploy.get("mode") == "global":
+            where = f"once on every node labelled {' '.join(labels)}"
+        else:
+            where = f"{deploy['replicas']} task{'s' if deploy['replicas'] != 1 else ''}" + (
+                f" on the node labelled {' '.join(labels)}" if labels else "")
+        ports = ", ".join(str(p["published"]) for p in service.get("ports", []))
+        held = f", holding the node's ports {ports}" if ports else ""
+        lines.append(f"{name:<10} {where}{held}; updated {deploy['update_config']['order']}")
+    return lines
 
 
 def _live(client: docker.DockerClient, config: Config) -> dict[str, Service]:

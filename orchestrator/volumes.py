@@ -65,9 +65,9 @@ class Volumes(Protocol):
 
     def exists(self, volume: str) -> bool: ...
 
-    def check(self, files: dict[str, str], others: dict[str, File]) -> None:
+    def check(self, files: dict[str, str], others: dict[str, File], test: tuple[str, ...] = NGINX_TEST) -> None:
         """Raise StackError when nginx refuses the config files, with `others` (absolute paths: the
-        certificate) in place."""
+        certificate) in place; `test`: the check's command line (the edge's, layout.EDGE_TEST, on a swarm)."""
 
     def read(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, bytes]]:
         """{volume: {path: content}}: the files of `wanted` ({volume: paths}) that exist."""
@@ -149,12 +149,12 @@ class EngineVolumes:
                                         driver_opts=VOLUME_OPTIONS.get(volume),
                                         labels=volume_labels(self._config.project, volume))
 
-    def check(self, files: dict[str, str], others: dict[str, File]) -> None:
+    def check(self, files: dict[str, str], others: dict[str, File], test: tuple[str, ...] = NGINX_TEST) -> None:
         """Run `nginx -t` on the rendered files inside the nginx image."""
         config_archive = archive({name: File(text.encode()) for name, text in files.items()}, prefix=CONF_DIR)
         others_archive = archive({path.lstrip("/"): file for path, file in others.items()})
         code, output = self._helper(
-            list(NGINX_TEST), archives=[("/", config_archive), ("/", others_archive)],
+            list(test), archives=[("/", config_archive), ("/", others_archive)],
             # the upstream name resolves on the stack's network; here any address will do
             extra_hosts={UPSTREAM_HOST: "127.0.0.1"},
             # nginx -t creates the cache and temporary directories and opens the pid file, on the tmpfs nginx has

@@ -4,6 +4,7 @@ and written without a Docker engine."""
 
 from __future__ import annotations
 
+from rumistack.layout import NGINX_TEST
 from rumistack.volumes import File
 
 
@@ -24,7 +25,7 @@ class RecordingVolumes:
         self.calls.append("exists")
         return volume in self.existing
 
-    def check(self, files, others):
+    def check(self, files, others, test=NGINX_TEST):
         self.calls.append("check")
         self.checked.append((files, others))
 

@@ -14,7 +14,8 @@ from rumistack import spec, swarm
 from rumistack.appsettings import AppSettings
 from rumistack.config import load_config
 from rumistack.errors import ConfigError
-from rumistack.render import TlsFacts, render
+from rumistack.layout import SWARM_SUBNET
+from rumistack.render import TlsFacts, render, render_edge
 from rumistack.secretstore import load_secrets
 from rumistack.users import UserFile
 from testenv import IN_CI
@@ -43,14 +44,25 @@ def test_every_service_of_the_swarm_stack_from_spec_with_its_role(tmp_path, user
     config = _config(tmp_path, RUMISTACK_RUMITALK_REPLICAS="3")
     _, doc, _ = _render(config, users)
     names = [s.name for s in spec.services(config, load_secrets(config.state_dir), swarm=True)]
-    assert list(doc["services"]) == names == ["mongodb", "redis", "rumitalk", "verifier", "nginx"]
+    assert list(doc["services"]) == names == ["mongodb", "redis", "rumitalk", "verifier", "nginx", "edge"]
     services = doc["services"]
     assert all(s["deploy"]["endpoint_mode"] == "dnsrr" and s["networks"] == ["default"] for s in services.values())
     assert doc["networks"]["default"]["driver"] == "overlay"
+    # the subnet nginx believes the edge's PROXY protocol header from
+    assert doc["networks"]["default"]["ipam"] == {"config": [{"subnet": SWARM_SUBNET}]}
     nginx, rumitalk, mongodb = services["nginx"], services["rumitalk"], services["mongodb"]
-    assert nginx["deploy"]["mode"] == "global"
-    assert nginx["deploy"]["placement"]["constraints"] == ["node.labels.rumistack.nginx == true"]
-    assert [(p["target"], p["published"], p["mode"]) for p in nginx["ports"]] == [(80, 8080, "host"), (443, 8443, "host")]
+    # the edge holds the node's ports, replaced stop-first; nginx behind it holds none, replaced start-first
+    edge = services["edge"]
+    assert edge["deploy"]["mode"] == nginx["deploy"]["mode"] == "global"
+    assert edge["deploy"]["placement"]["constraints"] == ["node.labels.rumistack.nginx == true"]
+    assert nginx["deploy"]["placement"] == edge["deploy"]["placement"]
+    assert [(p["target"], p["published"], p["mode"]) for p in edge["ports"]] == [(80, 8080, "host"), (443, 8443, "host")]
+    assert "ports" not in nginx
+    assert edge["deploy"]["update_config"]["order"] == "stop-first"
+    assert nginx["deploy"]["update_config"]["order"] == nginx["deploy"]["rollback_config"]["order"] == "start-first"
+    assert nginx["stop_signal"] == edge["stop_signal"] == "SIGQUIT"
+    assert nginx["stop_grace_period"] == f"{config.stream_timeout}s" and "stop_grace_period" not in edge
+    assert edge["read_only"] and edge["cap_drop"] == ["ALL"] and "secrets" not in edge
     assert rumitalk["deploy"]["replicas"] == 3
     assert rumitalk["deploy"]["update_config"]["order"] == "start-first"
     assert rumitalk["deploy"]["update_config"]["failure_action"] == "rollback"
@@ -94,6 +106,8 @@ def test_configs_and_secrets_are_named_by_their_content_and_hold_it(tmp_path, us
         == users.content()
     assert secrets["/rumistack-auth/htpasswd"]["gid"] == "101" and secrets["/rumistack-auth/htpasswd"]["mode"] == 0o440
     assert "/etc/rumistack/tls/cert.pem" in secrets
+    (edge,) = doc["services"]["edge"]["configs"]
+    assert edge["target"] == "/etc/rumistack/nginx/edge.conf" and edge["source"].startswith("edge-edge.conf-")
 
 
 def test_rumitalks_environment_is_its_dotenv_secret_with_redis(tmp_path, users):
@@ -129,6 +143,50 @@ def test_a_user_change_is_a_new_users_secret_and_nothing_else(tmp_path, users):
     assert {p.name for p in (path.parent / "files").iterdir()} == set(after["configs"]) | set(after["secrets"])
 
 
+def test_the_edges_config_depends_on_the_ports_only_and_is_checked_by_nginx(tmp_path, users):
+    config = _config(tmp_path)
+    _, before, volumes = _render(config, users)
+    assert [sorted(files) for files, _ in volumes.checked] == [sorted(render(config, swarm=True)), ["edge.conf"]]
+    edge = render_edge(config)["edge.conf"]
+    assert "proxy_pass $rumistack_nginx:443;" in edge and "proxy_protocol on;" in edge
+    assert "include /etc/nginx/modules-enabled/*.conf;" in edge
+    # a realm, a timeout, a user: new nginx configs and secrets, the edge's config the same
+    users.add("bob", GOOD)
+    changed = _config(tmp_path, RUMISTACK_REALM="Elsewhere", RUMISTACK_STREAM_TIMEOUT="60")
+    _, after, _ = _render(changed, users)
+    assert after["services"]["edge"] == before["services"]["edge"]
+    assert after["services"]["nginx"]["configs"] != before["services"]["nginx"]["configs"]
+    # plain http: the edge passes port 80 only
+    plain = render_edge(_config(tmp_path, RUMISTACK_TLS="off"))["edge.conf"]
+    assert "listen 80;" in plain and "443" not in plain
+
+
+def test_nginx_on_a_swarm_takes_the_client_address_from_the_edge_only(tmp_path):
+    config = _config(tmp_path)
+    conf = render(config, TlsFacts(nginx_version=(1, 28, 0)), swarm=True)["nginx.conf"]
+    assert "listen 443 ssl proxy_protocol default_server;" in conf
+    assert "listen 80 proxy_protocol default_server;" in conf
+    assert f"set_real_ip_from {SWARM_SUBNET};" in conf and "real_ip_header proxy_protocol;" in conf
+    # the health check's listener stays plain
+    assert "listen 127.0.0.1:8081;" in conf
+    old = render(config, TlsFacts(nginx_version=(1, 22, 1)), swarm=True)["nginx.conf"]
+    assert "listen 443 ssl http2 proxy_protocol default_server;" in old
+    plain = render(_config(tmp_path, RUMISTACK_TLS="off"), swarm=True)["nginx.conf"]
+    assert "listen 80 proxy_protocol default_server;" in plain
+    for one_host in (render(config, TlsFacts(nginx_version=(1, 28, 0))), render(_config(tmp_path, RUMISTACK_TLS="off"))):
+        assert "proxy_protocol" not in one_host["nginx.conf"] and "set_real_ip_from" not in one_host["nginx.conf"]
+
+
+def test_the_summary_says_where_each_service_runs(tmp_path, users):
+    config = _config(tmp_path)
+    lines = swarm.summary(swarm.render_swarm(config, users, RecordingVolumes(version=(1, 22, 1)), AppSettings()))
+    assert lines[-2:] == [
+        "nginx      once on every node labelled rumistack.nginx=true; updated start-first",
+        "edge       once on every node labelled rumistack.nginx=true, holding the node's ports 8080, 8443; "
+        "updated stop-first"]
+    assert "mongodb    1 task on the node labelled rumistack.mongodb=true; updated stop-first" in lines
+
+
 def test_the_same_inputs_give_the_same_bytes(tmp_path, users):
     config = _config(tmp_path)
     first = _render(config, users)[0].read_bytes()
@@ -148,6 +206,7 @@ def test_the_nginx_config_is_checked_before_anything_is_written(tmp_path, users)
     ({"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"}, "RUMISTACK_TLS=acme is not for a swarm: the http-01"),
     ({"RUMISTACK_SEARCH": "true"}, "RUMISTACK_SEARCH=true is not for a swarm yet"),
     ({"RUMISTACK_BIND_ADDRESS": "127.0.0.1"}, "RUMISTACK_BIND_ADDRESS=127.0.0.1 is not for a swarm"),
+    ({"RUMISTACK_TRUSTED_PROXIES": "192.0.2.0/24"}, "RUMISTACK_TRUSTED_PROXIES is not for a swarm yet: nginx there"),
 ])
 def test_what_a_swarm_stack_does_not_do_is_refused_in_one_sentence_with_the_reason(tmp_path, users, environ, reason):
     with pytest.raises(ConfigError, match=reason) as refused:
@@ -203,7 +262,7 @@ def test_docker_stack_config_takes_the_file_without_a_warning(tmp_path, users):
     assert seen["services"]["rumitalk"]["deploy"]["replicas"] == 2
     assert {s["target"] for s in seen["services"]["rumitalk"]["secrets"]} == {
         "/app/.env", f"/app/config/{app.config_name}"}
-    assert seen["services"]["nginx"]["ports"][0]["mode"] == "host"
+    assert seen["services"]["edge"]["ports"][0]["mode"] == "host" and "ports" not in seen["services"]["nginx"]
 
 
 def test_replicas_are_checked(tmp_path):
