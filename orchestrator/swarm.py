@@ -31,7 +31,7 @@ import posixpath
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -306,6 +306,7 @@ class Rendered:
     path: Path  # the stack file
     document: dict
     objects: Objects
+    depends_on: dict[str, tuple[str, ...]]  # each service's dependencies (spec's): the order of a rollout
 
 
 def render_swarm(config: Config, users: UserFile, volumes: Volumes, app: AppSettings | None = None,
@@ -350,7 +351,7 @@ def render_swarm(config: Config, users: UserFile, volumes: Volumes, app: AppSett
                     old.unlink()
     with doing(f"writing {stack_file(config)}"):
         replace_atomically(stack_file(config), stack.encode())
-    return Rendered(stack_file(config), doc, objs)
+    return Rendered(stack_file(config), doc, objs, {s.name: s.depends_on for s in services})
 
 
 def summary(rendered: Rendered) -> list[str]:
@@ -414,7 +415,7 @@ def update(config: Config, users: UserFile, volumes: Volumes, client: docker.Doc
                 step(f"creating the swarm {kind[:-1]} {name}")
                 existing[name] = collection.create(name=name, data=obj.data, labels=entry["labels"]).id
         ids.update(existing)
-    updated = []
+    updated: dict[str, tuple[str, dict]] = {}  # service name -> its id, and the container spec it rolls onto
     for name, wanted in rendered.document["services"].items():
         service = live.get(name)
         if service is None:
@@ -427,14 +428,33 @@ def update(config: Config, users: UserFile, volumes: Volumes, client: docker.Doc
             container[key] = _references(kind, wanted.get(kind, []), ids, names)
         if all(_names_of(container, key) == _names_of(task["ContainerSpec"], key) for key in ("Configs", "Secrets")):
             continue
-        step(f"rolling {service.name} onto the new configs and secrets")
-        client.api.update_service(service.id, service.attrs["Version"]["Index"],
-                                  task_template={**task, "ContainerSpec": container}, fetch_current_spec=True)
-        updated.append((service.id, container))
-    for service_id, container in updated:
-        _converge(client, service_id, container, timeout)
+        updated[name] = (service, {**task, "ContainerSpec": container})
+    # in waves: a service rolls once those it depends on have converged, so that a new nginx task never
+    # asks a verifier that still has the old users (and then caches a removed user's credential)
+    for wave in _waves(updated, rendered.depends_on):
+        for name in wave:
+            service, template = updated[name]
+            step(f"rolling {service.name} onto the new configs and secrets")
+            client.api.update_service(service.id, service.attrs["Version"]["Index"], task_template=template,
+                                      fetch_current_spec=True)
+        for name in wave:
+            service, template = updated[name]
+            _converge(client, service.id, template["ContainerSpec"], timeout)
     _remove_unused(client, config, step)
     return True
+
+
+def _waves(names: Iterable[str], depends_on: dict[str, tuple[str, ...]]) -> list[list[str]]:
+    """`names` in groups, each after the groups holding what its members depend on (among `names`)."""
+    left = list(names)
+    waves = []
+    while left:
+        wave = [n for n in left if not any(d in left for d in depends_on.get(n, ()) if d != n)]
+        if not wave:
+            raise StackError(f"the services {', '.join(left)} depend on each other")  # spec has no cycle
+        waves.append(wave)
+        left = [n for n in left if n not in wave]
+    return waves
 
 
 def _converge(client: docker.DockerClient, service_id: str, wanted: dict, timeout: float) -> None:

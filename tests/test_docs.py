@@ -107,3 +107,16 @@ def test_what_tests_and_the_benchmark_read_out_of_the_docs_is_there():
     assert sum(line.startswith("failregex = ") for line in operations.splitlines()) == 1  # test_auth_throttle.py
     cache = (ROOT / "docs" / "auth-cache.md").read_text()
     assert cache.count("<!-- bench:start -->\n") == cache.count("<!-- bench:end -->") == 1  # bench/bench.py
+
+
+def test_the_readmes_swarm_commands_are_the_ones_the_swarm_test_runs():
+    """tests/integration/test_swarm_stack.py runs docs/swarm.md's "run it" block as written against the
+    three-node swarm; the README's swarm section shows the same commands."""
+    def block(text: str, section: str) -> str:
+        part = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+        (found,) = re.findall(r"^```\n(.*?)^```", part, re.S | re.M)
+        return found
+
+    readme = block((ROOT / "README.md").read_text(), "on several machines")
+    assert readme == block((ROOT / "docs" / "swarm.md").read_text(), "run it")
+    assert "rumistack render --swarm" in readme

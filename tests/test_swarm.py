@@ -270,3 +270,12 @@ def test_replicas_are_checked(tmp_path):
         with pytest.raises(ConfigError, match="RUMISTACK_RUMITALK_REPLICAS"):
             _config(tmp_path, RUMISTACK_RUMITALK_REPLICAS=bad)
     assert _config(tmp_path, RUMISTACK_RUMITALK_REPLICAS="64").rumitalk_replicas == 64
+
+
+def test_a_rollout_updates_a_service_only_once_what_it_depends_on_has_converged():
+    depends_on = {"nginx": ("rumitalk", "verifier"), "edge": ("nginx",), "rumitalk": ("mongodb", "redis")}
+    # a user change: the verifier first, so that no new nginx task asks a verifier with the old users
+    assert swarm._waves(["nginx", "verifier"], depends_on) == [["verifier"], ["nginx"]]
+    assert swarm._waves(["edge", "nginx", "rumitalk", "verifier"], depends_on) == [
+        ["rumitalk", "verifier"], ["nginx"], ["edge"]]
+    assert swarm._waves(["nginx"], depends_on) == [["nginx"]]  # what it depends on is not rolling

@@ -235,18 +235,21 @@ def test_rumitalks_replicas_share_their_state_in_redis_and_answer_in_turn(deploy
 
 
 class Load:
-    """A bounded load loop: each nginx node's port asked for / with the user's credential, one request after
-    the other, from a thread of its own, until stopped (or at most `limit` requests a node)."""
+    """A bounded load loop: each nginx node's port asked for / with the user's credential (or `credential`),
+    one request after the other, `pause` seconds apart, from a thread of its own, until stopped (or at most
+    `limit` requests a node, or with `until_refused` the node's first answer other than 200)."""
 
-    def __init__(self, deployment: Deployment, limit: int = 3000) -> None:
-        self.deployment, self.limit = deployment, limit
+    def __init__(self, deployment: Deployment, limit: int = 3000, credential: tuple[str, str] = (USER, PASSWORD),
+                 pause: float = 0.02, until_refused: bool = False) -> None:
+        self.deployment, self.limit, self.credential = deployment, limit, credential
+        self.pause, self.until_refused = pause, until_refused
         self.stopped = threading.Event()
         self.results: dict[str, list[tuple[float, object]]] = {h: [] for h in NGINX_NODES}
         self.threads = [threading.Thread(target=self._run, args=(h,), daemon=True) for h in NGINX_NODES]
 
     def _run(self, hostname: str) -> None:
         port = self.deployment.port(self.deployment.node(hostname))
-        credential = {"Authorization": basic(USER, PASSWORD)}
+        credential = {"Authorization": basic(*self.credential)}
         for _ in range(self.limit):
             if self.stopped.is_set():
                 return
@@ -255,7 +258,9 @@ class Load:
             except Exception as exc:  # a refused or reset connection is a failed request
                 outcome = f"{type(exc).__name__}: {exc}"
             self.results[hostname].append((time.monotonic(), outcome))
-            time.sleep(0.02)
+            if self.until_refused and outcome != 200:
+                return
+            time.sleep(self.pause)
 
     def __enter__(self) -> Load:
         for thread in self.threads:
@@ -286,9 +291,15 @@ def test_user_changes_roll_out_to_every_node_one_after_the_other_and_a_removed_u
     assert [send(port, "/", headers=carol).status for port in ports] == [200, 200]
     with Load(deployment) as load:
         _cli(deployment, "adduser", "bob", "--password-stdin", input="bobs long password\n")
-        _cli(deployment, "deluser", "carol")
-        # once deluser has returned, every node refuses her
+        # carol keeps asking while she is removed: a new nginx task that checked her against a verifier
+        # with the old users would cache her credential, and let her in after deluser has returned
+        with Load(deployment, credential=("carol", "carols long password"), pause=0.5, until_refused=True) as carols:
+            _cli(deployment, "deluser", "carol")
+        assert all(r and r[-1][1] == 401 for r in carols.results.values()), carols.results
+        # once deluser has returned, every node refuses her, whichever nginx task its edge picks (a few
+        # tries each: her refusals count against her name's limit, so the later ones may be 429)
         assert [send(port, "/", headers=carol).status for port in ports] == [401, 401]
+        assert 200 not in [send(port, "/", headers=carol).status for port in ports for _ in range(3)]
     # the edge holds each node's port and is not restarted; nginx's tasks behind it are replaced
     # start-first, so no request fails at any node while they roll
     _no_failure(load)
