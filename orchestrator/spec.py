@@ -256,6 +256,10 @@ def _edge(config: Config, setting: Setting) -> Service:
         depends_on=("nginx",),
         healthcheck=HealthCheck(_wget(f"http://127.0.0.1:{HEALTH_PORT}/edge-health"), start_period=10),
         stop_signal="SIGQUIT",  # graceful: connections in flight finish
+        # its keepalive probes to nginx's tasks (proxy_socket_keepalive): the first after 30 s of quiet,
+        # then every 10 s, and after 3 unanswered the connection ends; the kernel's default waits two hours
+        sysctls=(("net.ipv4.tcp_keepalive_time", "30"), ("net.ipv4.tcp_keepalive_intvl", "10"),
+                 ("net.ipv4.tcp_keepalive_probes", "3")),
     )
 
 

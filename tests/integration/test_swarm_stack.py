@@ -26,7 +26,7 @@ from swarmnodes import Node, Swarm
 from test_auth_throttle import NGINX_DATE, _failregex
 from web import TlsPort, basic, events, login, send
 
-from rumistack.layout import SWARM_SUBNET
+from rumistack.layout import CONF_DIR, EDGE_FILE, SWARM_SUBNET
 from rumistack.tls import SELF_SIGNED_CERT
 
 # `check`, the auth and boundary matrices, run here with `proxy` a node of the swarm; `check` first,
@@ -316,6 +316,19 @@ def _no_failure(load: Load) -> None:
 def _edge_tasks(deployment: Deployment) -> set[str]:
     (edge,) = [s for s in deployment.swarm.client().services.list() if s.name.endswith("_edge")]
     return {t["ID"] for t in edge.tasks()}
+
+
+def test_the_edge_probes_its_connections_to_nginx_so_a_dead_nodes_end_within_a_minute(deployment):
+    """The kernel settings of each edge task's own network namespace, as its kernel reads them, and the
+    keepalive nginx asks for on the connections it opens (proxy_socket_keepalive)."""
+    for hostname in NGINX_NODES:
+        client = deployment.swarm.client(deployment.node(hostname))
+        (edge,) = client.containers.list(filters={"label": "com.docker.swarm.service.name=rumistack_edge"})
+        probes = edge.exec_run(["cat", "/proc/sys/net/ipv4/tcp_keepalive_time", "/proc/sys/net/ipv4/tcp_keepalive_intvl",
+                                "/proc/sys/net/ipv4/tcp_keepalive_probes"])
+        assert (probes.exit_code, probes.output.split()) == (0, [b"30", b"10", b"3"]), (hostname, probes)
+        shown = edge.exec_run(["nginx", "-T", "-c", f"{CONF_DIR}/{EDGE_FILE}"])
+        assert shown.exit_code == 0 and b"proxy_socket_keepalive on;" in shown.output
 
 
 def test_a_config_change_rolls_out_with_no_failed_request_and_every_node_has_it(deployment):
