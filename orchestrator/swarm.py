@@ -26,6 +26,7 @@ file, never in it: no secret and no password hash reaches the YAML.
 
 from __future__ import annotations
 
+import graphlib
 import hashlib
 import posixpath
 import re
@@ -415,7 +416,7 @@ def update(config: Config, users: UserFile, volumes: Volumes, client: docker.Doc
                 step(f"creating the swarm {kind[:-1]} {name}")
                 existing[name] = collection.create(name=name, data=obj.data, labels=entry["labels"]).id
         ids.update(existing)
-    updated: dict[str, tuple[str, dict]] = {}  # service name -> its id, and the container spec it rolls onto
+    updated: dict[str, tuple[Service, dict]] = {}  # service name -> the service, and the task template it rolls onto
     for name, wanted in rendered.document["services"].items():
         service = live.get(name)
         if service is None:
@@ -446,14 +447,14 @@ def update(config: Config, users: UserFile, volumes: Volumes, client: docker.Doc
 
 def _waves(names: Iterable[str], depends_on: dict[str, tuple[str, ...]]) -> list[list[str]]:
     """`names` in groups, each after the groups holding what its members depend on (among `names`)."""
-    left = list(names)
+    names = list(names)
+    order = graphlib.TopologicalSorter({n: [d for d in depends_on.get(n, ()) if d in names] for n in names})
+    order.prepare()  # spec's dependencies have no cycle: graphlib.CycleError otherwise
     waves = []
-    while left:
-        wave = [n for n in left if not any(d in left for d in depends_on.get(n, ()) if d != n)]
-        if not wave:
-            raise StackError(f"the services {', '.join(left)} depend on each other")  # spec has no cycle
+    while order.is_active():
+        wave = sorted(order.get_ready())
+        order.done(*wave)
         waves.append(wave)
-        left = [n for n in left if n not in wave]
     return waves
 
 
