@@ -120,7 +120,7 @@ def backup(config: Config, path: Path | None = None, search_index: bool = False,
     mongo_here = not config.mongo_uri and engine.exists(MONGO_VOLUME)
     if not parts and not mongo_here and not any(engine.exists(v) for v in volumes):
         # most likely run outside the deployment's directory: an empty archive would look like a backup
-        raise BackupError(f"nothing to back up: no state directory ({config.state_dir}), no RumiTalk settings "
+        raise BackupError(f"nothing to back up: no state files in {config.state_dir}, no RumiTalk settings "
                           f"and no volumes of project {config.project}; nothing was written. Run it in the "
                           "directory with the deployment's .env (or set RUMISTACK_STATE_DIR and RUMISTACK_PROJECT)")
     with doing(f"creating the directory of the backup {path}"):
