@@ -35,7 +35,7 @@ import yaml
 
 from . import https, spec, tls
 from .appsettings import AppSettings, load_app_settings
-from .config import KEYS, Config, Key, load_config
+from .config import KEYS, TLS_MODES, Config, Key, load_config
 from .errors import ConfigError, doing
 from .files import make_directory, replace_atomically
 from .mounted import VOLUMES_DIR_ENV
@@ -69,6 +69,8 @@ HEADER = """\
 # Health checks run every 2 s here, not every 30 s as under `rumistack up`:
 # compose refuses start_interval on engines before Docker 25, and its
 # depends_on (service_healthy) waits for the engine's first check.
+# nginx extends nginx-tls-<RUMISTACK_TLS>, which adds that mode's ports and
+# mounts (none with off); those templates run no container.
 """
 
 
@@ -107,6 +109,25 @@ MODES = (
     ("acme", {"RUMISTACK_TLS": "acme", "RUMISTACK_DOMAIN": "chat.example.com"}),
     ("external-mongodb", {"RUMISTACK_MONGO_URI": "mongodb://db.example.com:27017/RumiTalk"}),
 )
+
+
+# A setting each of whose values shapes a service its own way, where a profile cannot: with
+# RUMISTACK_TLS=off nginx publishes no HTTPS port and mounts no certificate, and compose cannot drop a
+# port or a mount by a value of .env. A service can extend another named by one, though: such a service
+# holds what every value shares and extends `<service>-tls-${RUMISTACK_TLS:-self-signed}`, a template per
+# value with that value's own ports and mounts; a template runs no container (scale 0). Each value's
+# settings make a configuration of it, as MODES's do.
+VARIANT_KEY = "RUMISTACK_TLS"
+VARIANTS = {
+    "self-signed": {},
+    "files": {"RUMISTACK_TLS": "files", "RUMISTACK_TLS_CERT_FILE": "/state/chat.crt",
+              "RUMISTACK_TLS_KEY_FILE": "/state/chat.key"},
+    "acme": dict(MODES)["acme"],
+    "off": {"RUMISTACK_TLS": "off"},
+}
+assert set(VARIANTS) == set(TLS_MODES)
+# what compose's `extends` adds to the extending service's own: the only fields a variant may change
+_VARIANT_FIELDS = ("ports", "volumes")
 
 
 def _mode_config(environ: dict[str, str]) -> Config:
@@ -165,6 +186,46 @@ def _union() -> list[spec.Service]:
             union[service.name] = dataclasses.replace(
                 known, depends_on=tuple(dict.fromkeys(known.depends_on + service.depends_on)))
     return list(union.values())
+
+
+def _variant_name(service: str, value: str) -> str:
+    return f"{service}-{VARIANT_KEY.removeprefix('RUMISTACK_').lower()}-{value}"
+
+
+def _shared(items: list, shapes: list[list]) -> list:
+    return [item for item in items if all(item in shape for shape in shapes)]
+
+
+def _with_variants(services: dict[str, dict]) -> dict[str, dict]:
+    """`services` (in compose's terms), each that differs by the variant's value (see VARIANTS) holding
+    what every value shares and extending its value's template; the templates after them."""
+    shapes: dict[str, dict[str, dict]] = {}
+    for value, environ in VARIANTS.items():
+        for service in _services(_mode_config(environ)):
+            shapes.setdefault(service.name, {})[value] = _service(dataclasses.replace(service, depends_on=()))
+    out, templates = dict(services), {}
+    for name, by_value in shapes.items():
+        values = list(by_value.values())
+        if all(shape == values[0] for shape in values):
+            continue
+        if len(by_value) != len(VARIANTS):
+            raise ValueError(f"{name} runs with some values of {VARIANT_KEY} only and differs between them")
+        if any({k: v for k, v in shape.items() if k not in _VARIANT_FIELDS}
+               != {k: v for k, v in values[0].items() if k not in _VARIANT_FIELDS} for shape in values):
+            raise ValueError(f"{name} differs with {VARIANT_KEY} in more than its {' and '.join(_VARIANT_FIELDS)}: "
+                             f"compose's extends cannot change the rest")
+        service = services[name]
+        common = {field: _shared(service.get(field, []), [shape.get(field, []) for shape in values])
+                  for field in _VARIANT_FIELDS}
+        # scale 1, not the template's 0
+        out[name] = {"image": service["image"], "scale": 1,
+                     "extends": {"service": _Compose(_variant_name(name, _interpolation(_BY_NAME[VARIANT_KEY])))},
+                     **{k: common.get(k, v) for k, v in service.items() if k not in common or common[k]}}
+        for value, shape in by_value.items():
+            own = {field: [item for item in shape.get(field, []) if item not in common[field]] for field in _VARIANT_FIELDS}
+            # compose wants an image for every service, a template too
+            templates[_variant_name(name, value)] = {"image": service["image"], "scale": 0} | {k: v for k, v in own.items() if v}
+    return out | templates
 
 
 def _write(value):
@@ -297,7 +358,7 @@ def document() -> dict:
     labels = spec.labels(_setting("project"))
     return _write({
         "name": _setting("project"),
-        "services": {s.name: _service(s, profiles) for s in services} | {TOOLS: _tools()},
+        "services": _with_variants({s.name: _service(s, profiles) for s in services}) | {TOOLS: _tools()},
         "networks": {"default": {"labels": labels}},
         "volumes": {v: {"labels": labels} | ({"driver": "local", "driver_opts": spec.VOLUME_OPTIONS[v]}
                                              if v in spec.VOLUME_OPTIONS else {})
@@ -330,9 +391,6 @@ def up_command(config: Config) -> str:
 
 def _refuse(config: Config, services: tuple[spec.Service, ...]) -> None:
     """What compose cannot do, each in one sentence with the reason."""
-    if config.tls == "off":
-        raise ConfigError("RUMISTACK_TLS=off needs `rumistack up`: the bundle's nginx always publishes "
-                          "RUMISTACK_HTTPS_PORT, since compose cannot drop a port by a setting of .env")
     unknown = sorted({s.name for s in services} - {s.name for s in _union()})
     if unknown:
         raise ConfigError(f"this configuration runs {', '.join(unknown)}, which compose/docker-compose.yml does not "

@@ -101,9 +101,10 @@ TLS_MODES = ("acme", "files", "self-signed", "off")
 
 
 def _tls_mode(value: str) -> str:
-    if value.lower() not in TLS_MODES:
-        raise ValueError(f"use one of {', '.join(TLS_MODES)}")
-    return value.lower()
+    # as written, in lower case: the compose bundle names nginx's variant by it (compose.VARIANTS)
+    if value not in TLS_MODES:
+        raise ValueError(f"use one of {', '.join(TLS_MODES)}, in lower case")
+    return value
 
 
 def _https_url(value: str) -> str:

@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import yaml
 from rumistack import acme, compose, spec
 from rumistack.appsettings import AppSettings
 from rumistack.config import KEYS, load_config
+from rumistack.errors import ConfigError
 from rumistack.layout import NGINX_RUN_DIR, NGINX_RUN_OPTIONS
 from rumistack.secretstore import GENERATORS
 
@@ -79,9 +81,9 @@ def test_no_value_from_env_is_pinned_in_the_file(monkeypatch):
 
 def test_values_from_env_reach_the_services_as_interpolations():
     document = compose.document()
-    nginx = document["services"]["nginx"]
+    nginx = _extended(document["services"], "nginx", "self-signed")
     assert nginx["image"] == "${RUMISTACK_NGINX_IMAGE:-nginx:1.28.0-alpine}"
-    assert nginx["ports"] == [{"target": 80, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}",
+    assert sorted(nginx["ports"], key=lambda p: p["target"]) == [{"target": 80, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}",
                                "published": "${RUMISTACK_HTTP_PORT:-8080}", "protocol": "tcp"},
                               {"target": 443, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}",
                                "published": "${RUMISTACK_HTTPS_PORT:-8443}", "protocol": "tcp"}]
@@ -97,7 +99,7 @@ def test_nginx_gets_the_tmpfs_for_its_cache_of_verified_credentials():
 def test_every_service_is_hardened_and_nginx_runs_read_only_with_few_capabilities():
     services = compose.document()["services"]
     for name, service in services.items():
-        if name != compose.TOOLS:
+        if name != compose.TOOLS and service.get("scale") != 0:  # a template runs no container
             assert service["security_opt"] == ["no-new-privileges:true"], name
     nginx = services["nginx"]
     assert nginx["cap_drop"] == ["ALL"] and nginx["cap_add"] == ["CHOWN", "NET_BIND_SERVICE", "SETGID", "SETUID"]
@@ -114,11 +116,13 @@ def test_the_environment_is_an_env_file_in_the_state_directory_for_every_service
 
 def test_the_bundle_is_the_default_stack_and_each_mode_by_its_profile():
     services = compose.document()["services"]
-    assert list(services) == ["mongodb", "rumitalk", "verifier", "nginx", "meilisearch", "certbot", "rumistack"]
+    templates = [f"nginx-tls-{mode}" for mode in ("self-signed", "files", "acme", "off")]
+    assert list(services) == ["mongodb", "rumitalk", "verifier", "nginx", "meilisearch", "certbot", *templates,
+                              "rumistack"]
     assert {name: s.get("profiles") for name, s in services.items()} == {
         "mongodb": [f"${{RUMISTACK_MONGO_URI:+without-}}{p}" for p in ("", "search", "acme", "tools")],
         "rumitalk": None, "verifier": None, "nginx": None,
-        "meilisearch": ["search"], "certbot": ["acme"], "rumistack": ["tools"]}
+        "meilisearch": ["search"], "certbot": ["acme"], "rumistack": ["tools"]} | dict.fromkeys(templates)
     # RumiTalk waits for each database that runs
     assert services["rumitalk"]["depends_on"] == {"mongodb": {"condition": "service_healthy", "required": False},
                                                   "meilisearch": {"condition": "service_healthy", "required": False}}
@@ -147,11 +151,56 @@ def test_a_mode_whose_service_differs_from_the_default_one_stops_the_generation(
         compose.document()
 
 
-def test_the_bundle_serves_https_with_the_certificate_render_writes():
-    nginx = compose.document()["services"]["nginx"]
-    assert {"type": "volume", "source": "tls", "target": "/etc/rumistack/tls", "read_only": True,
-            "volume": {"nocopy": True}} in nginx["volumes"]
-    assert [p["target"] for p in nginx["ports"]] == [80, 443]
+def _extended(services: dict, name: str, mode: str) -> dict:
+    """A service as compose makes it with RUMISTACK_TLS=`mode`: the template's ports and mounts, then its own."""
+    service = services[name]
+    assert service["extends"] == {"service": f"{name}-tls-${{RUMISTACK_TLS:-self-signed}}"}
+    template = services[f"{name}-tls-{mode}"]
+    assert template["scale"] == 0 and service["scale"] == 1 and template["image"] == service["image"]
+    return service | {field: template.get(field, []) + service.get(field, []) for field in ("ports", "volumes")}
+
+
+TLS_VOLUME = {"type": "volume", "source": "tls", "target": "/etc/rumistack/tls", "read_only": True,
+              "volume": {"nocopy": True}}
+
+
+@pytest.mark.parametrize("mode", ["self-signed", "files", "acme"])
+def test_the_bundle_serves_https_with_the_certificate_render_writes(mode):
+    nginx = _extended(compose.document()["services"], "nginx", mode)
+    assert TLS_VOLUME in nginx["volumes"]
+    assert sorted(p["target"] for p in nginx["ports"]) == [80, 443]
+
+
+def test_with_tls_off_the_bundles_nginx_publishes_no_https_port_and_mounts_no_certificate():
+    services = compose.document()["services"]
+    nginx = _extended(services, "nginx", "off")
+    assert [p["target"] for p in nginx["ports"]] == [80]
+    assert {v["source"] for v in nginx["volumes"]} == {"nginx-config", "nginx-auth", "auth-verifier"}
+    assert set(services["nginx-tls-off"]) == {"image", "scale"}
+
+
+@pytest.mark.parametrize("mode", compose.VARIANTS)
+def test_each_tls_modes_nginx_is_the_one_spec_gives_that_mode(mode):
+    """What compose makes of nginx and its template is the service spec.py gives the mode, read as compose writes it."""
+    config = load_config("/nonexistent", environ=compose.VARIANTS[mode])
+    (nginx,) = [s for s in compose._services(config) if s.name == "nginx"]
+    expected = compose._service(dataclasses.replace(nginx, depends_on=()))
+    made = {k: v for k, v in _extended(compose.document()["services"], "nginx", mode).items()
+            if k not in ("extends", "scale", "depends_on") and v != []}
+    expected = compose._write(expected)
+    for field in ("ports", "volumes"):  # compose puts the template's first
+        made[field] = sorted(made.get(field, []), key=lambda item: json.dumps(item, sort_keys=True))
+        expected[field] = sorted(expected.get(field, []), key=lambda item: json.dumps(item, sort_keys=True))
+    assert made == expected
+
+
+def test_a_service_that_differs_by_tls_mode_beyond_ports_and_mounts_stops_the_generation(monkeypatch):
+    original = spec.services
+    monkeypatch.setattr(spec, "services", lambda config, secrets, app=AppSettings(), setting=None: tuple(
+        dataclasses.replace(s, stop_signal="SIGINT") if s.name == "nginx" and config.tls == "off" else s
+        for s in original(config, secrets, app, setting)))
+    with pytest.raises(ValueError, match="nginx differs with RUMISTACK_TLS in more than its ports and volumes"):
+        compose.document()
 
 
 def test_a_service_in_another_process_namespace_joins_it_the_compose_way():
@@ -228,3 +277,20 @@ def test_a_secret_outside_the_environment_stops_the_generation(monkeypatch):
     ))
     with pytest.raises(ValueError, match="a secret would be written into the compose file"):
         compose.document()
+
+
+@pytest.mark.parametrize("environ", [
+    {}, *compose.VARIANTS.values(), *(environ for _, environ in compose.MODES),
+    {"RUMISTACK_SEARCH": "true", "RUMISTACK_MONGO_URI": "mongodb://db.example.com/x", "RUMISTACK_TLS": "off"},
+], ids=lambda environ: ",".join(f"{k}={v}" for k, v in environ.items()) or "defaults")
+def test_render_refuses_none_of_the_modes_up_serves(environ):
+    config = load_config("/nonexistent", environ=environ)
+    compose._refuse(config, spec.services(config, compose._SECRETS))
+
+
+def test_render_refuses_a_configuration_with_a_service_the_compose_file_does_not_have():
+    config = load_config("/nonexistent", environ={})
+    extra = spec.Service(name="cache", image="x:1", healthcheck=spec.HealthCheck(("CMD", "true")))
+    with pytest.raises(ConfigError, match=re.escape("this configuration runs cache, which compose/docker-compose.yml "
+                                                    "does not have: use `rumistack up` for it")):
+        compose._refuse(config, (*spec.services(config, compose._SECRETS), extra))

@@ -107,3 +107,8 @@ def test_invalid_value_is_refused_naming_the_key(key, value):
 def test_a_path_exempted_twice_is_refused_naming_the_key_like_every_other_error():
     with pytest.raises(ConfigError, match=r"^RUMISTACK_EXEMPT_PATHS='/0,/0' is not valid: /0 is exempt already"):
         load_config("/nonexistent", environ={"RUMISTACK_EXEMPT_PATHS": "/0,/0"})
+
+
+def test_a_tls_mode_in_another_case_is_refused_since_the_compose_bundle_reads_it_as_written():
+    with pytest.raises(ConfigError, match=re.escape("use one of acme, files, self-signed, off, in lower case")):
+        load_config("/nonexistent", environ={"RUMISTACK_TLS": "Off"})

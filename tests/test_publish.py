@@ -3,7 +3,6 @@ mounted in the compose bundle's tools container, and what `render` adds for
 the bundle."""
 
 import os
-import re
 import stat
 
 import pytest
@@ -13,7 +12,7 @@ from rumistack import acme, https
 from rumistack.appsettings import AppSettings
 from rumistack.compose import render_bundle
 from rumistack.config import load_config
-from rumistack.errors import ConfigError, StackError, UserError
+from rumistack.errors import StackError, UserError
 from rumistack.https import Served
 from rumistack.layout import NGINX_GID, PEM_FILE, TLS_DIR
 from rumistack.mounted import MountedVolumes
@@ -163,10 +162,9 @@ def test_render_bundle_in_acme_mode_puts_the_placeholder_and_certbots_hook_in_pl
     assert volumes.written[ACME_VOLUME][acme.HOOK].data == acme.install_hook("chat.example.com")
 
 
-def test_render_bundle_refuses_plain_http_in_one_sentence_with_the_reason(tmp_path, users):
+def test_render_bundle_with_plain_http_writes_no_certificate(tmp_path, users):
     config = load_config("/nonexistent", environ={"RUMISTACK_STATE_DIR": str(tmp_path / "state"), "RUMISTACK_TLS": "off"})
     volumes = RecordingVolumes()
-    with pytest.raises(ConfigError, match=re.escape("RUMISTACK_TLS=off needs `rumistack up`: the bundle's nginx always "
-                                                    "publishes RUMISTACK_HTTPS_PORT, since compose cannot drop a port")):
-        render_bundle(config, users, volumes, AppSettings())
-    assert volumes.written == {} and volumes.user_files == {} and not (tmp_path / "state" / "compose").exists()
+    assert render_bundle(config, users, volumes, AppSettings()) == ()
+    assert set(volumes.written) == {"nginx-config"} and set(volumes.user_files) == {"nginx-auth"}
+    assert {p.stem for p in (tmp_path / "state" / "compose").iterdir()} == {"mongodb", "rumitalk", "verifier", "nginx"}

@@ -207,6 +207,7 @@ def snapshot(client: docker.DockerClient, project: str) -> dict:
     for container in client.containers.list(filters={"label": f"{LABEL_PROJECT}={project}"}):
         result[container.labels[LABEL_SERVICE]] = definition(container)
         if container.labels[LABEL_SERVICE] == "nginx":
-            result["nginx files"] = {**files(container, CONF_DIR), **files(container, AUTH_DIR),
-                                     **files(container, TLS_DIR)}
+            mounted = {m["Destination"] for m in container.attrs["Mounts"]}  # no certificate with RUMISTACK_TLS=off
+            result["nginx files"] = {name: value for path in (CONF_DIR, AUTH_DIR, TLS_DIR) if path in mounted
+                                     for name, value in files(container, path).items()}
     return result

@@ -23,6 +23,7 @@ from passlib.apache import HtpasswdFile
 from web import TlsPort, basic, connect, send
 
 from rumistack.appsettings import load_app_settings
+from rumistack.compose import VARIANTS
 from rumistack.config import KEYS, load_config
 from rumistack.https import Served
 from rumistack.layout import AUTH_DIR, CONF_DIR, NGINX_GID, PEM_FILE, TLS_DIR, USER_FILE
@@ -74,8 +75,9 @@ def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compos
     assert bundle["name"] == project
     assert bundle["services"]["rumitalk"]["image"] == expected["RUMITALK_IMAGE"]
     assert bundle["services"]["rumitalk"]["environment"] == {"FROM_ENV_FILE": "rumitalk"}
-    assert [p["published"] for p in bundle["services"]["nginx"]["ports"]] == [
-        expected["RUMISTACK_HTTP_PORT"], expected["RUMISTACK_HTTPS_PORT"]]
+    # the HTTPS port from the template of the TLS mode (compose puts it first)
+    assert sorted((p["target"], p["published"]) for p in bundle["services"]["nginx"]["ports"]) == [
+        (80, expected["RUMISTACK_HTTP_PORT"]), (443, expected["RUMISTACK_HTTPS_PORT"])]
     assert {v["name"] for v in bundle["volumes"].values()} == {f"{project}_{v}" for v in {*volumes(services(
         load_config("/nonexistent", environ={}), load_secrets(tmp_path / "secrets"))), *WRITTEN_VOLUMES}}
     assert bundle["networks"]["default"]["name"] == f"{project}_default"
@@ -90,7 +92,8 @@ def test_compose_config_is_valid_without_a_warning_and_reads_the_env_file(compos
     ("RUMISTACK_MONGO_URI=mongodb://db.example.com:27017/chat\n", {"rumitalk", "verifier", "nginx"}),
     ("COMPOSE_PROFILES=acme\nRUMISTACK_TLS=acme\nRUMISTACK_DOMAIN=chat.example.com\n",
      {"mongodb", "rumitalk", "verifier", "nginx", "certbot"}),
-], ids=["search", "external mongodb", "acme"])
+    ("RUMISTACK_TLS=off\n", {"mongodb", "rumitalk", "verifier", "nginx"}),
+], ids=["search", "external mongodb", "acme", "tls off"])
 def test_each_mode_is_chosen_by_env_alone_and_valid_without_a_warning(compose_plugin, tmp_path, env_file, running):
     _bundle_files(tmp_path)
     (tmp_path / ".env").write_text(env_file)
@@ -102,7 +105,8 @@ def test_each_mode_is_chosen_by_env_alone_and_valid_without_a_warning(compose_pl
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
     # what `up` starts: the profiles of COMPOSE_PROFILES (a --profile on the command line replaces them)
     listed = _compose(tmp_path, docs_command(" config --quiet").replace(" --profile tools", "").replace("--quiet", "--services"))
-    assert set(listed.stdout.split()) == running
+    # and the templates of nginx's TLS modes, which run no container (scale 0)
+    assert set(listed.stdout.split()) == running | {f"nginx-tls-{mode}" for mode in VARIANTS}
 
 
 def test_tools_service_writes_the_config_the_certificate_the_users_and_the_environment_up_would(compose_bundle,
