@@ -274,20 +274,17 @@ class Connections:
             writer.close()
 
 
-def _handler(routes: dict[str, Route], connections: Connections | None = None) -> Handler:
-    """A connection's requests, each answered by the route of its target (404 for any other); with
-    `connections` the connection stays open for the next one until the stop, else it closes after the
-    first."""
+def _handler(routes: dict[str, Route], connections: Connections) -> Handler:
+    """A connection's requests, each answered by the route of its target (404 for any other); the
+    connection stays open for the next one until the client closes it or `connections` stops."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while connections is None or not connections.stopping:
-                if connections is not None:
-                    connections.idle.add(writer)
+            while not connections.stopping:
+                connections.idle.add(writer)
                 try:
                     request = await _read_request(reader)
                 finally:
-                    if connections is not None:
-                        connections.idle.discard(writer)
+                    connections.idle.discard(writer)
                 if request is None:
                     break
                 method, target, headers = request
@@ -295,8 +292,6 @@ def _handler(routes: dict[str, Route], connections: Connections | None = None) -
                 answer = Answer(404) if route is None else await route(headers)
                 answer.write(writer, head=method == "HEAD")
                 await writer.drain()
-                if connections is None:
-                    break
         except ConnectionError:
             pass
         finally:
@@ -316,14 +311,14 @@ def verify_handler(verifier: Verifier, connections: Connections) -> Handler:
     return _handler({"/verify": verify, "/health": healthy}, connections)
 
 
-def metrics_handler(counts: Counts) -> Handler:
+def metrics_handler(counts: Counts, connections: Connections) -> Handler:
     async def metrics(_: dict[str, str]) -> Answer:
         return Answer(200, counts.prometheus().encode(), "text/plain; version=0.0.4")
 
     async def minutes(_: dict[str, str]) -> Answer:
         return Answer(200, json.dumps(counts.recent()).encode(), "application/json")
 
-    return _handler({"/metrics": metrics, "/minutes": minutes})
+    return _handler({"/metrics": metrics, "/minutes": minutes}, connections)
 
 
 def tally(data: bytes, counted: collections.Counter[str]) -> None:
@@ -414,7 +409,8 @@ async def serve(args: argparse.Namespace) -> None:
     events.bind(_unix_path(os.path.join(args.dir, "events.sock")))
     threading.Thread(target=count_events, args=(events, counts), daemon=True, name="events").start()
     host, _, port = args.metrics.rpartition(":")
-    await asyncio.start_server(metrics_handler(counts), host, int(port))
+    # the scraper's connections need no closing at the stop: that server is never closed, the process ends
+    await asyncio.start_server(metrics_handler(counts, Connections()), host, int(port))
     path = _unix_path(os.path.join(args.dir, "verify.sock"))
     # a new verifier starts before the old one stops (a swarm's start-first update): the old one must not
     # take the new one's socket away as it closes, which Python 3.13 does unless told not to

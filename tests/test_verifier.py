@@ -197,12 +197,13 @@ def test_the_checks_keep_nginxs_connection_open_and_the_metrics_answer_once_a_co
     assert re.findall(rb"HTTP/1.1 (\d+)", checks) == [b"204", b"401", b"500", b"404"]
     assert checks.count(b'WWW-Authenticate: Basic realm="Family"\r\n') == 1
 
-    metrics = _run(exchange(verifier.metrics_handler(checker.counts), ["GET /metrics HTTP/1.1", "GET /minutes HTTP/1.1"]))
+    metrics = _run(exchange(verifier.metrics_handler(checker.counts, verifier.Connections()),
+                            ["GET /metrics HTTP/1.1", "GET /elsewhere HTTP/1.1"]))
     head, _, body = metrics.partition(b"\r\n\r\n")
-    assert re.findall(rb"HTTP/1.1 (\d+)", metrics) == [b"200"]  # one answer, then the connection closed
+    assert re.findall(rb"HTTP/1.1 (\d+)", metrics) == [b"200", b"404"]  # a scraper's connection stays open too
     assert b"Content-Type: text/plain; version=0.0.4" in head
     assert b'rumistack_auth_failures_total{reason="wrong_password"} 1\n' in body
-    minutes = _run(exchange(verifier.metrics_handler(checker.counts), ["HEAD /minutes HTTP/1.1"]))
+    minutes = _run(exchange(verifier.metrics_handler(checker.counts, verifier.Connections()), ["HEAD /minutes HTTP/1.1"]))
     assert minutes.startswith(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n") and minutes.endswith(b"\r\n\r\n")
 
 
