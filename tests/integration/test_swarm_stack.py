@@ -237,11 +237,13 @@ def test_rumitalks_replicas_share_their_state_in_redis_and_answer_in_turn(deploy
 class Load:
     """A bounded load loop: each nginx node's port asked for / with the user's credential (or `credential`),
     one request after the other, `pause` seconds apart, from a thread of its own, until stopped (or at most
-    `limit` requests a node, or with `until_refused` the node's first answer other than 200)."""
+    `limit` requests a node or `seconds` in all, or with `until_refused` the node's first answer other than
+    200). The bounds are above what two rollouts take (a request and its pause: about 50 ms here)."""
 
-    def __init__(self, deployment: Deployment, limit: int = 3000, credential: tuple[str, str] = (USER, PASSWORD),
-                 pause: float = 0.02, until_refused: bool = False) -> None:
+    def __init__(self, deployment: Deployment, limit: int = 12000, seconds: float = 600,
+                 credential: tuple[str, str] = (USER, PASSWORD), pause: float = 0.02, until_refused: bool = False) -> None:
         self.deployment, self.limit, self.credential = deployment, limit, credential
+        self.deadline = time.monotonic() + seconds
         self.pause, self.until_refused = pause, until_refused
         self.stopped = threading.Event()
         self.results: dict[str, list[tuple[float, object]]] = {h: [] for h in NGINX_NODES}
@@ -251,7 +253,7 @@ class Load:
         port = self.deployment.port(self.deployment.node(hostname))
         credential = {"Authorization": basic(*self.credential)}
         for _ in range(self.limit):
-            if self.stopped.is_set():
+            if self.stopped.is_set() or time.monotonic() > self.deadline:
                 return
             try:
                 outcome: object = send(port, "/", headers=credential).status
@@ -286,25 +288,25 @@ def _cli(deployment: Deployment, *args: str, input: str | None = None) -> str:
 def test_user_changes_roll_out_to_every_node_one_after_the_other_and_a_removed_user_is_refused_at_each(deployment):
     ports = [deployment.port(deployment.node(h)) for h in NGINX_NODES]
     carol = {"Authorization": basic("carol", "carols long password")}
-    out = _cli(deployment, "adduser", "carol", "--password-stdin", input="carols long password\n")
-    assert "rolled out to the swarm" in out
-    assert [send(port, "/", headers=carol).status for port in ports] == [200, 200]
     with Load(deployment) as load:
-        _cli(deployment, "adduser", "bob", "--password-stdin", input="bobs long password\n")
+        out = _cli(deployment, "adduser", "carol", "--password-stdin", input="carols long password\n")
+        assert "rolled out to the swarm" in out
+        # once adduser has returned, every node lets her in, whichever nginx task its edge picks
+        assert [send(port, "/", headers=carol).status for port in ports for _ in range(2)] == [200] * 4
         # carol keeps asking while she is removed: a new nginx task that checked her against a verifier
         # with the old users would cache her credential, and let her in after deluser has returned
         with Load(deployment, credential=("carol", "carols long password"), pause=0.5, until_refused=True) as carols:
             _cli(deployment, "deluser", "carol")
+        removed = time.monotonic()
         assert all(r and r[-1][1] == 401 for r in carols.results.values()), carols.results
-        # once deluser has returned, every node refuses her, whichever nginx task its edge picks (a few
-        # tries each: her refusals count against her name's limit, so the later ones may be 429)
+        # once deluser has returned, every node refuses her (a few tries each: her refusals count against
+        # her name's limit, so the later ones may be 429)
         assert [send(port, "/", headers=carol).status for port in ports] == [401, 401]
         assert 200 not in [send(port, "/", headers=carol).status for port in ports for _ in range(3)]
     # the edge holds each node's port and is not restarted; nginx's tasks behind it are replaced
-    # start-first, so no request fails at any node while they roll
+    # start-first, so no request fails at any node while they roll, for either change
     _no_failure(load)
-    bob = {"Authorization": basic("bob", "bobs long password")}
-    assert [send(port, "/", headers=bob).status for port in ports] == [200, 200]
+    assert all(load.results[h][-1][0] > removed for h in NGINX_NODES)  # the loop ran through both rollouts
 
 
 def _no_failure(load: Load) -> None:
