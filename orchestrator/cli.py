@@ -384,15 +384,20 @@ def _warn_plain_http_cookies(config: Config) -> None:
                    "RUMISTACK_PUBLIC_URL=https://... when a proxy in front terminates TLS", err=True)
 
 
-def _confirm_plain_http(config: Config, yes: bool) -> None:
+def _warn_plain_http(config: Config) -> bool:
+    """Say that HTTPS is off, and whether passwords then leave this machine: True if they do."""
     if config.loopback_only:
         click.echo(f"note: HTTPS is off (RUMISTACK_TLS=off); bound to {config.bind_address}, "
                    "so passwords never leave this machine", err=True)
-        return
+        return False
     click.echo(f"warning: HTTPS is off (RUMISTACK_TLS=off) and nginx listens on {config.bind_address}: Basic Auth "
                "passwords, and the chats, cross the network readable by anyone on the path. Use "
                "RUMISTACK_TLS=self-signed, acme or files, or RUMISTACK_BIND_ADDRESS=127.0.0.1.", err=True)
-    if not yes:
+    return True
+
+
+def _confirm_plain_http(config: Config, yes: bool) -> None:
+    if _warn_plain_http(config) and not yes:
         click.confirm("Start without HTTPS anyway?", abort=True, err=True)
 
 
@@ -482,8 +487,12 @@ def render(for_swarm: bool) -> None:
     with _changing(config, "render"):
         needed = render_bundle(config, UserFile(config.users_file), _volumes(config, _ConsoleProgress()),
                                load_app_settings(config))
-    click.echo(f"wrote the nginx configuration, the certificate, the users and the services' environment for "
-               f"{config.project}")
+    click.echo(f"wrote the nginx configuration, {'the certificate, ' if config.https else ''}the users and the "
+               f"services' environment for {config.project}")
+    # compose starts what render prepared without asking: render says what `up` would ask about
+    if not config.https:
+        _warn_plain_http(config)
+    _warn_plain_http_cookies(config)
     if needed:
         click.echo(f"this configuration needs compose's profile {', '.join(needed)}: put COMPOSE_PROFILES="
                    f"{','.join(needed)} into .env, or start it with: {up_command(config)}")

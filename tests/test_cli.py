@@ -6,6 +6,7 @@ from certs import NOW, make_ca, write_pair
 from click.testing import CliRunner
 
 from rumistack.cli import cli
+from rumistack.mounted import MountedVolumes
 from rumistack.users import UserFile
 
 GOOD = "correct horse battery"
@@ -210,3 +211,23 @@ def test_render_without_users_says_how_to_add_one(run, tmp_path):
     result = run("--volumes-dir", str(tmp_path / "volumes"), "render")
     assert result.exit_code == 2
     assert "rumistack adduser NAME" in result.output
+
+
+@pytest.mark.parametrize("address, says", [
+    ("0.0.0.0", "warning: HTTPS is off (RUMISTACK_TLS=off) and nginx listens on 0.0.0.0: Basic Auth passwords"),
+    ("127.0.0.1", "note: HTTPS is off (RUMISTACK_TLS=off); bound to 127.0.0.1, so passwords never leave this machine"),
+])
+def test_render_with_https_off_says_what_up_would_ask_about(run, tmp_path, monkeypatch, address, says):
+    """compose starts what render prepared without a question, so render gives up's warning (and no question)."""
+    checked = []
+    monkeypatch.setattr(MountedVolumes, "check", lambda self, files, others, test=None: checked.append(files))
+    for volume in ("nginx-config", "nginx-auth", "tls", "rumitalk-config"):
+        (tmp_path / "volumes" / volume).mkdir(parents=True)
+    monkeypatch.setenv("RUMISTACK_VOLUMES_DIR", str(tmp_path / "volumes"))
+    (tmp_path / ".env").write_text(f"RUMISTACK_TLS=off\nRUMISTACK_BIND_ADDRESS={address}\n")
+    assert run("adduser", "alice", "--password-stdin", input=GOOD + "\n").exit_code == 0
+    result = run("render")
+    assert result.exit_code == 0, result.output
+    assert "wrote the nginx configuration, the users and the services' environment for rumistack" in result.output
+    assert says in result.output and "anyway?" not in result.output
+    assert checked and (tmp_path / "volumes" / "nginx-config" / "nginx.conf").exists()
