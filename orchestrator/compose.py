@@ -117,7 +117,7 @@ MODES = (
 # holds what every value shares and extends `<service>-tls-${RUMISTACK_TLS:-self-signed}`, a template per
 # value with that value's own ports and mounts; a template runs no container (scale 0). Each value's
 # settings make a configuration of it, as MODES's do.
-VARIANT_KEY = "RUMISTACK_TLS"
+VARIANT_KEY, VARIANT_LABEL = "RUMISTACK_TLS", "tls"  # the key, and its word in the templates' names
 VARIANTS = {
     "self-signed": {},
     "files": {"RUMISTACK_TLS": "files", "RUMISTACK_TLS_CERT_FILE": "/state/chat.crt",
@@ -189,11 +189,7 @@ def _union() -> list[spec.Service]:
 
 
 def _variant_name(service: str, value: str) -> str:
-    return f"{service}-{VARIANT_KEY.removeprefix('RUMISTACK_').lower()}-{value}"
-
-
-def _shared(items: list, shapes: list[list]) -> list:
-    return [item for item in items if all(item in shape for shape in shapes)]
+    return f"{service}-{VARIANT_LABEL}-{value}"
 
 
 def _with_variants(services: dict[str, dict]) -> dict[str, dict]:
@@ -215,12 +211,13 @@ def _with_variants(services: dict[str, dict]) -> dict[str, dict]:
             raise ValueError(f"{name} differs with {VARIANT_KEY} in more than its {' and '.join(_VARIANT_FIELDS)}: "
                              f"compose's extends cannot change the rest")
         service = services[name]
-        common = {field: _shared(service.get(field, []), [shape.get(field, []) for shape in values])
+        common = {field: [item for item in service.get(field, []) if all(item in shape.get(field, []) for shape in values)]
                   for field in _VARIANT_FIELDS}
-        # scale 1, not the template's 0
+        # scale 1, not the template's 0; each variant field keeps its place with the shared items (if any)
+        kept = {k: common.get(k, v) for k, v in service.items() if k not in common or common[k]}
         out[name] = {"image": service["image"], "scale": 1,
                      "extends": {"service": _Compose(_variant_name(name, _interpolation(_BY_NAME[VARIANT_KEY])))},
-                     **{k: common.get(k, v) for k, v in service.items() if k not in common or common[k]}}
+                     **kept}
         for value, shape in by_value.items():
             own = {field: [item for item in shape.get(field, []) if item not in common[field]] for field in _VARIANT_FIELDS}
             # compose wants an image for every service, a template too

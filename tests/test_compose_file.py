@@ -83,10 +83,11 @@ def test_values_from_env_reach_the_services_as_interpolations():
     document = compose.document()
     nginx = _extended(document["services"], "nginx", "self-signed")
     assert nginx["image"] == "${RUMISTACK_NGINX_IMAGE:-nginx:1.28.0-alpine}"
-    assert sorted(nginx["ports"], key=lambda p: p["target"]) == [{"target": 80, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}",
-                               "published": "${RUMISTACK_HTTP_PORT:-8080}", "protocol": "tcp"},
-                              {"target": 443, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}",
-                               "published": "${RUMISTACK_HTTPS_PORT:-8443}", "protocol": "tcp"}]
+    assert sorted(nginx["ports"], key=lambda p: p["target"]) == [
+        {"target": 80, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}", "published": "${RUMISTACK_HTTP_PORT:-8080}",
+         "protocol": "tcp"},
+        {"target": 443, "host_ip": "${RUMISTACK_BIND_ADDRESS:-0.0.0.0}", "published": "${RUMISTACK_HTTPS_PORT:-8443}",
+         "protocol": "tcp"}]
     assert nginx["labels"] == {"rumistack.project": "${RUMISTACK_PROJECT:-rumistack}", "rumistack.service": "nginx"}
     assert document["name"] == "${RUMISTACK_PROJECT:-rumistack}"
 
@@ -184,13 +185,12 @@ def test_each_tls_modes_nginx_is_the_one_spec_gives_that_mode(mode):
     """What compose makes of nginx and its template is the service spec.py gives the mode, read as compose writes it."""
     config = load_config("/nonexistent", environ=compose.VARIANTS[mode])
     (nginx,) = [s for s in compose._services(config) if s.name == "nginx"]
-    expected = compose._service(dataclasses.replace(nginx, depends_on=()))
+    expected = compose._write(compose._service(dataclasses.replace(nginx, depends_on=())))
     made = {k: v for k, v in _extended(compose.document()["services"], "nginx", mode).items()
             if k not in ("extends", "scale", "depends_on") and v != []}
-    expected = compose._write(expected)
-    for field in ("ports", "volumes"):  # compose puts the template's first
-        made[field] = sorted(made.get(field, []), key=lambda item: json.dumps(item, sort_keys=True))
-        expected[field] = sorted(expected.get(field, []), key=lambda item: json.dumps(item, sort_keys=True))
+    for service in (made, expected):  # in any order: compose puts the template's first
+        for field in ("ports", "volumes"):
+            service[field] = sorted(service.get(field, []), key=lambda item: json.dumps(item, sort_keys=True))
     assert made == expected
 
 

@@ -1,7 +1,8 @@
 """The compose bundle in the modes beyond the default stack, against real
 containers: search on, an external MongoDB and plain HTTP (RUMISTACK_TLS=off,
 as behind a proxy of the self-hoster's that holds the certificate): one
-bundle in the three modes at once, to keep the suite's time down. docs/compose.md's commands run as
+bundle in the three modes at once, to keep the suite's time down.
+docs/compose.md's commands run as
 written, with the mode's lines added to .env as a self-hoster would; then
 the auth matrix and `rumistack check` against the bundle, each mode's own
 proof, and `rumistack up` giving the same stack as compose."""
